@@ -1,0 +1,1 @@
+"""customer_intel: the shared library behind the customer-analytics notebooks."""

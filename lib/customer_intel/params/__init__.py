@@ -1,0 +1,198 @@
+"""Load, merge and validate YAML params profiles before anything runs.
+
+A profile is a YAML mapping with a ``common`` section and one section per stage. A profile may
+start with ``extends: other.yaml`` (relative to its own folder) and then override only some keys;
+``-p section.key=value`` overrides on the command line come last. The merged mapping is validated
+by the pydantic models of the sections; any problem raises :class:`ParamsError`, whose message
+names the file that set the key, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from customer_intel.params.common import CommonParams
+from customer_intel.params.dashboards import DashboardsParams
+from customer_intel.params.experiments import ExperimentsParams
+from customer_intel.params.ingest import IngestParams
+from customer_intel.params.optimize import OptimizeParams
+from customer_intel.params.propensity import PropensityParams
+from customer_intel.params.recommendations import RecommendationsParams
+from customer_intel.params.segmentation import SegmentationParams
+from customer_intel.paths import PROJECT_ROOT
+
+__all__ = [
+    "Params",
+    "ParamsError",
+    "RUNTIME_KEYS",
+    "load_params",
+    "params_hash",
+    "stage_parameters",
+]
+
+#: Keys the runner injects into every stage notebook besides the params file's keys.
+RUNTIME_KEYS = ("run_dir",)
+
+
+class ParamsError(ValueError):
+    """A params profile is invalid; the message names the file, the key path and the problem."""
+
+
+class Params(BaseModel):
+    """A whole, validated params profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    common: CommonParams = Field(default_factory=CommonParams)
+    ingest: IngestParams = Field(default_factory=IngestParams)
+    optimize: OptimizeParams = Field(default_factory=OptimizeParams)
+    segmentation: SegmentationParams = Field(default_factory=SegmentationParams)
+    propensity: PropensityParams = Field(default_factory=PropensityParams)
+    recommendations: RecommendationsParams = Field(default_factory=RecommendationsParams)
+    experiments: ExperimentsParams = Field(default_factory=ExperimentsParams)
+    dashboards: DashboardsParams = Field(default_factory=DashboardsParams)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"params file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, over: dict, origin: dict, source: str, prefix: tuple = ()) -> dict:
+    """Deep-merge ``over`` into ``base`` (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and value:
+            out[key] = _merge(out[key], value, origin, source, path)
+        else:
+            out[key] = copy.deepcopy(value)
+            origin[path] = source
+    return out
+
+
+def _load_chain(path: Path, origin: dict, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ParamsError(f"{path}: extends: forms a cycle ({chain})")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    merged: dict = {}
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ParamsError(f"{path}: extends: expected a file name, got {parent!r}")
+        merged = _load_chain(path.parent / parent, origin, (*seen, path))
+    return _merge(merged, data, origin, str(path))
+
+
+def _apply_override(data: dict, origin: dict, text: str) -> dict:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(f"override {text!r}: expected section.key=value")
+    parts = tuple(k for k in key.strip().split("."))
+    if len(parts) < 2 or not all(parts):
+        raise ParamsError(f"override {text!r}: expected section.key=value (e.g. common.seed=7)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"override {text!r}: value is not valid YAML: {e}") from None
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    return _merge(data, nested, origin, "command line (-p)")
+
+
+def _format_errors(err: ValidationError, origin: dict, default_source: str) -> str:
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = tuple(str(x) for x in e["loc"])
+        source = default_source
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in origin:
+                source = origin[loc[:n]]
+                break
+        key = ".".join(loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            allowed = sorted(parent.model_fields) if parent is not None else []
+            what = f"unknown key; expected one of {allowed}"
+        else:
+            got = e.get("input")
+            shown = repr(got) if not isinstance(got, dict) else "a mapping"
+            what = f"{e['msg']} (got {shown})"
+        lines.append(f"{source}: {key}: {what}")
+    return "invalid params:\n  " + "\n  ".join(lines)
+
+
+def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    model: Any = Params
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = field.annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def load_params(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, base_dir: Path | None = None
+) -> Params:
+    """Read a params profile, follow ``extends``, apply ``section.key=value`` overrides, validate.
+
+    Parameters
+    ----------
+    path
+        The YAML profile (e.g. ``params/smoke.yaml``).
+    overrides
+        ``section.key=value`` strings; values are parsed as YAML (``200``, ``true``, ``[1, 2]``).
+    base_dir
+        Folder that relative input paths are resolved against (default: the project root).
+
+    Raises
+    ------
+    ParamsError
+        One message listing every problem, each as ``file: key.path: what was expected``.
+    """
+    path = Path(path)
+    origin: dict[tuple, str] = {}
+    data = _load_chain(path, origin)
+    for text in overrides:
+        data = _apply_override(data, origin, text)
+    try:
+        return Params.model_validate(data, context={"base_dir": base_dir or PROJECT_ROOT})
+    except ValidationError as err:
+        raise ParamsError(_format_errors(err, origin, str(path.resolve()))) from None
+
+
+def params_hash(params: Params, length: int = 8) -> str:
+    """A short, stable hash of the resolved params (used in run folder names)."""
+    blob = json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def stage_parameters(params: Params, section: str, *, run_dir: str | Path) -> dict[str, Any]:
+    """The flat notebook parameters of one stage: its section, its common keys, ``run_dir``."""
+    model = getattr(params, section)
+    values = model.model_dump(mode="json")
+    common = params.common.model_dump(mode="json")
+    for key in type(model).COMMON_KEYS:
+        values[key] = common[key]
+    values["run_dir"] = str(run_dir)
+    return values

@@ -1,0 +1,11 @@
+"""The ``segmentation`` section of a params profile (stage notebook parameters, one to one)."""
+
+from typing import ClassVar
+
+from customer_intel.params._base import Section
+
+
+class SegmentationParams(Section):
+    """Parameters of the segmentation stage."""
+
+    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")

@@ -1,0 +1,5 @@
+"""Figures of the recommendations stage (built with :mod:`customer_intel.plots.theme`)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,60 @@
+"""The one look of every figure: template, colour sequence, number formats."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+#: Colour sequence used for categories, in order (colour-blind friendly, Okabe-Ito based).
+COLORS = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#CC79A7",
+    "#56B4E9",
+    "#D55E00",
+    "#F0E442",
+    "#000000",
+    "#999999",
+)
+#: Diverging and sequential scales for heatmaps.
+SEQUENTIAL = "Blues"
+DIVERGING = "RdBu_r"
+#: Fixed colours for groups that mean the same thing in every figure.
+GROUP_COLORS = {"control": "#999999", "treatment": "#0072B2", "baseline": "#999999"}
+
+MONEY = ",.2f"
+INTEGER = ",d"
+PERCENT = ".1%"
+
+TEMPLATE_NAME = "customer_intel"
+
+pio.templates[TEMPLATE_NAME] = go.layout.Template(
+    layout=go.Layout(
+        font={"family": "Helvetica, Arial, sans-serif", "size": 13, "color": "#222"},
+        title={"x": 0.0, "xanchor": "left", "font": {"size": 16}},
+        colorway=list(COLORS),
+        paper_bgcolor="white",
+        plot_bgcolor="white",
+        xaxis={"showgrid": True, "gridcolor": "#eee", "zeroline": False, "linecolor": "#bbb"},
+        yaxis={"showgrid": True, "gridcolor": "#eee", "zeroline": False, "linecolor": "#bbb"},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        margin={"l": 60, "r": 20, "t": 60, "b": 50},
+        hoverlabel={"namelength": -1},
+    )
+)
+
+
+def styled(fig: go.Figure, *, title: str | None = None, height: int | None = None) -> go.Figure:
+    """Apply the house template (and optionally a title and height) to a figure."""
+    fig.update_layout(template=TEMPLATE_NAME)
+    if title is not None:
+        fig.update_layout(title_text=title)
+    if height is not None:
+        fig.update_layout(height=height)
+    return fig
+
+
+def color_map(labels: list[str]) -> dict[str, str]:
+    """A stable label -> colour mapping for categorical traces."""
+    return {label: GROUP_COLORS.get(label, COLORS[i % len(COLORS)]) for i, label in enumerate(labels)}

@@ -1,0 +1,218 @@
+"""Run folders: the one place where stages read and write tables, figures and models.
+
+A run folder ``outputs/runs/<run_id>/`` holds::
+
+    notebooks/   executed stage notebooks            (written by the pipeline)
+    params/      each stage's resolved parameters    (written by the pipeline)
+    tables/      <name>.parquet, one per named table (written by the stages)
+    figures/     <name>.json, plotly figures
+    models/      fitted models and their JSON cards
+    warehouse/   the DuckDB warehouse file and the optimized event Parquet
+    stages/      <stage>.json: what each stage recorded (rows in/out, outputs, metrics)
+    manifest.json, run.log
+
+Every write goes to a temporary name in the same folder and is renamed into place, so a reader
+never sees a half-written file. Inside a pipeline run a stage reads and writes its own run
+folder. Run interactively (``run_dir = ""``), a notebook writes into ``outputs/scratch/`` and
+reads what it has not written itself from ``outputs/latest``, so exploring never touches the
+last good run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from customer_intel.paths import OUTPUTS_DIR
+
+TABLES = "tables"
+FIGURES = "figures"
+MODELS = "models"
+WAREHOUSE = "warehouse"
+STAGES = "stages"
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it onto ``target``.
+
+    Works for files and folders (a folder target replaces the old folder). On error the
+    temporary is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp_target = tmp / target.name
+    try:
+        yield tmp_target
+        if not tmp_target.exists():
+            raise FileNotFoundError(f"nothing was written to {tmp_target} for {target}")
+        if tmp_target.is_dir() and target.exists():
+            old = target.with_name(f".{target.name}.old.{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp_target, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp_target, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    return Path(path)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class StageRun:
+    """Where one stage reads its inputs and writes its outputs.
+
+    Parameters
+    ----------
+    run_dir
+        The run folder to write into.
+    stage
+        The stage's name (``ingest``, ``segmentation``, ...).
+    read_fallbacks
+        Folders searched, in order, for inputs not found in ``run_dir``.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, stage: str, read_fallbacks: tuple[Path, ...] = ()
+    ) -> None:
+        self.run_dir = Path(run_dir).resolve()
+        self.stage = stage
+        self.read_fallbacks = tuple(Path(p) for p in read_fallbacks)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
+        self._outputs: list[str] = []
+
+    # -- locating -------------------------------------------------------------------------
+    def find(self, relative: str | Path) -> Path:
+        """Path of an input: in the run folder, else the first fallback that has it."""
+        for base in (self.run_dir, *self.read_fallbacks):
+            candidate = base / relative
+            if candidate.exists():
+                return candidate
+        searched = ", ".join(str(b) for b in (self.run_dir, *self.read_fallbacks))
+        raise FileNotFoundError(
+            f"stage {self.stage!r} needs {relative}, which no earlier stage wrote "
+            f"(looked in: {searched}); run the earlier stages first"
+        )
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the run folder to write to (its parent is created)."""
+        p = self.run_dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def warehouse_dir(self) -> Path:
+        """Folder of the warehouse to read (this run's, or a fallback's)."""
+        return self.find(WAREHOUSE)
+
+    # -- tables ---------------------------------------------------------------------------
+    def table_path(self, name: str) -> Path:
+        """Path of a named input table."""
+        return self.find(f"{TABLES}/{name}.parquet")
+
+    def read_table(self, name: str) -> pl.DataFrame:
+        """Read a named table that this or an earlier stage wrote."""
+        return pl.read_parquet(self.table_path(name))
+
+    def scan_table(self, name: str) -> pl.LazyFrame:
+        """Lazily scan a named table that this or an earlier stage wrote."""
+        return pl.scan_parquet(self.table_path(name))
+
+    def write_table(self, df: pl.DataFrame | pl.LazyFrame, name: str) -> Path:
+        """Write a named table as zstd Parquet, atomically; a LazyFrame is streamed."""
+        target = self.path(TABLES, f"{name}.parquet")
+        with atomic_path(target) as tmp:
+            if isinstance(df, pl.LazyFrame):
+                df.sink_parquet(tmp, compression="zstd")
+            else:
+                df.write_parquet(tmp, compression="zstd")
+        self._record(target)
+        return target
+
+    # -- figures, models, documents ---------------------------------------------------------
+    def write_figure(self, fig: Any, name: str) -> Path:
+        """Save a plotly figure as JSON (``plotly.io.read_json`` reads it back)."""
+        target = self.path(FIGURES, f"{name}.json")
+        with atomic_path(target) as tmp:
+            tmp.write_text(fig.to_json())
+        self._record(target)
+        return target
+
+    def write_json(self, obj: Any, *parts: str) -> Path:
+        """Write a JSON document at ``parts`` inside the run folder, atomically."""
+        target = write_json(obj, self.path(*parts))
+        self._record(target)
+        return target
+
+    @contextlib.contextmanager
+    def output(self, *parts: str) -> Iterator[Path]:
+        """Write any other output (a model file, a folder) atomically: yields a temp path."""
+        target = self.path(*parts)
+        with atomic_path(target) as tmp:
+            yield tmp
+        self._record(target)
+
+    def _record(self, target: Path) -> None:
+        rel = str(target.relative_to(self.run_dir))
+        if rel not in self._outputs:
+            self._outputs.append(rel)
+
+    # -- the stage's own record -------------------------------------------------------------
+    def finish(
+        self,
+        *,
+        rows_in: int | dict[str, int] | None = None,
+        rows_out: int | dict[str, int] | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Record what the stage did: rows in and out, its outputs, metrics and peak memory.
+
+        The pipeline merges this record into the run's ``manifest.json``.
+        """
+        record = {
+            "stage": self.stage,
+            "rows_in": rows_in,
+            "rows_out": rows_out,
+            "outputs": sorted(self._outputs),
+            "metrics": metrics or {},
+            "kernel_peak_rss_mb": round(peak_rss_mb(), 1),
+            "kernel_seconds": round(time.time() - self.started, 2),
+        }
+        write_json(record, self.path(STAGES, f"{self.stage}.json"))
+        return record
+
+
+def open_stage(run_dir: str | Path, stage: str, output_root: str | Path | None = None) -> StageRun:
+    """Open a stage's run folder; ``run_dir=""`` means interactive scratch mode.
+
+    In scratch mode outputs go to ``<output_root>/scratch`` and inputs not written there are
+    read from ``<output_root>/latest`` (the last successful run).
+    """
+    root = Path(output_root) if output_root else OUTPUTS_DIR
+    if str(run_dir):
+        return StageRun(run_dir, stage)
+    latest = root / "latest"
+    fallbacks = (latest.resolve(),) if latest.exists() else ()
+    return StageRun(root / "scratch", stage, read_fallbacks=fallbacks)
