@@ -1,0 +1,78 @@
+"""Notebook conventions: parameters cell == params section, no def/class, no committed outputs."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import papermill
+import pytest
+
+from customer_intel import pipeline
+from customer_intel.params import RUNTIME_KEYS, load_params
+from customer_intel.paths import NOTEBOOKS_DIR, PARAMS_DIR
+
+STAGES = [pytest.param(s, id=s.name) for s in pipeline.STAGES]
+ALL_NOTEBOOKS = sorted(p for p in NOTEBOOKS_DIR.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def _source(cell) -> str:
+    src = cell["source"]
+    return "".join(src) if isinstance(src, list) else src
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_parameters_cell_declares_exactly_the_stage_section_and_its_common_keys(stage):
+    path = NOTEBOOKS_DIR / stage.notebook
+    assert path.exists(), f"stage {stage.name} has no notebook {path}"
+    declared = papermill.inspect_notebook(str(path))
+    params = load_params(PARAMS_DIR / "default.yaml")
+    section = getattr(params, stage.section)
+    expected = set(type(section).model_fields) | set(type(section).COMMON_KEYS) | set(RUNTIME_KEYS)
+    assert sorted(set(declared) - expected) == [], "declared in the notebook but not in params"
+    assert sorted(expected - set(declared)) == [], "in params but not declared in the notebook"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_parameters_are_typed_commented_literals_equal_to_default_yaml(stage):
+    path = NOTEBOOKS_DIR / stage.notebook
+    declared = papermill.inspect_notebook(str(path))
+    params = load_params(PARAMS_DIR / "default.yaml")
+    flat = pipeline.stage_parameters(params, stage.section, run_dir="")
+    for name, info in declared.items():
+        assert info["inferred_type_name"] != "None", f"{stage.notebook}: {name} has no type"
+        assert info["help"], f"{stage.notebook}: {name} has no comment"
+        value = ast.literal_eval(info["default"])  # literals only
+        assert value == flat[name], f"{stage.notebook}: {name} = {value!r}, default.yaml says {flat[name]!r}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_notebook_structure(stage):
+    cells = _cells(NOTEBOOKS_DIR / stage.notebook)
+    assert cells[0]["cell_type"] == "markdown", "the first cell states purpose, inputs, outputs"
+    intro = _source(cells[0]).lower()
+    assert "input" in intro and "output" in intro, "the first cell names the inputs and outputs"
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell is tagged 'parameters'"
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        tree = ast.parse(_source(cell))
+        defs = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef | ast.Lambda)]
+        assert not defs, f"{stage.notebook} defines {type(defs[0]).__name__}: logic belongs in lib/"
+        calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert not calls & {"eval", "exec"}, f"{stage.notebook} calls eval/exec"
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebooks_have_no_outputs_and_a_python3_kernel(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"{path.name} has committed outputs"
+            assert cell.get("execution_count") is None, f"{path.name} has execution counts"

@@ -1,0 +1,125 @@
+"""Params profiles: every error names the file, the key path and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from customer_intel.params import ParamsError, load_params, params_hash, stage_parameters
+from customer_intel.paths import PARAMS_DIR
+
+
+def _write(tmp_path: Path, name: str, data) -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+@pytest.mark.parametrize("profile", sorted(PARAMS_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_profile_is_valid(profile):
+    load_params(profile)
+
+
+def test_unknown_key_names_file_key_and_allowed_keys(tmp_path):
+    path = _write(tmp_path, "p.yaml", {"common": {"sed": 1}})
+    with pytest.raises(ParamsError) as e:
+        load_params(path)
+    msg = str(e.value)
+    assert f"{path.resolve()}: common.sed: unknown key" in msg
+    assert "'seed'" in msg
+
+
+def test_unknown_section(tmp_path):
+    path = _write(tmp_path, "p.yaml", {"segmentaton": {}})
+    with pytest.raises(ParamsError, match=r"segmentaton: unknown key; expected one of \[.*'segmentation'"):
+        load_params(path)
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    path = _write(tmp_path, "p.yaml", {"common": {"seed": "forty-two"}})
+    with pytest.raises(ParamsError, match=r"p\.yaml: common\.seed: Input should be a valid integer.*'forty-two'"):
+        load_params(path)
+
+
+def test_out_of_range_value(tmp_path):
+    path = _write(tmp_path, "p.yaml", {"common": {"seed": -1}})
+    with pytest.raises(ParamsError, match=r"common\.seed: Input should be greater than or equal to 0"):
+        load_params(path)
+
+
+def test_bad_literal_choice(tmp_path):
+    path = _write(tmp_path, "p.yaml", {"common": {"engine": "oracle"}})
+    with pytest.raises(ParamsError, match=r"common\.engine: Input should be 'duckdb' or 'spark'"):
+        load_params(path)
+
+
+def test_missing_input_file_names_key_and_path(tmp_path):
+    path = _write(tmp_path, "p.yaml", {"ingest": {"input_path": "no/such/events.csv"}})
+    with pytest.raises(ParamsError, match=r"ingest\.input_path: .*file not found.*no/such/events\.csv"):
+        load_params(path)
+
+
+def test_glob_that_matches_nothing(tmp_path):
+    path = _write(tmp_path, "p.yaml", {"ingest": {"input_path": str(tmp_path / "*.csv")}})
+    with pytest.raises(ParamsError, match=r"ingest\.input_path: .*no file matches the pattern"):
+        load_params(path)
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    path = _write(tmp_path, "p.yaml", {"common": {"seed": "x", "engine": 3, "extra": 1}})
+    msg = str(pytest.raises(ParamsError, load_params, path).value)
+    assert msg.count(str(path.resolve())) == 3
+
+
+def test_extends_overrides_only_some_keys_and_errors_name_the_file_that_set_them(tmp_path):
+    base = _write(tmp_path, "base.yaml", {"common": {"seed": 1, "engine": "duckdb"}})
+    child = _write(tmp_path, "child.yaml", "extends: base.yaml\ncommon:\n  seed: 7\n")
+    p = load_params(child)
+    assert p.common.seed == 7 and p.common.engine == "duckdb"
+    _write(tmp_path, "base.yaml", {"common": {"engine": "nope"}})
+    with pytest.raises(ParamsError, match=rf"{base.resolve()}: common\.engine"):
+        load_params(child)
+
+
+def test_extends_cycle_and_missing_parent(tmp_path):
+    a = _write(tmp_path, "a.yaml", "extends: b.yaml\n")
+    _write(tmp_path, "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ParamsError, match="cycle"):
+        load_params(a)
+    c = _write(tmp_path, "c.yaml", "extends: missing.yaml\n")
+    with pytest.raises(ParamsError, match="params file not found: .*missing.yaml"):
+        load_params(c)
+
+
+def test_invalid_yaml_and_non_mapping(tmp_path):
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(_write(tmp_path, "bad.yaml", "common: [unclosed\n"))
+    with pytest.raises(ParamsError, match="expected a mapping of sections"):
+        load_params(_write(tmp_path, "list.yaml", "- 1\n- 2\n"))
+
+
+def test_command_line_overrides(tmp_path):
+    p = load_params(PARAMS_DIR / "smoke.yaml", ["common.seed=7", "common.engine=duckdb"])
+    assert p.common.seed == 7
+    with pytest.raises(ParamsError, match=r"command line \(-p\): common\.seed: Input should be a valid integer"):
+        load_params(PARAMS_DIR / "smoke.yaml", ["common.seed=seven"])
+    with pytest.raises(ParamsError, match="expected section.key=value"):
+        load_params(PARAMS_DIR / "smoke.yaml", ["seed"])
+
+
+def test_hash_is_stable_and_sensitive():
+    a = load_params(PARAMS_DIR / "smoke.yaml")
+    b = load_params(PARAMS_DIR / "smoke.yaml")
+    c = load_params(PARAMS_DIR / "smoke.yaml", ["common.seed=1"])
+    assert params_hash(a) == params_hash(b) != params_hash(c)
+
+
+def test_stage_parameters_are_section_plus_common_keys_plus_run_dir():
+    p = load_params(PARAMS_DIR / "smoke.yaml")
+    flat = stage_parameters(p, "segmentation", run_dir="/tmp/r")
+    assert flat["run_dir"] == "/tmp/r" and flat["seed"] == p.common.seed
+    assert set(flat) == set(type(p.segmentation).model_fields) | {"seed", "engine", "run_dir"} | set(
+        type(p.segmentation).COMMON_KEYS
+    )

@@ -1,0 +1,187 @@
+"""The papermill runner: run folders, manifest, latest, failures, --only/--from, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import make_notebook
+from customer_intel import pipeline
+from customer_intel.pipeline import Stage
+
+PARAMS_CELL = (
+    'seed: int = 0  # seed\nengine: str = "duckdb"  # engine\nrun_dir: str = ""  # run folder'
+)
+RECORD = (
+    "from customer_intel import runs\n"
+    "run = runs.open_stage(run_dir, {stage!r})\n"
+    "import polars as pl\n"
+    "run.write_table(pl.DataFrame({{'x': [1, 2, 3]}}), {stage!r} + '_table')\n"
+    "run.finish(rows_in=3, rows_out=3)"
+)
+
+
+def _stages(tmp_path: Path, fail_in: str | None = None, sleep_in: str | None = None):
+    nbdir = tmp_path / "nbs"
+    stages = []
+    for i, name in enumerate(["ingest", "optimize", "segmentation"], 1):
+        cells = [f"print('stage {name} says hello')"]
+        if name == fail_in:
+            cells.append("raise ValueError('planted failure')")
+        if name == sleep_in:
+            cells.append("import time; time.sleep(60)")
+        cells.append(RECORD.format(stage=name))
+        make_notebook(nbdir / f"0{i}_{name}.ipynb", PARAMS_CELL, *cells)
+        stages.append(Stage(name, f"0{i}_{name}.ipynb", name, name))
+    return nbdir, tuple(stages)
+
+
+def _params_file(tmp_path: Path) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"common": {"output_root": str(tmp_path / "out")}}))
+    return path
+
+
+def _run(tmp_path, stages, nbdir, only=None, from_stage=None):
+    params = pipeline.load_params(_params_file(tmp_path))
+    runner = pipeline.Runner(params, _params_file(tmp_path), stages=stages, notebooks_dir=nbdir)
+    return runner.run(only=only, from_stage=from_stage)
+
+
+@pytest.mark.e2e
+def test_successful_run_writes_folder_manifest_and_moves_latest(tmp_path, capsys):
+    nbdir, stages = _stages(tmp_path)
+    result = _run(tmp_path, stages, nbdir)
+    assert result.exit_code == 0, result.message
+    out = tmp_path / "out"
+    assert (out / "latest").resolve() == result.run_dir
+    m = json.loads((result.run_dir / "manifest.json").read_text())
+    assert m["status"] == "success"
+    assert list(m["stages"]) == ["ingest", "optimize", "segmentation"]
+    for entry in m["stages"].values():
+        assert entry["status"] == "success"
+        assert entry["rows_in"] == 3 and entry["rows_out"] == 3
+        assert entry["wall_seconds"] > 0 and entry["peak_rss_mb"] > 0
+    assert m["stages"]["ingest"]["outputs"] == ["tables/ingest_table.parquet"]
+    assert m["versions"]["polars"] and "commit" in m["git"]
+    assert m["params"]["common"]["output_root"] == str(out)
+    assert (result.run_dir / "notebooks" / "02_optimize.ipynb").exists()
+    assert (result.run_dir / "params" / "segmentation.yaml").exists()
+    log = (result.run_dir / "run.log").read_text()
+    assert "stage optimize says hello" in log and "segmentation cell" in log
+    assert "[3/3] segmentation: ok" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+def test_failed_stage_keeps_latest_and_names_stage_and_cell(tmp_path):
+    nbdir, stages = _stages(tmp_path)
+    good = _run(tmp_path, stages, nbdir)
+    nbdir2, stages2 = _stages(tmp_path / "b", fail_in="optimize")
+    bad = _run(tmp_path, stages2, nbdir2)
+    assert bad.exit_code == 1
+    assert "optimize" in bad.message and "ValueError: planted failure" in bad.message
+    assert "cell" in bad.message
+    assert (tmp_path / "out" / "latest").resolve() == good.run_dir
+    m = json.loads((bad.run_dir / "manifest.json").read_text())
+    assert m["status"] == "failed"
+    assert m["stages"]["optimize"]["status"] == "failed"
+    assert "segmentation" not in m["stages"]
+    assert (bad.run_dir / "notebooks" / "02_optimize.ipynb").exists()
+
+
+@pytest.mark.e2e
+def test_only_and_from_reuse_outputs_of_other_stages_from_latest(tmp_path):
+    nbdir, stages = _stages(tmp_path)
+    first = _run(tmp_path, stages, nbdir)
+    only = _run(tmp_path, stages, nbdir, ["segmentation"])
+    assert only.exit_code == 0
+    m = only.manifest
+    assert m["stages"]["ingest"]["status"] == "reused"
+    assert m["stages"]["ingest"]["from_run"] == first.run_id
+    assert m["stages"]["segmentation"]["status"] == "success"
+    # the new folder is complete: reused tables are there (hard links, same content)
+    reused = only.run_dir / "tables" / "ingest_table.parquet"
+    assert reused.exists()
+    assert os.path.samefile(reused, first.run_dir / "tables" / "ingest_table.parquet")
+    assert (tmp_path / "out" / "latest").resolve() == only.run_dir
+    frm = _run(tmp_path, stages, nbdir, None, "optimize")
+    assert [k for k, v in frm.manifest["stages"].items() if v["status"] == "success"] == [
+        "optimize",
+        "segmentation",
+    ]
+
+
+def test_only_without_a_previous_run_is_a_plan_error(tmp_path):
+    nbdir, stages = _stages(tmp_path)
+    with pytest.raises(pipeline.PlanError, match="no previous successful run"):
+        _run(tmp_path, stages, nbdir, ["segmentation"])
+
+
+def test_plan_rejects_unknown_stage_and_both_options():
+    with pytest.raises(pipeline.PlanError, match="unknown stage 'nope'"):
+        pipeline.plan(only=["nope"])
+    assert [s.name for s in pipeline.plan(from_stage="propensity")][:1] == ["propensity"]
+
+
+def test_cli_invalid_params_exit_2_before_any_notebook(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"common": {"seed": "many", "output_root": str(tmp_path)}}))
+    code = pipeline.main(["--params", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{bad}: common.seed" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_list_and_dry_run(capsys):
+    assert pipeline.main(["--list"]) == 0
+    assert "01_ingest.ipynb" in capsys.readouterr().out
+    assert pipeline.main(["--dry-run", "--params", "params/smoke.yaml"]) == 0
+    assert "would run: ingest" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+def test_killed_run_leaves_latest_on_previous_good_run(tmp_path):
+    """SIGTERM midway through a run: latest keeps pointing at the previous good run."""
+    nbdir, stages = _stages(tmp_path)
+    good = _run(tmp_path, stages, nbdir)
+    nbdir2, _ = _stages(tmp_path / "slow", sleep_in="optimize")
+    script = tmp_path / "go.py"
+    script.write_text(
+        "import sys\n"
+        "from customer_intel import pipeline\n"
+        "stages = tuple(pipeline.Stage(n, f'0{i}_{n}.ipynb', n, n) for i, n in "
+        "enumerate(['ingest', 'optimize', 'segmentation'], 1))\n"
+        f"pipeline.NOTEBOOKS_DIR = __import__('pathlib').Path({str(nbdir2)!r})\n"
+        "params = pipeline.load_params(sys.argv[1])\n"
+        "r = pipeline.Runner(params, sys.argv[1], stages=stages, "
+        "notebooks_dir=pipeline.NOTEBOOKS_DIR)\n"
+        "sys.exit(r.run().exit_code)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(_params_file(tmp_path))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 60
+    runs_dir = tmp_path / "out" / "runs"
+    while time.time() < deadline:
+        started = [
+            d for d in runs_dir.iterdir() if d != good.run_dir and (d / "notebooks").exists()
+        ]
+        if started and (started[0] / "notebooks" / "02_optimize.ipynb").exists():
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert (tmp_path / "out" / "latest").resolve() == good.run_dir
