@@ -8,6 +8,8 @@ PY         := $(VENV)/bin/python
 UV         := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PARAMS     ?= params/default.yaml
 STAMP      := $(VENV)/.installed
+# Trust the system certificate store (machines behind a TLS-inspecting proxy need it).
+export UV_NATIVE_TLS ?= 1
 
 .PHONY: help setup lock run smoke test test-slow nbval lint format browser-deps dashboards bench clean
 

@@ -36,3 +36,41 @@ def rees46_head() -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found at {path} (clone without ../shared)")
     return path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> dict:
+    """One end-to-end ``run_all.py --params params/smoke.yaml`` into a temporary output root.
+
+    Shared by the end-to-end, notebook and browser tests; returns the output root, the run
+    folder, the manifest, and what the runner printed.
+    """
+    import json
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("smoke_outputs")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "run_all.py"),
+            "--params",
+            str(PROJECT_ROOT / "params" / "smoke.yaml"),
+            "-p",
+            f"common.output_root={root}",
+            "--quiet-cells",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=PROJECT_ROOT,
+    )
+    latest = root / "latest"
+    assert proc.returncode == 0, f"smoke run failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    run_dir = latest.resolve()
+    return {
+        "output_root": root,
+        "run_dir": run_dir,
+        "manifest": json.loads((run_dir / "manifest.json").read_text()),
+        "stdout": proc.stdout,
+    }
