@@ -66,7 +66,9 @@ def smoke_run(tmp_path_factory) -> dict:
         cwd=PROJECT_ROOT,
     )
     latest = root / "latest"
-    assert proc.returncode == 0, f"smoke run failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"smoke run failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
     run_dir = latest.resolve()
     return {
         "output_root": root,

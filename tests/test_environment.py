@@ -48,7 +48,8 @@ def test_environment_yml_lists_the_same_packages_and_bounds_as_pyproject():
 def test_lock_file_pins_every_direct_dependency():
     lock = (PROJECT_ROOT / "requirements.lock").read_text()
     pinned = {
-        m.group(1).lower(): m.group(2) for m in re.finditer(r"^([A-Za-z0-9_.\-]+)==(\S+)", lock, re.M)
+        m.group(1).lower(): m.group(2)
+        for m in re.finditer(r"^([A-Za-z0-9_.\-]+)==(\S+)", lock, re.M)
     }
     meta = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
     for text in [*meta["dependencies"], *meta["optional-dependencies"]["test"]]:

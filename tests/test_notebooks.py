@@ -13,7 +13,9 @@ from customer_intel.params import RUNTIME_KEYS, load_params
 from customer_intel.paths import NOTEBOOKS_DIR, PARAMS_DIR
 
 STAGES = [pytest.param(s, id=s.name) for s in pipeline.STAGES]
-ALL_NOTEBOOKS = sorted(p for p in NOTEBOOKS_DIR.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+ALL_NOTEBOOKS = sorted(
+    p for p in NOTEBOOKS_DIR.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
+)
 
 
 def _cells(path):
@@ -47,7 +49,9 @@ def test_parameters_are_typed_commented_literals_equal_to_default_yaml(stage):
         assert info["inferred_type_name"] != "None", f"{stage.notebook}: {name} has no type"
         assert info["help"], f"{stage.notebook}: {name} has no comment"
         value = ast.literal_eval(info["default"])  # literals only
-        assert value == flat[name], f"{stage.notebook}: {name} = {value!r}, default.yaml says {flat[name]!r}"
+        assert value == flat[name], (
+            f"{stage.notebook}: {name} = {value!r}, default.yaml says {flat[name]!r}"
+        )
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -62,9 +66,17 @@ def test_stage_notebook_structure(stage):
         if cell["cell_type"] != "code":
             continue
         tree = ast.parse(_source(cell))
-        defs = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef | ast.Lambda)]
+        defs = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef | ast.Lambda)
+        ]
         assert not defs, f"{stage.notebook} defines {type(defs[0]).__name__}: logic belongs in lib/"
-        calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        calls = {
+            n.func.id
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+        }
         assert not calls & {"eval", "exec"}, f"{stage.notebook} calls eval/exec"
 
 

@@ -33,19 +33,25 @@ def test_unknown_key_names_file_key_and_allowed_keys(tmp_path):
 
 def test_unknown_section(tmp_path):
     path = _write(tmp_path, "p.yaml", {"segmentaton": {}})
-    with pytest.raises(ParamsError, match=r"segmentaton: unknown key; expected one of \[.*'segmentation'"):
+    with pytest.raises(
+        ParamsError, match=r"segmentaton: unknown key; expected one of \[.*'segmentation'"
+    ):
         load_params(path)
 
 
 def test_wrong_type_names_key_and_value(tmp_path):
     path = _write(tmp_path, "p.yaml", {"common": {"seed": "forty-two"}})
-    with pytest.raises(ParamsError, match=r"p\.yaml: common\.seed: Input should be a valid integer.*'forty-two'"):
+    with pytest.raises(
+        ParamsError, match=r"p\.yaml: common\.seed: Input should be a valid integer.*'forty-two'"
+    ):
         load_params(path)
 
 
 def test_out_of_range_value(tmp_path):
     path = _write(tmp_path, "p.yaml", {"common": {"seed": -1}})
-    with pytest.raises(ParamsError, match=r"common\.seed: Input should be greater than or equal to 0"):
+    with pytest.raises(
+        ParamsError, match=r"common\.seed: Input should be greater than or equal to 0"
+    ):
         load_params(path)
 
 
@@ -57,7 +63,9 @@ def test_bad_literal_choice(tmp_path):
 
 def test_missing_input_file_names_key_and_path(tmp_path):
     path = _write(tmp_path, "p.yaml", {"ingest": {"input_path": "no/such/events.csv"}})
-    with pytest.raises(ParamsError, match=r"ingest\.input_path: .*file not found.*no/such/events\.csv"):
+    with pytest.raises(
+        ParamsError, match=r"ingest\.input_path: .*file not found.*no/such/events\.csv"
+    ):
         load_params(path)
 
 
@@ -103,7 +111,9 @@ def test_invalid_yaml_and_non_mapping(tmp_path):
 def test_command_line_overrides(tmp_path):
     p = load_params(PARAMS_DIR / "smoke.yaml", ["common.seed=7", "common.engine=duckdb"])
     assert p.common.seed == 7
-    with pytest.raises(ParamsError, match=r"command line \(-p\): common\.seed: Input should be a valid integer"):
+    with pytest.raises(
+        ParamsError, match=r"command line \(-p\): common\.seed: Input should be a valid integer"
+    ):
         load_params(PARAMS_DIR / "smoke.yaml", ["common.seed=seven"])
     with pytest.raises(ParamsError, match="expected section.key=value"):
         load_params(PARAMS_DIR / "smoke.yaml", ["seed"])
@@ -120,6 +130,8 @@ def test_stage_parameters_are_section_plus_common_keys_plus_run_dir():
     p = load_params(PARAMS_DIR / "smoke.yaml")
     flat = stage_parameters(p, "segmentation", run_dir="/tmp/r")
     assert flat["run_dir"] == "/tmp/r" and flat["seed"] == p.common.seed
-    assert set(flat) == set(type(p.segmentation).model_fields) | {"seed", "engine", "run_dir"} | set(
-        type(p.segmentation).COMMON_KEYS
-    )
+    assert set(flat) == set(type(p.segmentation).model_fields) | {
+        "seed",
+        "engine",
+        "run_dir",
+    } | set(type(p.segmentation).COMMON_KEYS)

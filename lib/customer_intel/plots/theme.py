@@ -57,4 +57,6 @@ def styled(fig: go.Figure, *, title: str | None = None, height: int | None = Non
 
 def color_map(labels: list[str]) -> dict[str, str]:
     """A stable label -> colour mapping for categorical traces."""
-    return {label: GROUP_COLORS.get(label, COLORS[i % len(COLORS)]) for i, label in enumerate(labels)}
+    return {
+        label: GROUP_COLORS.get(label, COLORS[i % len(COLORS)]) for i, label in enumerate(labels)
+    }

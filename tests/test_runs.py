@@ -1,0 +1,72 @@
+"""Run-folder I/O: atomic writes, stage records, scratch mode reading the last good run."""
+
+from __future__ import annotations
+
+import json
+
+import plotly.graph_objects as go
+import plotly.io as pio
+import polars as pl
+import pytest
+
+from customer_intel import runs
+
+
+def test_tables_figures_and_records_round_trip(tmp_path):
+    run = runs.open_stage(tmp_path / "run", "segmentation")
+    df = pl.DataFrame({"user_id": [1, 2], "r": [5, 1]})
+    run.write_table(df, "rfm")
+    run.write_table(df.lazy().filter(pl.col("r") > 1), "rfm_lazy")
+    run.write_figure(go.Figure(go.Bar(x=["a"], y=[1])), "sizes")
+    with run.output("models", "m.txt") as tmp:
+        tmp.write_text("model")
+    record = run.finish(rows_in=2, rows_out={"rfm": 2}, metrics={"k": 4})
+    assert run.read_table("rfm").equals(df)
+    assert run.read_table("rfm_lazy")["user_id"].to_list() == [1]
+    assert pio.from_json((tmp_path / "run/figures/sizes.json").read_text()).data[0].type == "bar"
+    assert record["outputs"] == [
+        "figures/sizes.json",
+        "models/m.txt",
+        "tables/rfm.parquet",
+        "tables/rfm_lazy.parquet",
+    ]
+    saved = json.loads((tmp_path / "run/stages/segmentation.json").read_text())
+    assert saved["rows_out"] == {"rfm": 2} and saved["metrics"] == {"k": 4}
+    assert saved["kernel_peak_rss_mb"] > 0
+
+
+def test_failed_write_leaves_previous_file_and_no_temporaries(tmp_path):
+    target = tmp_path / "t.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), runs.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
+
+
+def test_atomic_folder_replacement(tmp_path):
+    target = tmp_path / "events"
+    for content in ("first", "second"):
+        with runs.atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "part.txt").write_text(content)
+    assert (target / "part.txt").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events"]
+
+
+def test_missing_input_names_stage_and_file(tmp_path):
+    run = runs.open_stage(tmp_path / "run", "propensity")
+    with pytest.raises(FileNotFoundError, match=r"stage 'propensity' needs tables/rfm\.parquet"):
+        run.read_table("rfm")
+
+
+def test_scratch_mode_reads_latest_and_writes_scratch(tmp_path):
+    good = tmp_path / "runs" / "r1"
+    runs.open_stage(good, "ingest").write_table(pl.DataFrame({"x": [1]}), "events")
+    (tmp_path / "latest").symlink_to(good)
+    scratch = runs.open_stage("", "segmentation", output_root=tmp_path)
+    assert scratch.read_table("events")["x"].to_list() == [1]
+    scratch.write_table(pl.DataFrame({"y": [2]}), "rfm")
+    assert (tmp_path / "scratch" / "tables" / "rfm.parquet").exists()
+    assert not (good / "tables" / "rfm.parquet").exists()

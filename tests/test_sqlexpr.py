@@ -1,0 +1,65 @@
+"""Expressions from params are parsed and checked, never executed as Python."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from customer_intel import sqlexpr
+
+DF = pl.DataFrame(
+    {
+        "year_birth": [1950, 1990, None, 1893],
+        "income": [100_000.0, 700_000.0, 30_000.0, 50_000.0],
+        "mnt_a": [1, 2, 3, 4],
+        "mnt_b": [3, 4, 5, 6],
+        "marital": ["Married", "Single", "Together", "Widow"],
+    }
+)
+
+
+def test_derived_columns_and_filters_compute_as_sql_would():
+    out = sqlexpr.polars_columns(
+        DF,
+        {
+            "age": "2021 - year_birth",
+            "spent": "mnt_a + mnt_b",
+            "alone": "CASE WHEN marital IN ('Married', 'Together') THEN 0 ELSE 1 END",
+        },
+        where="segmentation.derived",
+    )
+    assert out["age"].to_list() == [71, 31, None, 128]
+    assert out["spent"].to_list() == [4, 6, 8, 10]
+    assert out["alone"].to_list() == [0, 1, 0, 1]
+    kept = sqlexpr.polars_filter(
+        out, ["age < 90 AND income < 600000"], where="segmentation.filters"
+    )
+    assert kept["mnt_a"].to_list() == [1]  # NULL age is not kept: a filter never guesses
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("__import__('os').system('ls')", "not allowed"),
+        ("(SELECT 1) > 0", "SUBQUERY"),
+        ("age > 1", r"unknown column\(s\) \['age'\]"),
+        ("income +", "cannot parse"),
+        ("", "expected a SQL expression"),
+        ("read_csv('x') IS NULL", "not allowed"),
+    ],
+)
+def test_bad_expressions_are_rejected_naming_the_key(expression, message):
+    with pytest.raises(sqlexpr.ExpressionError, match=rf"^segmentation\.filters\[0\]: .*{message}"):
+        sqlexpr.polars_filter(DF, [expression], where="segmentation.filters")
+
+
+def test_a_filter_must_be_a_condition():
+    with pytest.raises(sqlexpr.ExpressionError, match="is not a condition"):
+        sqlexpr.check("mnt_a + mnt_b", DF.columns, where="f", boolean=True)
+
+
+def test_checked_expression_renders_for_an_engine():
+    tree = sqlexpr.check(
+        "income BETWEEN 1 AND 5 OR marital LIKE 'M%'", DF.columns, where="f", boolean=True
+    )
+    assert sqlexpr.to_sql(tree) == "income BETWEEN 1 AND 5 OR marital LIKE 'M%'"
