@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_notebook
+
 from customer_intel import pipeline
 from customer_intel.pipeline import Stage
+
+from conftest import make_notebook
 
 PARAMS_CELL = (
     'seed: int = 0  # seed\nengine: str = "duckdb"  # engine\nrun_dir: str = ""  # run folder'
