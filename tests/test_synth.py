@@ -1,0 +1,203 @@
+"""The sample generator: determinism, shape, bounded memory, planted truth consistent with events."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+from kneed import KneeLocator
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score, roc_auc_score
+from sklearn.preprocessing import StandardScaler
+
+from customer_intel import synth
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "s"
+    info = synth.generate(out, 60_000, seed=3)
+    events = pl.read_csv(info.events_path).with_columns(
+        pl.col("event_time").str.to_datetime("%Y-%m-%d %H:%M:%S UTC", time_zone="UTC")
+    )
+    return info, events
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    a = synth.generate(tmp_path / "a", 20_000, seed=5)
+    b = synth.generate(tmp_path / "b", 20_000, seed=5)
+    c = synth.generate(tmp_path / "c", 20_000, seed=6)
+    for name in ("events.csv", "customers.csv"):
+        assert _sha(a.folder / name) == _sha(b.folder / name)
+    assert _sha(a.events_path) != _sha(c.events_path)
+
+
+def test_size_schema_and_formats(sample):
+    info, ev = sample
+    assert abs(info.n_events - 60_000) / 60_000 < 0.02
+    assert ev.height == info.n_events
+    header = info.events_path.open().readline().strip()
+    assert (
+        header
+        == "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session"
+    )
+    first = info.events_path.open().readlines()[1]
+    assert first.split(",")[0].endswith(" UTC")
+    assert set(ev["event_type"].unique()) == {"view", "cart", "remove_from_cart", "purchase"}
+    assert ev["category_id"].min() > 10**18 and ev["user_id"].min() >= 10**8
+    assert ev["user_session"].str.len_chars().min() == 36
+
+
+def test_realistic_shape(sample):
+    _, ev = sample
+    share = dict(ev["event_type"].value_counts(normalize=True).iter_rows())
+    assert 0.5 < share["view"] < 0.75
+    assert (
+        0.30 <= ev["category_code"].is_null().mean() <= 0.48
+    )  # by category: varies with popularity
+    assert 0.30 <= ev["brand"].is_null().mean() <= 0.50
+    assert ev["category_id"].n_unique() > 700
+    pop = (
+        ev.filter(pl.col("event_type") == "view")["product_id"]
+        .value_counts()["count"]
+        .sort(descending=True)
+    )
+    assert pop[:10].sum() > 0.05 * pop.sum()  # heavy head
+    sessions = ev.group_by("user_session").agg(
+        (pl.col("event_type") == "cart").any().alias("cart"),
+        (pl.col("event_type") == "purchase").any().alias("buy"),
+    )
+    assert 0.05 < sessions["cart"].mean() < 0.25
+    assert 0.5 < sessions.filter("cart")["buy"].mean() < 0.95
+    per_user = ev.group_by("user_id").agg(pl.col("user_session").n_unique().alias("n"))
+    assert (per_user["n"] == 1).mean() > 0.25  # long tail of one-visit users
+    gaps = ev.sort("user_id", "event_time").with_columns(
+        gap=pl.col("event_time").diff().over("user_id").dt.total_minutes(),
+        same=pl.col("user_session") == pl.col("user_session").shift().over("user_id"),
+    )
+    assert gaps.filter("same")["gap"].max() < 30
+    assert gaps.filter(~pl.col("same"))["gap"].min() > 30
+
+
+def test_truth_is_consistent_with_events(sample):
+    info, ev = sample
+    truth = pl.read_parquet(info.truth_dir / "users.parquet")
+    assert set(truth["user_id"]) == set(ev["user_id"])
+    assert set(truth["segment"]) == set(synth.SEGMENTS)
+    cutoff = ev["event_time"].max() - pl.duration(days=30)
+    buyers = set(
+        ev.filter((pl.col("event_type") == "purchase") & (pl.col("event_time") >= cutoff))[
+            "user_id"
+        ]
+    )
+    flagged = set(truth.filter("purchased_final30")["user_id"])
+    assert len(buyers ^ flagged) <= 0.01 * len(flagged)  # boundary day within an hour of the cutoff
+    obs = truth.filter("observed_before_cutoff")
+    auc = roc_auc_score(obs["purchased_final30"], obs["p_purchase_final30"])
+    assert 0.75 < auc < 0.95
+    assign = pl.read_parquet(info.assignments_path)
+    assert assign["user_id"].is_unique().all()
+    assert abs((assign["experiment_group"] == "treatment").mean() - 0.5) < 0.03
+    exp = json.loads((info.truth_dir / "experiment.json").read_text())
+    assert exp["planted_relative_lift"] == pytest.approx(0.10)
+    assert exp["pre_period_correlation"]["pre_events"] > 0.05
+
+
+def test_bundles_really_co_occur_in_purchase_baskets(sample):
+    info, ev = sample
+    bundles = pl.read_parquet(info.truth_dir / "bundles.parquet")
+    baskets = (
+        ev.filter(pl.col("event_type") == "purchase").select("user_session", "product_id").unique()
+    )
+    n = baskets["user_session"].n_unique()
+    top = bundles.row(0, named=True)
+    sa = set(baskets.filter(pl.col("product_id") == top["product_a"])["user_session"])
+    sb = set(baskets.filter(pl.col("product_id") == top["product_b"])["user_session"])
+    lift = len(sa & sb) * n / (len(sa) * len(sb))
+    assert lift == pytest.approx(top["planted_lift"], rel=1e-9)
+    assert top["planted_lift"] > 5
+
+
+def test_customers_table_separates_the_four_types():
+    attrs, truth = synth.generate_customers(3000, seed=11)
+    kept = attrs.filter((2021 - pl.col("year_birth") < 90) & (pl.col("income") < 600_000))
+    assert kept.height < attrs.height  # the planted outliers and missing incomes are there
+    truth = truth.filter(pl.col("user_id").is_in(kept["user_id"].implode()))
+    cols = [c for c in kept.columns if c.startswith("mnt_")] + [
+        "year_birth",
+        "income",
+        "kidhome",
+        "teenhome",
+        "num_web_visits",
+    ]
+    x = StandardScaler().fit_transform(kept.select(cols).to_numpy())
+    ks = list(range(2, 11))
+    inertia = [KMeans(k, n_init=4, random_state=0).fit(x).inertia_ for k in ks]
+    assert KneeLocator(ks, inertia, curve="convex", direction="decreasing").knee == 4
+    labels = KMeans(4, n_init=4, random_state=0).fit_predict(x)
+    assert adjusted_rand_score(truth["segment"], labels) >= 0.9
+
+
+def test_ensure_sample_caches(tmp_path):
+    first = synth.ensure_sample(tmp_path, 5_000, seed=1)
+    mtime = (first / "events.csv").stat().st_mtime_ns
+    again = synth.ensure_sample(tmp_path, 5_000, seed=1)
+    assert again == first == synth.sample_dir(tmp_path, 5_000, 1)
+    assert (again / "events.csv").stat().st_mtime_ns == mtime
+    assert not [p for p in tmp_path.joinpath("raw").iterdir() if p.name.startswith(".")]
+
+
+def test_parquet_output_and_cli(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "customer_intel.synth",
+            "--events",
+            "5000",
+            "--out",
+            str(tmp_path / "p"),
+            "--format",
+            "parquet",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "events/s" in proc.stdout
+    df = pl.read_parquet(tmp_path / "p" / "events.parquet")
+    assert df.schema["event_time"] == pl.Datetime("us", "UTC") and df.height > 4900
+
+
+def test_rejects_too_small_requests(tmp_path):
+    with pytest.raises(ValueError, match="n_events must be at least 1000"):
+        synth.generate(tmp_path / "x", 10)
+
+
+@pytest.mark.slow
+def test_peak_memory_does_not_grow_with_events(tmp_path):
+    code = (
+        "import resource, sys; from customer_intel import synth; "
+        "synth.generate(sys.argv[1], int(sys.argv[2]), seed=1); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    rss = {}
+    for n in (200_000, 2_000_000):
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / str(n)), str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rss[n] = int(out.stdout.strip().splitlines()[-1])
+    assert rss[2_000_000] < 1.5 * rss[200_000], rss
+    assert np.isfinite(rss[200_000])
