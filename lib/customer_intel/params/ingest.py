@@ -1,11 +1,92 @@
-"""The ``ingest`` section of a params profile (stage notebook parameters, one to one)."""
+"""The ``ingest`` section: where raw events come from and how they map to the canonical schema."""
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from customer_intel.params._base import Section
+from pydantic import Field, field_validator, model_validator
+
+from customer_intel.columns import CANONICAL_COLUMNS, EVENT_TYPES, OPTIONAL_COLUMNS
+from customer_intel.params._base import InputPath, Section
+
+EventType = Literal["view", "cart", "remove_from_cart", "purchase"]
+
+REES46_COLUMNS = {c: c for c in CANONICAL_COLUMNS}
 
 
 class IngestParams(Section):
-    """Parameters of the ingest stage."""
+    """Parameters of the ingest stage (notebook ``01_ingest``)."""
 
-    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")
+    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "data_dir")
+
+    input_path: InputPath = Field(
+        None, description="file or glob of raw events; null = generate the built-in sample"
+    )
+    sample_events: int = Field(
+        1_000_000, ge=10_000, le=200_000_000, description="size of the generated sample"
+    )
+    format: Literal["auto", "csv", "csv.gz", "parquet", "jsonl", "zip"] = Field(
+        "auto", description="input format; auto = from the file extension"
+    )
+    csv_separator: str = Field(",", min_length=1, max_length=1, description="CSV delimiter")
+    column_map: dict[str, str] = Field(
+        default_factory=lambda: dict(REES46_COLUMNS),
+        description="canonical column -> source column",
+    )
+    event_type_map: dict[str, EventType] = Field(
+        default_factory=lambda: {t: t for t in EVENT_TYPES},
+        description="source event label -> canonical event type",
+    )
+    constant_event_type: EventType | None = Field(
+        None, description="every row is this event type (order-line tables: purchase)"
+    )
+    timestamp_format: str = Field(
+        "%Y-%m-%d %H:%M:%S UTC", description="strptime format of the source timestamp"
+    )
+    timezone: str = Field("UTC", description="time zone of timestamps without an offset")
+    session_gap_minutes: int = Field(
+        30, ge=1, le=1440, description="inactivity gap that starts a new derived session"
+    )
+    session_from_order: bool = Field(
+        False, description="use order_id as the session (order-line tables)"
+    )
+    price_is_unit_price: bool = Field(
+        False, description="price = unit price x quantity (order-line tables)"
+    )
+    cancellation_column: str | None = Field(
+        None, description="source column whose prefix marks cancelled orders (e.g. InvoiceNo)"
+    )
+    cancellation_prefix: str = Field("C", description="prefix that marks a cancelled order")
+    cancellation_rule: Literal["reject", "keep"] = Field(
+        "reject", description="cancelled or returned lines: counted as rejects, or kept"
+    )
+    drop_duplicates: bool = Field(True, description="drop (and count) exact duplicate events")
+    filters: list[str] = Field(
+        default_factory=list, description="SQL conditions a kept row must meet (else rejected)"
+    )
+    carry_columns: list[str] = Field(
+        default_factory=list, description="extra source columns kept beside the canonical ones"
+    )
+    memory_limit: str = Field(
+        "2GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="DuckDB memory cap; spills beyond"
+    )
+
+    @field_validator("column_map")
+    @classmethod
+    def _canonical_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        allowed = set(CANONICAL_COLUMNS) | set(OPTIONAL_COLUMNS)
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ValueError(f"unknown canonical column(s) {unknown}; expected some of {sorted(allowed)}")
+        for key in ("event_time", "user_id", "product_id", "price"):
+            if key not in value:
+                raise ValueError(f"the required canonical column {key!r} is not mapped")
+        return value
+
+    @model_validator(mode="after")
+    def _event_type_source(self) -> "IngestParams":
+        if self.constant_event_type is None and "event_type" not in self.column_map:
+            raise ValueError("map event_type in column_map or set constant_event_type")
+        if self.session_from_order and "order_id" not in self.column_map:
+            raise ValueError("session_from_order needs order_id in column_map")
+        if self.price_is_unit_price and "quantity" not in self.column_map:
+            raise ValueError("price_is_unit_price needs quantity in column_map")
+        return self
