@@ -135,3 +135,23 @@ def test_stage_parameters_are_section_plus_common_keys_plus_run_dir():
         "engine",
         "run_dir",
     } | set(type(p.segmentation).COMMON_KEYS)
+
+
+def test_extends_replaces_a_mapping_value_whole_and_overrides_reach_into_it(tmp_path):
+    child = _write(
+        tmp_path,
+        "child.yaml",
+        f"extends: {PARAMS_DIR / 'default.yaml'}\ningest:\n  column_map:\n"
+        "    event_time: ts\n    user_id: uid\n    product_id: sku\n    price: amount\n"
+        "  constant_event_type: purchase\n",
+    )
+    p = load_params(child)
+    assert p.ingest.column_map == {
+        "event_time": "ts",
+        "user_id": "uid",
+        "product_id": "sku",
+        "price": "amount",
+    }
+    assert p.ingest.session_gap_minutes == 30  # other keys still come from default.yaml
+    q = load_params(child, ["ingest.column_map.price=unit_price"])
+    assert q.ingest.column_map["price"] == "unit_price" and q.ingest.column_map["user_id"] == "uid"

@@ -45,8 +45,15 @@ REASONS = (
     "cancelled_order",
     "filtered",
 )
-_FORMATS = {".csv": "csv", ".gz": "csv.gz", ".parquet": "parquet", ".jsonl": "jsonl",
-            ".json": "jsonl", ".ndjson": "jsonl", ".zip": "zip"}
+_FORMATS = {
+    ".csv": "csv",
+    ".gz": "csv.gz",
+    ".parquet": "parquet",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".zip": "zip",
+}
 
 
 class IngestError(ValueError):
@@ -62,6 +69,7 @@ class IngestReport:
     rows_kept: int
     duplicates: int
     rejected: dict[str, int] = field(default_factory=dict)
+    file_bytes: list[int] = field(default_factory=list)
 
     @property
     def rows_rejected(self) -> int:
@@ -164,13 +172,17 @@ def _source_sql(files: list[Path], kind: str, sep: str) -> str:
 
 def _classified_sql(source: str, columns: dict[str, str], p: IngestParams) -> str:
     """SELECT of canonical columns plus ``reason`` (NULL = keep) for every source row."""
-    missing = sorted({src for src in p.column_map.values() if src not in columns}
-                     | {c for c in p.carry_columns if c not in columns}
-                     | ({p.cancellation_column} - set(columns) if p.cancellation_column else set()))
+    missing = sorted(
+        {src for src in p.column_map.values() if src not in columns}
+        | {c for c in p.carry_columns if c not in columns}
+        | ({p.cancellation_column} - set(columns) if p.cancellation_column else set())
+    )
     if missing:
         present = sorted(c for c in columns if c != "_source_file")
-        raise IngestError(f"the input lacks column(s) {missing} named in params (ingest.column_map/"
-                          f"carry_columns); it has {present}")
+        raise IngestError(
+            f"the input lacks column(s) {missing} named in params (ingest.column_map/"
+            f"carry_columns); it has {present}"
+        )
     m = p.column_map
 
     def src(canon: str) -> str:
@@ -185,8 +197,10 @@ def _classified_sql(source: str, columns: dict[str, str], p: IngestParams) -> st
     elif "TIMESTAMP" in ts_type or ts_type == "DATE":
         ts = f"timezone({_lit(p.timezone)}, CAST({src('event_time')} AS TIMESTAMP))"
     else:
-        ts = (f"timezone({_lit(p.timezone)}, try_strptime(TRIM(CAST({src('event_time')} AS VARCHAR)), "
-              f"{_lit(p.timestamp_format)}))")
+        ts = (
+            f"timezone({_lit(p.timezone)}, try_strptime("
+            f"TRIM(CAST({src('event_time')} AS VARCHAR)), {_lit(p.timestamp_format)}))"
+        )
     if p.constant_event_type:
         etype = _lit(p.constant_event_type)
     else:
@@ -210,12 +224,12 @@ def _classified_sql(source: str, columns: dict[str, str], p: IngestParams) -> st
     SELECT
         {ts} AS event_time,
         {etype} AS event_type,
-        {text('user_id')} AS user_id,
+        {text("user_id")} AS user_id,
         {session} AS user_session,
-        {text('product_id')} AS product_id,
-        {text('category_id')} AS category_id,
-        {text('category_code')} AS category_code,
-        {text('brand')} AS brand,
+        {text("product_id")} AS product_id,
+        {text("category_id")} AS category_id,
+        {text("category_code")} AS category_code,
+        {text("brand")} AS brand,
         {price} AS price,
         {qty} AS quantity,
         {order} AS order_id
@@ -228,15 +242,16 @@ def _classified_sql(source: str, columns: dict[str, str], p: IngestParams) -> st
 
 
 def _reason_sql(p: IngestParams, canonical: list[str]) -> str:
-    checks = [
+    checks = []
+    if p.cancellation_rule == "reject":  # first: it explains the negative price of a return
+        checks.append(("_cancelled", "cancelled_order"))
+    checks += [
         ("event_time IS NULL", "unparseable_timestamp"),
         ("event_type IS NULL", "unknown_event_type"),
         ("user_id IS NULL", "null_user_id"),
         ("product_id IS NULL", "null_product_id"),
         ("price IS NULL OR NOT isfinite(price) OR price < 0", "invalid_price"),
     ]
-    if p.cancellation_rule == "reject":
-        checks.append(("_cancelled", "cancelled_order"))
     for i, text in enumerate(p.filters):
         tree = sqlexpr.check(text, canonical, where=f"ingest.filters[{i}]", boolean=True)
         checks.append((f"NOT coalesce(({sqlexpr.to_sql(tree)}), FALSE)", "filtered"))
@@ -303,10 +318,22 @@ def ingest_files(
         )
         n_ok = by_reason.pop(None, 0)
         event_enum = "ENUM(" + ", ".join(_lit(t) for t in EVENT_TYPES) + ")"
-        keys = ", ".join(["event_time", "event_type", "user_id", "user_session", "product_id",
-                          "category_id", "category_code", "brand", "price", "quantity", "order_id"])
-        dedup = (f"QUALIFY row_number() OVER (PARTITION BY {keys}) = 1"
-                 if p.drop_duplicates else "")
+        keys = ", ".join(
+            [
+                "event_time",
+                "event_type",
+                "user_id",
+                "user_session",
+                "product_id",
+                "category_id",
+                "category_code",
+                "brand",
+                "price",
+                "quantity",
+                "order_id",
+            ]
+        )
+        dedup = f"QUALIFY row_number() OVER (PARTITION BY {keys}) = 1" if p.drop_duplicates else ""
         kept = f"SELECT * FROM {staged} WHERE reason IS NULL {dedup}"
         gap = int(p.session_gap_minutes)
         if "user_session" in p.column_map or p.session_from_order:
@@ -320,34 +347,56 @@ def ingest_files(
                 FROM ({kept}))"""
         optional = [c for c in OPTIONAL_COLUMNS if c in p.column_map]
         carry = [_q(c) for c in p.carry_columns]
-        select = ", ".join([
-            "event_time",
-            f"CAST(event_type AS {event_enum}) AS event_type",
-            *[c for c in ("user_id", "user_session", "product_id", "category_id",
-                          "category_code", "brand", "price")],
-            *optional,
-            *carry,
-        ])
+        select = ", ".join(
+            [
+                "event_time",
+                f"CAST(event_type AS {event_enum}) AS event_type",
+                *[
+                    c
+                    for c in (
+                        "user_id",
+                        "user_session",
+                        "product_id",
+                        "category_id",
+                        "category_code",
+                        "brand",
+                        "price",
+                    )
+                ],
+                *optional,
+                *carry,
+            ]
+        )
         con.execute(
             f"COPY (SELECT {select} FROM ({sessioned})) TO {_lit(str(events_out))} "
             "(FORMAT parquet, COMPRESSION zstd)"
         )
-        n_kept = con.execute(f"SELECT count(*) FROM read_parquet({_lit(str(events_out))})").fetchone()[0]
+        n_kept = con.execute(
+            f"SELECT count(*) FROM read_parquet({_lit(str(events_out))})"
+        ).fetchone()[0]
         raw_cols = [c for c in con.execute(f"DESCRIBE SELECT * FROM {staged}").fetchall()]
         raw_names = [c[0] for c in raw_cols if c[0].startswith("raw_")]
         raw_select = ", ".join(_q(c) for c in raw_names)
         structural = (
-            "SELECT NULL::VARCHAR AS reason_dummy" if kind not in ("csv", "csv.gz") else
-            f"""SELECT 'malformed_line' AS reason, s.file_path AS source_file,
-                   CAST(e.line AS BIGINT) AS line_number, e.error_type || ': ' || e.error_message AS detail,
-                   e.csv_line AS raw_line, {', '.join('NULL::VARCHAR AS ' + _q(c) for c in raw_names)}
+            "SELECT NULL::VARCHAR AS reason_dummy"
+            if kind not in ("csv", "csv.gz")
+            else f"""SELECT 'malformed_line' AS reason, s.file_path AS source_file,
+                   CAST(e.line AS BIGINT) AS line_number,
+                   e.error_type || ': ' || e.error_message AS detail, e.csv_line AS raw_line,
+                   {", ".join("NULL::VARCHAR AS " + _q(c) for c in raw_names)}
                FROM (SELECT DISTINCT ON (file_id, line) * FROM reject_errors) e
                JOIN reject_scans s USING (scan_id, file_id)"""
         )
-        semantic = (f"SELECT reason, _source_file AS source_file, NULL::BIGINT AS line_number, "
-                    f"NULL::VARCHAR AS detail, NULL::VARCHAR AS raw_line, {raw_select} "
-                    f"FROM {staged} WHERE reason IS NOT NULL")
-        rejects_sql = semantic if kind not in ("csv", "csv.gz") else f"{structural} UNION ALL BY NAME {semantic}"
+        semantic = (
+            f"SELECT reason, _source_file AS source_file, NULL::BIGINT AS line_number, "
+            f"NULL::VARCHAR AS detail, NULL::VARCHAR AS raw_line, {raw_select} "
+            f"FROM {staged} WHERE reason IS NOT NULL"
+        )
+        rejects_sql = (
+            semantic
+            if kind not in ("csv", "csv.gz")
+            else f"{structural} UNION ALL BY NAME {semantic}"
+        )
         con.execute(
             f"COPY ({rejects_sql}) TO {_lit(str(rejects_out))} (FORMAT parquet, COMPRESSION zstd)"
         )
@@ -361,6 +410,7 @@ def ingest_files(
         rows_kept=int(n_kept),
         duplicates=int(n_ok - n_kept),
         rejected=rejected,
+        file_bytes=[Path(f).stat().st_size for f in files],
     )
     report.check()
     return report
@@ -390,6 +440,43 @@ def describe(report: IngestReport) -> str:
     parts = ", ".join(f"{n:,} {r.replace('_', ' ')}" for r, n in report.rejected.items() if n)
     return (
         f"{report.rows_in:,} rows read from {len(report.files)} file(s): {report.rows_kept:,} kept "
-        f"({report.rows_kept / max(report.rows_in, 1):.2%}), {report.duplicates:,} exact duplicates "
-        f"dropped, {report.rows_rejected:,} rejected" + (f" ({parts})." if parts else ".")
+        f"({report.rows_kept / max(report.rows_in, 1):.2%}), {report.duplicates:,} exact "
+        f"duplicates dropped, {report.rows_rejected:,} rejected"
+        + (f" ({parts})." if parts else ".")
+    )
+
+
+def resolve_source(p: IngestParams, *, data_dir: str, seed: int) -> tuple[str, Path | None]:
+    """The input path or glob to ingest, and the generated sample's folder when there is one.
+
+    With no ``input_path`` the built-in sample (``sample_events`` events, ``seed``) is generated
+    once and cached under ``<data_dir>/raw/``.
+    """
+    from customer_intel import synth  # the generator is only needed without an input path
+    from customer_intel.paths import resolve
+
+    if p.input_path:
+        return p.input_path, None
+    folder = synth.ensure_sample(resolve(data_dir), p.sample_events, seed)
+    return str(folder / "events.csv"), folder
+
+
+def sample_side_tables(sample_folder: Path | None) -> dict[str, pl.DataFrame]:
+    """The generated sample's assignments and customers tables (copied into the run).
+
+    Later stages read them from the run folder, never from ``data/`` (and never ``truth/``).
+    """
+    if sample_folder is None:
+        return {}
+    return {
+        "sample_assignments": pl.read_parquet(sample_folder / "assignments.parquet"),
+        "sample_customers": pl.read_csv(sample_folder / "customers.csv", try_parse_dates=True),
+    }
+
+
+def source_files(report: IngestReport) -> pl.DataFrame:
+    """One row per ingested file: path and bytes on disk."""
+    return pl.DataFrame(
+        {"file": report.files, "bytes": report.file_bytes},
+        schema={"file": pl.String, "bytes": pl.Int64},
     )

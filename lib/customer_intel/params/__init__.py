@@ -34,6 +34,7 @@ __all__ = [
     "RUNTIME_KEYS",
     "load_params",
     "params_hash",
+    "section_from",
     "stage_parameters",
 ]
 
@@ -75,11 +76,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _merge(base: dict, over: dict, origin: dict, source: str, prefix: tuple = ()) -> dict:
-    """Deep-merge ``over`` into ``base`` (mappings merge, everything else replaces)."""
+    """Merge ``over`` into ``base`` section by section: a profile overrides single keys of a
+    section, and a key's value (even a mapping such as ``column_map``) is replaced whole."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         path = (*prefix, key)
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and value:
+        if not prefix and isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value, origin, source, path)
         else:
             out[key] = copy.deepcopy(value)
@@ -113,10 +115,15 @@ def _apply_override(data: dict, origin: dict, text: str) -> dict:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ParamsError(f"override {text!r}: value is not valid YAML: {e}") from None
-    nested: Any = value
-    for part in reversed(parts):
-        nested = {part: nested}
-    return _merge(data, nested, origin, "command line (-p)")
+    out = copy.deepcopy(data)
+    node = out
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    origin[parts] = "command line (-p)"
+    return out
 
 
 def _format_errors(err: ValidationError, origin: dict, default_source: str) -> str:
@@ -196,3 +203,19 @@ def stage_parameters(params: Params, section: str, *, run_dir: str | Path) -> di
         values[key] = common[key]
     values["run_dir"] = str(run_dir)
     return values
+
+
+def section_from(name: str, namespace: dict[str, Any]) -> BaseModel:
+    """Validate a stage's section from a notebook's parameter variables (e.g. ``globals()``).
+
+    Picks exactly the section's keys out of ``namespace``; a missing or invalid one raises
+    :class:`ParamsError` naming it.
+    """
+    model = Params.model_fields[name].annotation
+    missing = [k for k in model.model_fields if k not in namespace]
+    if missing:
+        raise ParamsError(f"{name}: the notebook does not define {missing}")
+    try:
+        return model.model_validate({k: namespace[k] for k in model.model_fields})
+    except ValidationError as err:
+        raise ParamsError(_format_errors(err, {}, f"{name} (notebook parameters)")) from None

@@ -75,7 +75,9 @@ class IngestParams(Section):
         allowed = set(CANONICAL_COLUMNS) | set(OPTIONAL_COLUMNS)
         unknown = sorted(set(value) - allowed)
         if unknown:
-            raise ValueError(f"unknown canonical column(s) {unknown}; expected some of {sorted(allowed)}")
+            raise ValueError(
+                f"unknown canonical column(s) {unknown}; expected some of {sorted(allowed)}"
+            )
         for key in ("event_time", "user_id", "product_id", "price"):
             if key not in value:
                 raise ValueError(f"the required canonical column {key!r} is not mapped")

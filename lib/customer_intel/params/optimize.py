@@ -1,11 +1,24 @@
-"""The ``optimize`` section of a params profile (stage notebook parameters, one to one)."""
+"""The ``optimize`` section: optimized Parquet and the warehouse."""
 
 from typing import ClassVar
+
+from pydantic import Field
 
 from customer_intel.params._base import Section
 
 
 class OptimizeParams(Section):
-    """Parameters of the optimize stage."""
+    """Parameters of the optimize stage (notebook ``02_optimize``)."""
 
-    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")
+    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("engine",)
+
+    row_group_size: int = Field(
+        122_880, ge=1_024, le=10_000_000, description="rows per Parquet row group"
+    )
+    memory_limit: str = Field(
+        "2GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="DuckDB memory cap; spills beyond"
+    )
+    size_sample_rows: int = Field(
+        2_000_000, ge=1_000, description="rows used to measure in-memory bytes before/after"
+    )
+    timing_repeats: int = Field(3, ge=1, le=20, description="runs per timed query (best kept)")

@@ -1,0 +1,377 @@
+"""Canonical events -> optimized Parquet + a star-schema warehouse (stage 02_optimize).
+
+Layout inside a run folder (``<run>/warehouse/``)::
+
+    events/event_date=YYYY-MM-DD/*.parquet   optimized canonical events
+    warehouse.duckdb                         dims and facts below
+
+Optimized events: integer ids downcast to the smallest signed type that holds them (string ids
+that are all digits become integers), ``price`` as Float32 when every value survives the round
+trip to the cent, ``event_type`` as an enum, sorted by (event_date, user_id, event_time), zstd,
+hive-partitioned by date, row groups of ``row_group_size`` rows.
+
+Tables (built as Ibis expressions, so the same code runs on DuckDB or Spark):
+
+``dim_users``
+    user_id, first_seen, last_seen, events, sessions, views, carts, purchases, revenue
+``dim_products``
+    product_id, category_id, category_code, brand, latest_price, views, carts, purchases,
+    revenue
+``fact_sessions``
+    user_session, user_id, session_start, session_end, duration_s, events, unique_products,
+    has_cart, has_purchase, revenue
+``fact_daily_kpis``
+    event_date, events, dau, sessions, views, carts, purchases, orders (sessions with a
+    purchase), buyers, revenue, conversion (= orders / sessions)
+``fact_funnel``
+    level ('overall' or 'day'), event_date (null for overall), step (view, cart, purchase),
+    step_order, users (distinct users reaching the step), sessions, rate_from_previous,
+    rate_from_first
+
+Revenue is the sum of ``price`` over purchase events (price x quantity for order-line sources,
+where ingestion already multiplied). :func:`connect` opens the warehouse read-only and
+registers ``events`` as a temporary view, so dashboards and a running pipeline never block
+each other on DuckDB's single-writer lock.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import duckdb
+import ibis
+import polars as pl
+
+from customer_intel.columns import EVENT_TYPES
+from customer_intel.runs import StageRun
+
+WAREHOUSE_FILE = "warehouse.duckdb"
+EVENTS_DIR = "events"
+TABLES = ("dim_users", "dim_products", "fact_sessions", "fact_daily_kpis", "fact_funnel")
+
+
+def _lit(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _int_type(lo: int, hi: int) -> str:
+    if -(2**31) <= lo and hi < 2**31:
+        return "INTEGER"
+    return "BIGINT"
+
+
+def optimize_events(
+    canonical: Path, out_dir: Path, *, row_group_size: int = 122_880, memory_limit: str = "2GB"
+) -> dict[str, str]:
+    """Write canonical events as optimized, date-partitioned Parquet into ``out_dir``.
+
+    Returns the chosen storage type of each column.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET memory_limit = {_lit(memory_limit)}")
+        con.execute("SET preserve_insertion_order = false")
+        src = f"read_parquet({_lit(str(canonical))})"
+        cols = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+        types: dict[str, str] = {}
+        for col in ("user_id", "product_id", "category_id"):
+            if col not in cols:
+                continue
+            row = con.execute(
+                f"SELECT count({col}) = count(TRY_CAST({col} AS BIGINT)) AND bool_and("
+                f"regexp_full_match(CAST({col} AS VARCHAR), '-?[0-9]+')), "
+                f"min(TRY_CAST({col} AS BIGINT)), max(TRY_CAST({col} AS BIGINT)) FROM {src}"
+            ).fetchone()
+            all_int, lo, hi = row
+            types[col] = _int_type(lo, hi) if all_int and lo is not None else "VARCHAR"
+        exact32 = con.execute(
+            f"SELECT coalesce(bool_and(round(CAST(CAST(price AS FLOAT) AS DOUBLE), 2) = "
+            f"round(price, 2) AND abs(price) < 1e6), TRUE) FROM {src}"
+        ).fetchone()[0]
+        types["price"] = "FLOAT" if exact32 else "DOUBLE"
+        enum = "ENUM(" + ", ".join(_lit(t) for t in EVENT_TYPES) + ")"
+        select = []
+        for col in cols:
+            if col == "event_type":
+                select.append(f"CAST(event_type AS {enum}) AS event_type")
+            elif col in types:
+                select.append(f"CAST({col} AS {types[col]}) AS {col}")
+            else:
+                select.append(col)
+        select.append("CAST(event_time AS DATE) AS event_date")
+        con.execute(
+            f"COPY (SELECT {', '.join(select)} FROM {src} ORDER BY event_date, user_id, event_time)"
+            f" TO {_lit(str(out_dir))} (FORMAT parquet, COMPRESSION zstd, "
+            f"PARTITION_BY (event_date), ROW_GROUP_SIZE {int(row_group_size)}, OVERWRITE_OR_IGNORE)"
+        )
+        return types
+    finally:
+        con.close()
+
+
+def scan_events(events_dir: Path) -> pl.LazyFrame:
+    """Lazily scan optimized events (hive partitions give ``event_date``)."""
+    return pl.scan_parquet(events_dir / "**" / "*.parquet", hive_partitioning=True)
+
+
+def size_report(
+    source_files: list[Path],
+    canonical: Path,
+    events_dir: Path,
+    *,
+    sample_rows: int = 2_000_000,
+) -> pl.DataFrame:
+    """Bytes on disk and in memory, before and after optimization, per column and in total.
+
+    In-memory sizes are measured with Polars on the first ``sample_rows`` rows (all of them for
+    the sample data), before = canonical events as ingested (strings), after = the optimized
+    types read back with ``event_type`` as an Enum and low-cardinality strings as Categorical.
+    """
+    before = pl.scan_parquet(canonical).head(sample_rows).collect()
+    after = (
+        scan_events(events_dir)
+        .head(sample_rows)
+        .with_columns(
+            pl.col("event_type").cast(pl.Enum(list(EVENT_TYPES))),
+            pl.col("category_code", "brand").cast(pl.Categorical),
+        )
+        .collect()
+    )
+    rows = []
+    for col in before.columns:
+        b = before[col].estimated_size()
+        a = after[col].estimated_size() if col in after.columns else 0
+        rows.append({"item": f"memory: {col}", "before_bytes": b, "after_bytes": a})
+    rows.append(
+        {
+            "item": "memory: total",
+            "before_bytes": before.estimated_size(),
+            "after_bytes": after.drop("event_date").estimated_size(),
+        }
+    )
+    src_bytes = sum(Path(f).stat().st_size for f in source_files)
+    parquet_bytes = sum(p.stat().st_size for p in events_dir.rglob("*.parquet"))
+    rows.append(
+        {
+            "item": "disk: source files vs optimized Parquet",
+            "before_bytes": src_bytes,
+            "after_bytes": parquet_bytes,
+        }
+    )
+    rows.append(
+        {
+            "item": "disk: canonical Parquet vs optimized Parquet",
+            "before_bytes": canonical.stat().st_size,
+            "after_bytes": parquet_bytes,
+        }
+    )
+    return pl.DataFrame(rows).with_columns(
+        ratio=(pl.col("before_bytes") / pl.col("after_bytes").cast(pl.Float64)).round(2)
+    )
+
+
+# -- the star schema, as Ibis expressions ---------------------------------------------------
+def dim_users(events: ibis.Table) -> ibis.Table:
+    """One row per user: first/last seen, events, sessions, views, carts, purchases, revenue."""
+    e = events
+    is_buy = e.event_type == "purchase"
+    return e.group_by("user_id").agg(
+        first_seen=e.event_time.min(),
+        last_seen=e.event_time.max(),
+        events=e.count(),
+        sessions=e.user_session.nunique(),
+        views=(e.event_type == "view").sum(),
+        carts=(e.event_type == "cart").sum(),
+        purchases=is_buy.sum(),
+        revenue=is_buy.ifelse(e.price.cast("float64"), 0.0).sum(),
+    )
+
+
+def dim_products(events: ibis.Table) -> ibis.Table:
+    """One row per product: category, brand, latest price, views, carts, purchases, revenue."""
+    e = events
+    is_buy = e.event_type == "purchase"
+    stats = e.group_by("product_id").agg(
+        category_id=e.category_id.arbitrary(),
+        category_code=e.category_code.max(),
+        brand=e.brand.max(),
+        latest_price=e.price.cast("float64").argmax(e.event_time),
+        views=(e.event_type == "view").sum(),
+        carts=(e.event_type == "cart").sum(),
+        purchases=is_buy.sum(),
+        revenue=is_buy.ifelse(e.price.cast("float64"), 0.0).sum(),
+    )
+    return stats
+
+
+def fact_sessions(events: ibis.Table) -> ibis.Table:
+    """One row per session: start, end, duration, events, products, cart/purchase, revenue."""
+    e = events
+    is_buy = e.event_type == "purchase"
+    s = e.group_by("user_session").agg(
+        user_id=e.user_id.min(),
+        session_start=e.event_time.min(),
+        session_end=e.event_time.max(),
+        events=e.count(),
+        unique_products=e.product_id.nunique(),
+        has_cart=(e.event_type == "cart").any(),
+        has_purchase=is_buy.any(),
+        revenue=is_buy.ifelse(e.price.cast("float64"), 0.0).sum(),
+    )
+    return s.mutate(duration_s=(s.session_end.epoch_seconds() - s.session_start.epoch_seconds()))
+
+
+def fact_daily_kpis(events: ibis.Table, sessions: ibis.Table) -> ibis.Table:
+    """One row per day: events, DAU, sessions, carts, purchases, orders, revenue, conversion."""
+    e = events
+    is_buy = e.event_type == "purchase"
+    daily = e.group_by("event_date").agg(
+        events=e.count(),
+        dau=e.user_id.nunique(),
+        views=(e.event_type == "view").sum(),
+        carts=(e.event_type == "cart").sum(),
+        purchases=is_buy.sum(),
+        buyers=is_buy.ifelse(e.user_id, ibis.null()).nunique(),
+        revenue=is_buy.ifelse(e.price.cast("float64"), 0.0).sum(),
+    )
+    s = sessions.mutate(event_date=sessions.session_start.date())
+    per_day = s.group_by("event_date").agg(sessions=s.count(), orders=s.has_purchase.sum())
+    out = daily.join(per_day, "event_date", how="left").drop("event_date_right")
+    return out.mutate(
+        sessions=out.sessions.fill_null(0),
+        orders=out.orders.fill_null(0),
+        conversion=(out.orders.fill_null(0) / out.sessions.nullif(0)).fill_null(0.0),
+    ).order_by("event_date")
+
+
+def fact_funnel(events: ibis.Table) -> ibis.Table:
+    """View -> cart -> purchase: distinct users and sessions per step, overall and per day."""
+    e = events.filter(events.event_type.isin(["view", "cart", "purchase"]))
+    order = ibis.cases((e.event_type == "view", 1), (e.event_type == "cart", 2), else_=3)
+    e = e.mutate(step=e.event_type.cast("string"), step_order=order)
+    overall = (
+        e.group_by(["step", "step_order"])
+        .agg(users=e.user_id.nunique(), sessions=e.user_session.nunique())
+        .mutate(level=ibis.literal("overall"), event_date=ibis.null("date"))
+    )
+    daily = (
+        e.group_by(["event_date", "step", "step_order"])
+        .agg(users=e.user_id.nunique(), sessions=e.user_session.nunique())
+        .mutate(level=ibis.literal("day"))
+    )
+    both = overall.select("level", "event_date", "step", "step_order", "users", "sessions").union(
+        daily.select("level", "event_date", "step", "step_order", "users", "sessions")
+    )
+    w = ibis.window(group_by=["level", "event_date"], order_by="step_order")
+    first = ibis.window(group_by=["level", "event_date"])
+    return both.mutate(
+        rate_from_previous=(both.users / both.users.lag().over(w)).fill_null(1.0),
+        rate_from_first=both.users / both.users.max().over(first),
+    ).order_by(["level", "event_date", "step_order"])
+
+
+def star_schema(events: ibis.Table) -> dict[str, ibis.Table]:
+    """All warehouse tables as Ibis expressions over canonical events."""
+    sessions = fact_sessions(events)
+    return {
+        "dim_users": dim_users(events),
+        "dim_products": dim_products(events),
+        "fact_sessions": sessions,
+        "fact_daily_kpis": fact_daily_kpis(events, sessions),
+        "fact_funnel": fact_funnel(events),
+    }
+
+
+def build(warehouse_dir: Path, *, engine: str = "duckdb") -> dict[str, float]:
+    """Create the dims and facts in ``warehouse_dir`` from its ``events/``; seconds per table."""
+    if engine != "duckdb":
+        raise NotImplementedError(
+            "engine 'spark' builds the same Ibis expressions on a SparkSession; it needs the "
+            "pyspark extra (pip install -e '.[spark]'), which this environment does not install"
+        )
+    con = ibis.duckdb.connect(str(warehouse_dir / WAREHOUSE_FILE))
+    try:
+        con.raw_sql("SET TimeZone = 'UTC'")
+        events = con.read_parquet(
+            str(warehouse_dir / EVENTS_DIR / "**" / "*.parquet"),
+            table_name="events",
+            hive_partitioning=True,
+        )
+        timings = {}
+        for name, expr in star_schema(events).items():
+            t0 = time.perf_counter()
+            con.create_table(name, expr, overwrite=True)
+            timings[name] = round(time.perf_counter() - t0, 3)
+        con.raw_sql("DROP VIEW IF EXISTS events")
+        return timings
+    finally:
+        con.disconnect()
+
+
+def connect(run: StageRun | Path, engine: str = "duckdb") -> ibis.BaseBackend:
+    """Open a run's warehouse read-only, with ``events`` registered as a temporary view."""
+    wdir = run.warehouse_dir if isinstance(run, StageRun) else Path(run)
+    if engine != "duckdb":
+        raise NotImplementedError(
+            "engine 'spark' needs the pyspark extra (pip install -e '.[spark]'), which this "
+            "environment does not install"
+        )
+    con = ibis.duckdb.connect(str(wdir / WAREHOUSE_FILE), read_only=True)
+    con.raw_sql("SET TimeZone = 'UTC'")
+    con.read_parquet(
+        str(wdir / EVENTS_DIR / "**" / "*.parquet"), table_name="events", hive_partitioning=True
+    )
+    return con
+
+
+def query_timings(con: ibis.BaseBackend, repeat: int = 3) -> pl.DataFrame:
+    """Time the usual questions against the warehouse (best of ``repeat``)."""
+    events = con.table("events")
+    kpis = con.table("fact_daily_kpis")
+    buys = events.filter(events.event_type == "purchase")
+    questions = {
+        "daily KPIs (fact_daily_kpis)": kpis.order_by("event_date"),
+        "daily KPIs from raw events": fact_daily_kpis(events, fact_sessions(events)),
+        "RFM base (per-user purchases)": buys.group_by("user_id").agg(
+            last=buys.event_time.max(), orders=buys.user_session.nunique(), spend=buys.price.sum()
+        ),
+        "funnel (fact_funnel)": con.table("fact_funnel").filter(lambda t: t.level == "overall"),
+        "top 10 categories by revenue": buys.group_by("category_code")
+        .agg(revenue=buys.price.sum())
+        .order_by(ibis.desc("revenue"))
+        .limit(10),
+    }
+    rows = []
+    for name, expr in questions.items():
+        best, n = float("inf"), 0
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            n = expr.to_pyarrow().num_rows
+            best = min(best, time.perf_counter() - t0)
+        rows.append({"question": name, "rows": n, "seconds": round(best, 4)})
+    return pl.DataFrame(rows)
+
+
+def describe_sizes(sizes: pl.DataFrame) -> str:
+    """One sentence on the storage savings (from :func:`size_report`)."""
+    disk = sizes.filter(pl.col("item").str.starts_with("disk: source")).row(0, named=True)
+    mem = sizes.filter(pl.col("item") == "memory: total").row(0, named=True)
+    return (
+        f"On disk the optimized Parquet takes {disk['after_bytes'] / 1e6:,.1f} MB against "
+        f"{disk['before_bytes'] / 1e6:,.1f} MB of source files ({disk['ratio']:.1f}x smaller); "
+        f"in memory the optimized types need {mem['after_bytes'] / 1e6:,.1f} MB instead of "
+        f"{mem['before_bytes'] / 1e6:,.1f} MB ({mem['ratio']:.2f}x)."
+    )
+
+
+def describe_funnel(funnel_overall: pl.DataFrame) -> str:
+    """One sentence on the overall funnel (``fact_funnel`` rows with level 'overall')."""
+    f = {r["step"]: r for r in funnel_overall.iter_rows(named=True)}
+    v, c, p = (f.get(s, {}).get("users", 0) for s in ("view", "cart", "purchase"))
+    return (
+        f"Of {v:,} users who viewed a product, {c:,} ({c / max(v, 1):.1%}) added one to a cart "
+        f"and {p:,} ({p / max(v, 1):.1%}) bought."
+    )

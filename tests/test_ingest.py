@@ -1,0 +1,209 @@
+"""Ingestion: every row kept, rejected with a reason, or counted as a duplicate."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from customer_intel import ingest
+from customer_intel.params import load_params
+from customer_intel.params.ingest import IngestParams
+from customer_intel.paths import PARAMS_DIR
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
+
+
+def _run(path, tmp_path, **overrides) -> tuple[ingest.IngestReport, pl.DataFrame, pl.DataFrame]:
+    p = IngestParams(**overrides)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    ev, rj = tmp_path / "events.parquet", tmp_path / "rejects.parquet"
+    report = ingest.ingest(str(path), p, events_out=ev, rejects_out=rj)
+    return report, pl.read_parquet(ev), pl.read_parquet(rj)
+
+
+def test_crafted_bad_file_gives_each_reason_with_exact_counts(tmp_path):
+    report, events, rejects = _run(FIXTURES / "bad_events.csv", tmp_path)
+    assert report.rows_in == 15
+    assert report.rejected == {
+        "malformed_line": 2,  # a line with an extra field, a line with too few
+        "unparseable_timestamp": 1,
+        "unknown_event_type": 1,
+        "null_user_id": 1,
+        "null_product_id": 1,
+        "invalid_price": 3,  # negative, inf, not a number
+        "cancelled_order": 0,
+        "filtered": 0,
+    }
+    assert report.duplicates == 1
+    assert report.rows_kept == 5 == events.height
+    assert report.rows_in == report.rows_kept + report.rows_rejected + report.duplicates
+    assert sorted(rejects["reason"].value_counts().rows()) == sorted(
+        (r, n) for r, n in report.rejected.items() if n
+    )
+    malformed = rejects.filter(pl.col("reason") == "malformed_line")
+    assert sorted(malformed["line_number"].to_list()) == [14, 15]
+    assert malformed["raw_line"].str.contains("1005").any()
+    bad_ts = rejects.filter(pl.col("reason") == "unparseable_timestamp")
+    assert bad_ts["raw_event_time"].to_list() == ["yesterday at noon"]
+    summary = dict(report.summary().iter_rows())
+    assert summary["rows_in"] == 15 and summary["rejected:invalid_price"] == 3
+
+
+def test_canonical_schema_and_values(tmp_path):
+    _, events, _ = _run(FIXTURES / "bad_events.csv", tmp_path)
+    assert events.columns == [
+        "event_time",
+        "event_type",
+        "user_id",
+        "user_session",
+        "product_id",
+        "category_id",
+        "category_code",
+        "brand",
+        "price",
+    ]
+    assert events.schema["event_time"] == pl.Datetime("us", "UTC")
+    first = events.sort("event_time").row(0, named=True)
+    assert first["event_type"] == "view" and first["price"] == 100.5
+    assert first["event_time"].isoformat() == "2019-10-01T00:00:00+00:00"
+    assert events.filter(pl.col("user_id") == "502")["category_code"].to_list() == [None]
+
+
+def test_duplicates_can_be_kept(tmp_path):
+    report, events, _ = _run(FIXTURES / "bad_events.csv", tmp_path, drop_duplicates=False)
+    assert report.duplicates == 0 and events.height == 6
+
+
+def test_filters_are_counted_and_bad_filters_name_the_key(tmp_path):
+    report, events, _ = _run(FIXTURES / "bad_events.csv", tmp_path, filters=["price < 50"])
+    assert report.rejected["filtered"] == 5  # filters apply before duplicates are dropped
+    assert events["price"].max() < 50
+    with pytest.raises(ValueError, match=r"ingest\.filters\[0\]: .*unknown column"):
+        _run(FIXTURES / "bad_events.csv", tmp_path, filters=["amount < 50"])
+    with pytest.raises(ValueError, match=r"ingest\.filters\[0\]: .*not allowed"):
+        _run(FIXTURES / "bad_events.csv", tmp_path, filters=["read_text('/etc/passwd') IS NULL"])
+
+
+def test_missing_column_lists_missing_and_present(tmp_path):
+    with pytest.raises(
+        ingest.IngestError,
+        match=r"lacks column\(s\) \['ts'\].*it has \['brand', .*'user_session'\]",
+    ):
+        _run(
+            FIXTURES / "bad_events.csv",
+            tmp_path,
+            column_map={
+                "event_time": "ts",
+                "event_type": "event_type",
+                "user_id": "user_id",
+                "product_id": "product_id",
+                "price": "price",
+            },
+        )
+
+
+@pytest.mark.parametrize("kind", ["csv.gz", "parquet", "jsonl", "zip"])
+def test_other_formats_give_the_same_events(tmp_path, kind):
+    src = FIXTURES / "online_retail.csv"
+    p = load_params(PARAMS_DIR / "online_retail.yaml").ingest
+    base_report, base, _ = _run(src, tmp_path / "base", **p.model_dump() | {"input_path": None})
+    frame = pl.read_csv(src, infer_schema=False)
+    target = tmp_path / f"in.{kind}"
+    if kind == "csv.gz":
+        with src.open("rb") as f, gzip.open(target, "wb") as g:
+            shutil.copyfileobj(f, g)
+    elif kind == "parquet":
+        frame.write_parquet(target)
+    elif kind == "jsonl":
+        frame.write_ndjson(target)
+    else:
+        with zipfile.ZipFile(target, "w") as z:
+            z.write(src, "export/online_retail.csv")
+    report, events, _ = _run(target, tmp_path / kind, **p.model_dump() | {"input_path": None})
+    assert report.rows_kept == base_report.rows_kept
+    assert sorted(events["price"].to_list()) == sorted(base["price"].to_list())
+
+
+def test_order_lines_table_mapped_by_params_alone(tmp_path):
+    p = load_params(PARAMS_DIR / "online_retail.yaml").ingest
+    report, events, rejects = _run(FIXTURES / "online_retail.csv", tmp_path, **p.model_dump())
+    assert report.rows_in == 11
+    assert report.rejected["cancelled_order"] == 2  # C536379 and the negative-quantity return
+    assert report.rejected["null_user_id"] == 1
+    assert report.rejected["unparseable_timestamp"] == 1
+    assert report.duplicates == 1
+    assert report.rows_kept == 6
+    assert set(events["event_type"]) == {"purchase"}
+    line = events.filter(pl.col("product_id") == "84879").row(0, named=True)
+    assert line["price"] == pytest.approx(32 * 1.69)  # unit price x quantity
+    assert line["quantity"] == 32 and line["order_id"] == "536367"
+    assert line["user_session"] == "536367"  # the invoice is the basket
+    assert line["Country"] == "United Kingdom" and line["Description"].startswith("ASSORTED")
+    # 8:34 in London on 1 Dec 2010 is 8:34 UTC (GMT)
+    assert line["event_time"].isoformat() == "2010-12-01T08:34:00+00:00"
+
+
+def test_sessions_are_derived_when_the_source_has_none(tmp_path):
+    src = tmp_path / "nosession.csv"
+    src.write_text(
+        "ts,kind,item,cost,uid\n"
+        "2020-01-01 10:00:00,view,1,1.0,7\n"
+        "2020-01-01 10:20:00,view,2,1.0,7\n"
+        "2020-01-01 10:51:00,view,3,1.0,7\n"
+        "2020-01-01 10:52:00,view,3,1.0,8\n"
+    )
+    report, events, _ = _run(
+        src,
+        tmp_path,
+        column_map={
+            "event_time": "ts",
+            "event_type": "kind",
+            "product_id": "item",
+            "price": "cost",
+            "user_id": "uid",
+        },
+        timestamp_format="%Y-%m-%d %H:%M:%S",
+    )
+    assert report.rows_kept == 4
+    by_time = events.sort("event_time")["user_session"].to_list()
+    assert by_time[0] == by_time[1] != by_time[2]  # 31-minute gap starts a new session
+    assert by_time[3] != by_time[2]  # another user
+    _, events15, _ = _run(
+        src,
+        tmp_path / "g15",
+        column_map={
+            "event_time": "ts",
+            "event_type": "kind",
+            "product_id": "item",
+            "price": "cost",
+            "user_id": "uid",
+        },
+        timestamp_format="%Y-%m-%d %H:%M:%S",
+        session_gap_minutes=15,
+    )
+    assert events15.filter(pl.col("user_id") == "7")["user_session"].n_unique() == 3
+
+
+def test_rees46_extract_with_its_own_labels(tmp_path, rees46_head):
+    report, events, rejects = _run(rees46_head, tmp_path)
+    assert report.rows_in == 17_435
+    assert report.rows_kept == 17_429 == events.height
+    assert report.duplicates == 5
+    assert report.rejected["malformed_line"] == 1 and report.rows_rejected == 1
+    assert rejects["line_number"].to_list() == [17_436]  # the truncated last line (header = 1)
+    assert dict(events["event_type"].value_counts().iter_rows()) == {
+        "view": 17_051,
+        "cart": 164,
+        "purchase": 214,  # 17,055/165/214 less the 5 repeats
+    }
+
+
+def test_describe_reads_the_numbers(tmp_path):
+    report, _, _ = _run(FIXTURES / "bad_events.csv", tmp_path)
+    text = ingest.describe(report)
+    assert text.startswith("15 rows read from 1 file(s): 5 kept") and "3 invalid price" in text

@@ -1,0 +1,213 @@
+"""The warehouse: every fact table equals a plain Polars computation on generated data."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from customer_intel import ingest, synth, warehouse
+from customer_intel.params.ingest import IngestParams
+
+
+@pytest.fixture(scope="module")
+def wh(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wh")
+    sample = synth.generate(root / "sample", 20_000, seed=9)
+    canonical = root / "events_canonical.parquet"
+    ingest.ingest(
+        str(sample.events_path),
+        IngestParams(),
+        events_out=canonical,
+        rejects_out=root / "rejects.parquet",
+    )
+    wdir = root / "warehouse"
+    types = warehouse.optimize_events(canonical, wdir / warehouse.EVENTS_DIR, row_group_size=4096)
+    warehouse.build(wdir)
+    con = warehouse.connect(wdir)
+    events = warehouse.scan_events(wdir / warehouse.EVENTS_DIR).collect()
+    yield {
+        "con": con,
+        "events": events,
+        "types": types,
+        "canonical": canonical,
+        "dir": wdir,
+        "sample": sample,
+    }
+    con.disconnect()
+
+
+def _table(wh, name, sort):
+    return wh["con"].table(name).to_polars().sort(sort)
+
+
+def test_optimized_events_keep_every_row_and_value(wh):
+    canonical = pl.read_parquet(wh["canonical"])
+    ev = wh["events"]
+    assert ev.height == canonical.height
+    assert wh["types"] == {
+        "user_id": "INTEGER",
+        "product_id": "INTEGER",
+        "category_id": "BIGINT",
+        "price": "FLOAT",
+    }
+    assert ev.schema["user_id"] == pl.Int32 and ev.schema["price"] == pl.Float32
+    assert ev["event_date"].to_list() == ev["event_time"].dt.date().to_list()
+    a = canonical.select(
+        pl.col("user_id").cast(pl.Int64), (pl.col("price") * 100).round().cast(pl.Int64)
+    ).sort(pl.all())
+    b = ev.select(
+        pl.col("user_id").cast(pl.Int64),
+        (pl.col("price").cast(pl.Float64) * 100).round().cast(pl.Int64),
+    ).sort(pl.all())
+    assert_frame_equal(a, b)
+    parts = list((wh["dir"] / warehouse.EVENTS_DIR).glob("event_date=*"))
+    assert len(parts) == ev["event_date"].n_unique()
+
+
+def test_dim_users(wh):
+    e = wh["events"]
+    buy = pl.col("event_type") == "purchase"
+    expected = (
+        e.group_by("user_id")
+        .agg(
+            first_seen=pl.col("event_time").min(),
+            last_seen=pl.col("event_time").max(),
+            events=pl.len().cast(pl.Int64),
+            sessions=pl.col("user_session").n_unique().cast(pl.Int64),
+            views=(pl.col("event_type") == "view").sum().cast(pl.Int64),
+            carts=(pl.col("event_type") == "cart").sum().cast(pl.Int64),
+            purchases=buy.sum().cast(pl.Int64),
+            revenue=pl.when(buy).then(pl.col("price").cast(pl.Float64)).otherwise(0.0).sum(),
+        )
+        .sort("user_id")
+    )
+    got = _table(wh, "dim_users", "user_id").select(expected.columns)
+    assert_frame_equal(got, expected, check_dtypes=False, rel_tol=1e-9)
+
+
+def test_dim_products(wh):
+    e = wh["events"]
+    buy = pl.col("event_type") == "purchase"
+    expected = (
+        e.sort("event_time")
+        .group_by("product_id")
+        .agg(
+            latest_price=pl.col("price").cast(pl.Float64).last(),
+            views=(pl.col("event_type") == "view").sum().cast(pl.Int64),
+            purchases=buy.sum().cast(pl.Int64),
+            revenue=pl.when(buy).then(pl.col("price").cast(pl.Float64)).otherwise(0.0).sum(),
+        )
+        .sort("product_id")
+    )
+    got = _table(wh, "dim_products", "product_id")
+    assert_frame_equal(
+        got.select(expected.columns).drop("latest_price"),
+        expected.drop("latest_price"),
+        check_dtypes=False,
+        rel_tol=1e-9,
+    )
+    # latest price: the price at the product's last event (ties broken arbitrarily, so compare sets)
+    last = e.filter(pl.col("event_time") == pl.col("event_time").max().over("product_id"))
+    allowed = last.group_by("product_id").agg(pl.col("price").cast(pl.Float64).unique().alias("ok"))
+    joined = got.join(allowed, on="product_id")
+    assert joined.select(pl.col("latest_price").is_in(pl.col("ok")).all()).item()
+
+
+def test_fact_sessions(wh):
+    e = wh["events"]
+    buy = pl.col("event_type") == "purchase"
+    expected = (
+        e.group_by("user_session")
+        .agg(
+            user_id=pl.col("user_id").min(),
+            session_start=pl.col("event_time").min(),
+            session_end=pl.col("event_time").max(),
+            events=pl.len().cast(pl.Int64),
+            unique_products=pl.col("product_id").n_unique().cast(pl.Int64),
+            has_cart=(pl.col("event_type") == "cart").any(),
+            has_purchase=buy.any(),
+            revenue=pl.when(buy).then(pl.col("price").cast(pl.Float64)).otherwise(0.0).sum(),
+        )
+        .with_columns(
+            duration_s=(pl.col("session_end") - pl.col("session_start")).dt.total_seconds()
+        )
+        .sort("user_session")
+    )
+    got = _table(wh, "fact_sessions", "user_session").select(expected.columns)
+    assert_frame_equal(got, expected, check_dtypes=False, rel_tol=1e-9)
+
+
+def test_fact_daily_kpis(wh):
+    e = wh["events"]
+    buy = pl.col("event_type") == "purchase"
+    daily = e.group_by("event_date").agg(
+        events=pl.len(),
+        dau=pl.col("user_id").n_unique(),
+        views=(pl.col("event_type") == "view").sum(),
+        carts=(pl.col("event_type") == "cart").sum(),
+        purchases=buy.sum(),
+        buyers=pl.col("user_id").filter(buy).n_unique(),
+        revenue=pl.when(buy).then(pl.col("price").cast(pl.Float64)).otherwise(0.0).sum(),
+    )
+    sessions = (
+        e.group_by("user_session")
+        .agg(start=pl.col("event_time").min(), has_purchase=buy.any())
+        .group_by(pl.col("start").dt.date().alias("event_date"))
+        .agg(sessions=pl.len(), orders=pl.col("has_purchase").sum())
+    )
+    expected = (
+        daily.join(sessions, on="event_date", how="left")
+        .fill_null(0)
+        .with_columns(conversion=pl.col("orders") / pl.col("sessions"))
+        .sort("event_date")
+    )
+    got = _table(wh, "fact_daily_kpis", "event_date").select(expected.columns)
+    assert_frame_equal(got, expected, check_dtypes=False, rel_tol=1e-9)
+
+
+def test_fact_funnel(wh):
+    e = wh["events"]
+    got = _table(wh, "fact_funnel", ["level", "event_date", "step_order"])
+    overall = got.filter(pl.col("level") == "overall")
+    for step in ("view", "cart", "purchase"):
+        users = e.filter(pl.col("event_type") == step)["user_id"].n_unique()
+        sessions = e.filter(pl.col("event_type") == step)["user_session"].n_unique()
+        row = overall.filter(pl.col("step") == step).row(0, named=True)
+        assert (row["users"], row["sessions"]) == (users, sessions)
+    v, c, p = overall.sort("step_order")["users"].to_list()
+    assert overall.sort("step_order")["rate_from_previous"].to_list() == pytest.approx(
+        [1.0, c / v, p / c]
+    )
+    day = e["event_date"].min()
+    first_day = got.filter((pl.col("level") == "day") & (pl.col("event_date") == day))
+    assert (
+        first_day.filter(pl.col("step") == "view")["users"].item()
+        == e.filter((pl.col("event_date") == day) & (pl.col("event_type") == "view"))[
+            "user_id"
+        ].n_unique()
+    )
+
+
+def test_read_only_connection_does_not_block_a_second_reader(wh):
+    other = warehouse.connect(wh["dir"])
+    assert other.table("dim_users").count().to_pyarrow().as_py() > 0
+    other.disconnect()
+
+
+def test_sizes_and_timings(wh, tmp_path):
+    sizes = warehouse.size_report(
+        [wh["sample"].events_path], wh["canonical"], wh["dir"] / warehouse.EVENTS_DIR
+    )
+    disk = sizes.filter(pl.col("item").str.starts_with("disk: source")).row(0, named=True)
+    assert disk["ratio"] > 3  # CSV -> zstd Parquet
+    mem = sizes.filter(pl.col("item") == "memory: event_type").row(0, named=True)
+    assert mem["after_bytes"] < mem["before_bytes"] / 3  # enum instead of strings
+    assert "x smaller" in warehouse.describe_sizes(sizes)
+    timings = warehouse.query_timings(wh["con"], repeat=1)
+    assert timings.height == 5 and (timings["seconds"] > 0).all()
+
+
+def test_spark_engine_without_pyspark_is_a_clear_error(wh):
+    with pytest.raises(NotImplementedError, match="pyspark"):
+        warehouse.connect(wh["dir"], engine="spark")
