@@ -76,8 +76,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _merge(base: dict, over: dict, origin: dict, source: str, prefix: tuple = ()) -> dict:
-    """Merge ``over`` into ``base`` section by section: a profile overrides single keys of a
-    section, and a key's value (even a mapping such as ``column_map``) is replaced whole."""
+    """Merge ``over`` into ``base`` section by section.
+
+    A profile overrides single keys of a section; a key's value (even a mapping such as
+    ``column_map``) is replaced whole.
+    """
     out = copy.deepcopy(base)
     for key, value in over.items():
         path = (*prefix, key)
