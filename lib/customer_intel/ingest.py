@@ -480,3 +480,17 @@ def source_files(report: IngestReport) -> pl.DataFrame:
         {"file": report.files, "bytes": report.file_bytes},
         schema={"file": pl.String, "bytes": pl.Int64},
     )
+
+
+def read_table_file(path: str | Path, *, separator: str = ",") -> pl.DataFrame:
+    """Read an external table (CSV, TSV, Parquet) named in params, e.g. customer attributes."""
+    path = Path(path)
+    if not path.exists():
+        raise IngestError(f"file not found: {path}")
+    if path.suffix.lower() == ".parquet":
+        return pl.read_parquet(path)
+    sep = "\t" if path.suffix.lower() == ".tsv" and separator == "," else separator
+    try:
+        return pl.read_csv(path, separator=sep, try_parse_dates=True, infer_schema_length=10_000)
+    except pl.exceptions.PolarsError as e:
+        raise IngestError(f"cannot read {path} as a table (separator {sep!r}): {e}") from None

@@ -65,14 +65,6 @@ STAGES: tuple[Stage, ...] = (
     Stage("ingest", "01_ingest.ipynb", "ingest", "raw events -> canonical events + rejects"),
     Stage("optimize", "02_optimize.ipynb", "optimize", "optimized Parquet + star-schema warehouse"),
     Stage("segmentation", "03_segmentation.ipynb", "segmentation", "RFM, CLV, KMeans++, cohorts"),
-    Stage("propensity", "04_propensity.ipynb", "propensity", "purchase propensity (LightGBM)"),
-    Stage(
-        "recommendations",
-        "05_recommendations.ipynb",
-        "recommendations",
-        "association rules and top-N",
-    ),
-    Stage("experiments", "06_experiments.ipynb", "experiments", "A/B test readout"),
 )
 
 #: Packages whose versions every manifest records.
