@@ -638,6 +638,7 @@ def main(argv: list[str] | None = None, *, stages: tuple[Stage, ...] = STAGES) -
         return EXIT_USAGE
     if result.exit_code == EXIT_OK:
         rel = os.path.relpath(result.run_dir, Path.cwd())
+        rel = str(result.run_dir) if rel.startswith("..") else rel
         print(f"\nRun folder: {rel}")
         print(f"Open its notebooks: .venv/bin/jupyter lab {rel}/notebooks")
         print(f"Manifest: {rel}/manifest.json   (outputs/latest now points here)")

@@ -1,0 +1,307 @@
+"""RFM, CLV, clustering and cohorts: hand-computed tables and planted truth."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import ibis
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+from sklearn.metrics import adjusted_rand_score
+
+from customer_intel import clustering, clv, cohorts, ingest, rfm, sqlexpr, synth
+from customer_intel.params import load_params
+from customer_intel.paths import PARAMS_DIR
+
+UTC = dt.UTC
+FIXTURES = Path(__file__).parent / "fixtures" / "segmentation"
+
+
+def _purchases(rows):
+    return (
+        pl.DataFrame(rows, schema=["user_id", "ts", "price", "user_session"], orient="row")
+        .with_columns(
+            event_time=pl.col("ts").str.to_datetime().dt.replace_time_zone("UTC"),
+            event_type=pl.lit("purchase"),
+        )
+        .drop("ts")
+    )
+
+
+# 10 customers, as_of 2020-01-31. Values worked out by hand below.
+RFM_ROWS = [
+    (1, "2020-01-30 10:00:00", 100.0, "a1"),
+    (1, "2020-01-20 10:00:00", 50.0, "a2"),
+    (1, "2020-01-10 10:00:00", 50.0, "a3"),  # r=1d f=3 m=200
+    (2, "2020-01-29 10:00:00", 20.0, "b1"),
+    (2, "2020-01-29 08:00:00", 20.0, "b2"),  # same day
+    (3, "2020-01-01 10:00:00", 500.0, "c1"),  # long ago, big
+    (4, "2020-01-25 10:00:00", 10.0, "d1"),
+    (4, "2020-01-15 10:00:00", 10.0, "d2"),
+    (5, "2020-01-05 10:00:00", 5.0, "e1"),
+    (6, "2020-01-28 10:00:00", 60.0, "f1"),
+    (6, "2020-01-18 10:00:00", 60.0, "f2"),
+    (7, "2020-01-15 10:00:00", 40.0, "g1"),
+    (8, "2020-01-30 10:00:00", 40.0, "h1"),
+    (9, "2020-01-02 10:00:00", 15.0, "i1"),
+    (10, "2020-01-20 10:00:00", 25.0, "j1"),
+]
+
+
+def test_rfm_scores_codes_and_ties_by_hand():
+    con = ibis.duckdb.connect()
+    t = con.create_table("p", _purchases(RFM_ROWS))
+    base = rfm.rfm_base(t, as_of=dt.datetime(2020, 1, 31, 10, tzinfo=UTC))
+    got = rfm.rfm_scores(base, bins=5).to_polars().sort("user_id")
+    # recency days: 1:1, 2:2, 3:30, 4:6, 5:26, 6:3, 7:16, 8:1, 9:29, 10:11
+    assert got["recency_days"].round(4).to_list() == [1, 2, 30, 6, 26, 3, 16, 1, 29, 11]
+    # frequency = distinct purchase days: user 2's two purchases are one day
+    assert got["frequency"].to_list() == [3, 1, 1, 2, 1, 2, 1, 1, 1, 1]
+    assert got["monetary"].to_list() == [200, 40, 500, 20, 5, 120, 40, 40, 15, 25]
+    # R: rank by recency descending (0-based): 30->0, 29->1, 26->2, 16->3, 11->4, 6->5, 3->6,
+    # 2->7, 1,1->8 (tie); score = 1 + floor(5 * rank / 10)
+    assert got["r"].to_list() == [5, 4, 1, 3, 2, 4, 2, 5, 1, 3]
+    # F: 1 x7 (rank 0) -> 1; 2 x2 (rank 7) -> 4; 3 (rank 9) -> 5
+    assert got["f"].to_list() == [5, 1, 1, 4, 1, 4, 1, 1, 1, 1]
+    # M: 5->0, 15->1, 20->2, 25->3, 40 x3 ->4, 120->7, 200->8, 500->9
+    assert got["m"].to_list() == [5, 3, 5, 2, 1, 4, 3, 3, 1, 2]
+    assert got["rfm_code"].to_list()[:3] == ["555", "413", "115"]
+    named = rfm.segment_by_rules(got, rfm.DEFAULT_RULES)
+    # first matching rule: 555 Champions; 413 New (r>3, f<2); 115 Hibernating (r<3, f<2, m>2);
+    # 342 Loyal (f>3); 211 no rule -> Other; 444 Champions; 213 Hibernating; 513 New; 111 Lost;
+    # 312 no rule -> Other
+    assert named["segment"].to_list() == [
+        "Champions",
+        "New Customers",
+        "Hibernating",
+        "Loyal",
+        "Other",
+        "Champions",
+        "Hibernating",
+        "New Customers",
+        "Lost",
+        "Other",
+    ]
+    coded = rfm.segment_by_codes(got, {"Premium Customer": ["555", "115"], "Lost": ["111"]})
+    assert coded["segment"].to_list()[:3] == ["Premium Customer", "Other", "Premium Customer"]
+    assert coded.filter(pl.col("rfm_code") == "111")["segment"].to_list() == ["Lost"]
+
+
+def test_rfm_orders_and_average_monetary():
+    con = ibis.duckdb.connect()
+    t = con.create_table("p", _purchases(RFM_ROWS))
+    base = rfm.rfm_base(
+        t, as_of=dt.datetime(2020, 1, 31, 10, tzinfo=UTC), frequency="orders", monetary="average"
+    )
+    got = base.to_polars().sort("user_id")
+    assert got["frequency"].to_list()[:2] == [3, 2]  # user 2: two orders on one day
+    assert got["monetary"].to_list()[:2] == [pytest.approx(200 / 3), 20.0]
+
+
+def test_segment_summary_and_rule_errors():
+    rows = pl.DataFrame(
+        {
+            "r": [5, 1],
+            "f": [5, 1],
+            "m": [5, 1],
+            "rfm_code": ["555", "111"],
+            "recency_days": [1.0, 30.0],
+            "frequency": [3, 1],
+            "monetary": [90.0, 10.0],
+            "revenue": [90.0, 10.0],
+        }
+    )
+    s = rfm.segment_summary(rfm.segment_by_rules(rows, rfm.DEFAULT_RULES))
+    assert s.row(0, named=True) | {} == {
+        "segment": "Champions",
+        "customers": 1,
+        "share": 0.5,
+        "avg_recency_days": 1.0,
+        "avg_frequency": 3.0,
+        "avg_monetary": 90.0,
+        "revenue": 90.0,
+        "revenue_share": 0.9,
+    }
+    with pytest.raises(
+        sqlexpr.ExpressionError, match=r"segmentation\.rules\[0\] \(Bad\): .*unknown column"
+    ):
+        rfm.segment_by_rules(rows, [{"Bad": "recency > 3"}])
+    with pytest.raises(ValueError, match="listed under both"):
+        rfm.segment_by_codes(rows, {"A": ["555"], "B": ["555"]})
+
+
+def test_clv_metrics_units_by_hand():
+    p = _purchases(
+        [
+            (1, "2020-01-01 09:00:00", 10.0, "x"),
+            (1, "2020-01-01 18:00:00", 20.0, "y"),  # one period
+            (1, "2020-01-11 10:00:00", 40.0, "z"),
+            (2, "2020-01-05 10:00:00", 5.0, "w"),
+            (3, "2020-01-02 10:00:00", 7.0, "v"),
+            (3, "2020-01-31 10:00:00", 9.0, "u"),
+        ]
+    )
+    got = clv.clv_summary(
+        p, observation_end=dt.datetime(2020, 1, 31, 12, tzinfo=UTC), lifespan_years=1
+    )
+    expected = pl.DataFrame(
+        {
+            "user_id": [1, 2, 3],
+            "frequency": [1, 0, 1],  # repeat periods (count - 1)
+            "recency_periods": [10.0, 0.0, 29.0],  # days first -> last purchase
+            "T_periods": [30.0, 26.0, 29.0],  # days first purchase -> end of observation
+            "monetary_value": [40.0, 0.0, 9.0],  # mean of repeat periods; 0 for one-timers
+            "avg_order_value": [35.0, 5.0, 8.0],
+            "purchase_rate_per_period": [2 / 31, 1 / 27, 2 / 30],
+        }
+    )
+    assert_frame_equal(got.select(expected.columns), expected, check_dtypes=False)
+    assert got["clv"].to_list() == pytest.approx(
+        [35 * 2 / 31 * 365.25, 5 / 27 * 365.25, 8 * 2 / 30 * 365.25]
+    )
+    weekly = clv.clv_summary(
+        p, observation_end=dt.datetime(2020, 1, 31, 12, tzinfo=UTC), period_days=7
+    )
+    assert weekly.filter(pl.col("user_id") == 1)["T_periods"].item() == 4.0  # 30 days // 7
+    with pytest.raises(ValueError, match="lack column"):
+        clv.clv_summary(p.drop("price"), observation_end=dt.datetime(2020, 2, 1, tzinfo=UTC))
+
+
+def test_cohort_retention_by_hand():
+    ev = _purchases(
+        [
+            (1, "2020-01-03 10:00:00", 1.0, "a"),
+            (1, "2020-02-03 10:00:00", 1.0, "b"),
+            (2, "2020-01-20 10:00:00", 1.0, "c"),
+            (2, "2020-03-01 10:00:00", 1.0, "d"),
+            (3, "2020-02-10 10:00:00", 1.0, "e"),
+        ]
+    )
+    r = cohorts.cohort_retention(ev, period="month")
+    got = {(str(c), i): (a, n) for c, i, a, n, _ in r.iter_rows()}
+    assert got == {
+        ("2020-01-01", 0): (2, 2),
+        ("2020-01-01", 1): (1, 2),
+        ("2020-01-01", 2): (1, 2),
+        ("2020-02-01", 0): (1, 1),
+    }
+    m = cohorts.retention_matrix(r)
+    assert m.columns == ["cohort", "cohort_size", "p0", "p1", "p2"]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    attrs, truth = synth.generate_customers(3000, seed=5)
+    spec = clustering.FeatureSpec(
+        numeric=[
+            "year_birth",
+            "income",
+            "kidhome",
+            "teenhome",
+            "mnt_electronics",
+            "mnt_appliances",
+            "mnt_computers",
+            "mnt_furniture",
+            "mnt_apparel",
+            "mnt_other",
+            "num_web_visits",
+        ],
+        filters=["2021 - year_birth < 90 AND income < 600000"],
+        missing="drop",
+    )
+    features, removed = clustering.prepare_features(attrs, spec)
+    return attrs, truth, spec, features, removed
+
+
+def test_knee_finds_the_four_planted_types(planted):
+    attrs, truth, spec, features, removed = planted
+    assert removed["removed_by_filters"] > 0  # the absurd birth years and incomes
+    x = clustering.curve_matrix(features.drop("user_id"), spec, sample=3000)
+    sel = clustering.select_k(x, k_min=2, k_max=10, n_init=4, random_state=0)
+    assert sel.knee == 4 and sel.k == 4
+    model, labels = clustering.fit(
+        features.drop("user_id"), spec, k=4, value_column="income", n_init=4
+    )
+    t = truth.join(features.select("user_id"), on="user_id", how="semi").sort("user_id")
+    assert adjusted_rand_score(t["segment"], labels) >= 0.9
+    prof = clustering.profiles(features, labels, model)
+    assert prof["segment"].to_list() == ["Platinum", "Gold", "Silver", "Bronze"]
+    assert prof["income"].is_sorted(descending=True)
+    # predict_segment on the training rows returns the fitted labels
+    pred = clustering.predict_segment(
+        attrs.join(features.select("user_id"), on="user_id", how="semi").sort("user_id"), model
+    )
+    assert (pred["cluster"].to_numpy() == labels).all()
+    assert set(pred["segment"]) == set(model.names.values())
+
+
+def test_no_knee_reason_with_a_linear_inertia_curve(monkeypatch):
+    class Flat:
+        def __init__(self, n_clusters, **kw):
+            self.k = n_clusters
+
+        def fit(self, x):
+            self.inertia_ = 100.0 - self.k  # a straight line: no knee
+            self.labels_ = np.arange(len(x)) % self.k
+            return self
+
+    monkeypatch.setattr(clustering, "KMeans", Flat)
+    sel = clustering.select_k(
+        np.random.default_rng(0).normal(size=(50, 2)), k_min=2, k_max=6, n_init=1
+    )
+    assert sel.knee is None
+    assert sel.reason.startswith("no knee in the inertia curve; using the best silhouette")
+    best = int(sel.curve.sort("silhouette", descending=True)["k"][0])
+    assert sel.k == best
+
+
+def test_bad_expression_names_the_params_key():
+    df = pl.DataFrame({"user_id": [1], "year_birth": [1980]})
+    spec = clustering.FeatureSpec(numeric=["age"], derived={"age": "2021 - yearbirth"})
+    with pytest.raises(
+        sqlexpr.ExpressionError, match=r"segmentation\.derived\.age: .*unknown column"
+    ):
+        clustering.prepare_features(df, spec)
+    spec = clustering.FeatureSpec(numeric=["year_birth"], filters=["year_birth <> "])
+    with pytest.raises(sqlexpr.ExpressionError, match=r"segmentation\.filters\[0\]: cannot parse"):
+        clustering.prepare_features(df, spec)
+    with pytest.raises(
+        clustering.FeatureError, match=r"segmentation\.features: column\(s\) \['income'\]"
+    ):
+        clustering.prepare_features(df, clustering.FeatureSpec(numeric=["income"]))
+
+
+def test_marketing_campaign_profile_clusters_an_external_tsv():
+    p = load_params(PARAMS_DIR / "marketing_campaign.yaml").segmentation
+    table = ingest.read_table_file(p.attributes_path, separator=p.attributes_separator)
+    spec = clustering.FeatureSpec(
+        numeric=p.numeric_features,
+        categorical=p.categorical_features,
+        derived=p.derived_columns,
+        value_maps=p.value_maps,
+        filters=p.row_filters,
+        missing=p.missing,
+        id_column=p.id_column,
+    )
+    features, removed = clustering.prepare_features(table, spec)
+    assert removed["rows_in"] == 400 and removed["rows_out"] < 400
+    assert set(table.pipe(sqlexpr.polars_columns, p.derived_columns, where="x").columns) >= {
+        "age",
+        "spent",
+        "children",
+    }
+    x = clustering.curve_matrix(features.drop("ID"), spec, sample=400)
+    sel = clustering.select_k(x, k_min=2, k_max=8, n_init=3, random_state=0)
+    model, labels = clustering.fit(
+        features.drop("ID"), spec, k=sel.k, value_column="spent", n_init=3
+    )
+    truth = (
+        pl.read_csv(FIXTURES / "marketing_campaign_truth.csv")
+        .join(features.select("ID"), on="ID", how="semi")
+        .sort("ID")
+    )
+    assert sel.k == 4
+    assert adjusted_rand_score(truth["segment"], labels) > 0.85
