@@ -65,6 +65,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("ingest", "01_ingest.ipynb", "ingest", "raw events -> canonical events + rejects"),
     Stage("optimize", "02_optimize.ipynb", "optimize", "optimized Parquet + star-schema warehouse"),
     Stage("segmentation", "03_segmentation.ipynb", "segmentation", "RFM, CLV, KMeans++, cohorts"),
+    Stage("propensity", "04_propensity.ipynb", "propensity", "purchase propensity (LightGBM)"),
 )
 
 #: Packages whose versions every manifest records.

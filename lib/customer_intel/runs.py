@@ -132,6 +132,13 @@ class StageRun:
         """Path of a named input table."""
         return self.find(f"{TABLES}/{name}.parquet")
 
+    def has_table(self, name: str) -> bool:
+        """Whether this or an earlier stage wrote the named table."""
+        return any(
+            (base / TABLES / f"{name}.parquet").exists()
+            for base in (self.run_dir, *self.read_fallbacks)
+        )
+
     def read_table(self, name: str) -> pl.DataFrame:
         """Read a named table that this or an earlier stage wrote."""
         return pl.read_parquet(self.table_path(name))

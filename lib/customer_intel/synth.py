@@ -32,8 +32,9 @@ Planted truth and what a stage should recover
     users). The customers table's numeric attributes separate them: KMeans on the standardised
     attributes finds k = 4 by the knee with an adjusted Rand index >= 0.9.
 (b) Propensity. ``cutoff = period end - 30 days``. Behaviour before the cutoff is simulated
-    first; then ``p = sigmoid(-1.6 - 0.10 * days_since_last_visit + 0.5 * log1p(carts)
-    + 1.0 * log1p(purchases) + line_effect + N(0, 0.3))`` where ``line_effect`` (-0.6..+0.6)
+    first; then ``p = sigmoid(-1.8 - 0.07 * days_since_last_visit + 1.4 * [visited in the last
+    7 days and bought before] + 0.5 * log1p(carts) + 1.0 * log1p(purchases) + line_effect
+    + N(0, 0.3))`` where ``line_effect`` (-0.6..+0.6)
     depends on the user's preferred product line (half of a user's views are in it); users first
     seen after the cutoff get ``sigmoid(-1.6 + line_effect)``. The outcome is drawn from ``p``
     and the final 30 days are generated to match it (purchase sessions if 1, at most view/cart
@@ -74,6 +75,8 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+#: Bumped whenever the generated data changes, so cached samples are not reused across versions.
+GENERATOR_VERSION = 2
 SEGMENTS = ("champions", "loyal", "bargain", "dormant")
 SEGMENT_SHARES = (0.08, 0.20, 0.22, 0.50)
 LINES = ("electronics", "appliances", "computers", "furniture", "apparel", "other")
@@ -467,8 +470,9 @@ def _chunk(
     buys = np.bincount(ev_user[obs["type"] == 3], minlength=n_users)
     recency = np.where(np.isfinite(last_seen), (cutoff - last_seen) / DAY, 60.0)
     logit = (
-        -1.6
-        - 0.10 * recency
+        -1.8
+        - 0.07 * recency
+        + 1.4 * ((recency < 7) & (buys > 0))  # recent buyers: an interaction trees can find
         + 0.5 * np.log1p(carts)
         + 1.0 * np.log1p(buys)
         + _LINE_EFFECT[line]
@@ -786,7 +790,7 @@ def generate(
 def sample_dir(data_dir: Path, n_events: int, seed: int, fmt: str = "csv") -> Path:
     """Where the cached sample of this size and seed lives."""
     suffix = "" if fmt == "csv" else f"_{fmt}"
-    return Path(data_dir) / "raw" / f"sample_{n_events}_{seed}{suffix}"
+    return Path(data_dir) / "raw" / f"sample_{n_events}_{seed}_v{GENERATOR_VERSION}{suffix}"
 
 
 def ensure_sample(

@@ -1,11 +1,64 @@
-"""The ``propensity`` section of a params profile (stage notebook parameters, one to one)."""
+"""The ``propensity`` section: split, features, LightGBM, evaluation and targeting."""
 
-from typing import ClassVar
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from customer_intel.params._base import Section
 
+DEFAULT_FEATURES = [
+    "events",
+    "views",
+    "carts",
+    "purchases",
+    "sessions",
+    "active_span_days",
+    "recency_days",
+    "avg_session_duration_s",
+    "unique_products",
+    "cart_to_view",
+    "rfm_score",
+    "has_prior_purchase",
+    "tenure_days",
+    "primary_category",
+    "preferred_brand",
+]
+
 
 class PropensityParams(Section):
-    """Parameters of the propensity stage."""
+    """Parameters of the propensity stage (notebook ``04_propensity``)."""
 
     COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")
+
+    label_days: int = Field(30, ge=1, le=365, description="prediction window length (days)")
+    observation_days: int | None = Field(
+        None, ge=1, description="observation window length before the cutoff; null = all history"
+    )
+    end: str | None = Field(None, description="end of the label window (ISO); null = last event")
+    features: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FEATURES),
+        min_length=1,
+        description="feature names (customer_intel.propensity.FEATURES)",
+    )
+    test_share: float = Field(0.25, gt=0, lt=0.6, description="share of users held out for metrics")
+    calibration_share: float = Field(0.15, gt=0, lt=0.5, description="share used to calibrate")
+    validation_share: float = Field(0.15, gt=0, lt=0.5, description="share used for early stopping")
+    n_estimators: int = Field(2000, ge=10, le=20000, description="maximum boosting rounds")
+    learning_rate: float = Field(0.03, gt=0, le=1, description="LightGBM learning rate")
+    num_leaves: int = Field(7, ge=2, le=1024, description="leaves per tree")
+    min_child_samples: int = Field(100, ge=1, description="minimum users per leaf")
+    subsample: float = Field(0.8, gt=0, le=1, description="row subsample per tree")
+    colsample_bytree: float = Field(0.8, gt=0, le=1, description="feature subsample per tree")
+    reg_lambda: float = Field(1.0, ge=0, description="L2 regularisation")
+    min_data_per_group: int = Field(200, ge=1, description="users per categorical level")
+    cat_smooth: float = Field(50.0, ge=0, description="smoothing of categorical splits")
+    early_stopping_rounds: int = Field(50, ge=1, description="rounds without improvement")
+    imbalance: Literal["none", "scale_pos_weight", "balanced"] = Field(
+        "none", description="class imbalance handling"
+    )
+    calibration: Literal["isotonic", "sigmoid"] = Field("isotonic", description="calibration")
+    lift_fractions: list[float] = Field(
+        default_factory=lambda: [0.01, 0.05, 0.1, 0.2], description="top fractions for lift@k"
+    )
+    contact_cost: float = Field(1.0, ge=0, description="cost of contacting one customer")
+    margin: float = Field(20.0, gt=0, description="margin earned per conversion")

@@ -1,0 +1,70 @@
+"""Scoring: metrics equal scikit-learn's; lift, deciles, calibration and profit by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from customer_intel import scoring
+
+# 10 customers, scores already in descending order; 4 buyers (base rate 0.4)
+Y = np.array([1, 1, 0, 1, 0, 0, 1, 0, 0, 0])
+P = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1])
+
+
+def test_metrics_equal_scikit_learn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    p = np.clip(rng.beta(2, 5, 500) + 0.2 * y, 0, 1)
+    m = scoring.metrics(y, p)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-12)
+    assert m["average_precision"] == pytest.approx(average_precision_score(y, p), rel=1e-12)
+    assert m["brier"] == pytest.approx(brier_score_loss(y, p), rel=1e-12)
+    assert m["log_loss"] == pytest.approx(log_loss(y, p), rel=1e-12)
+
+
+def test_lift_at_k_by_hand():
+    t = scoring.lift_at(Y, P, [0.1, 0.2, 0.5, 1.0])
+    # top 1: 1 buyer -> precision 1, recall 1/4, lift 1/0.4 = 2.5
+    # top 2: 2 -> 1.0, 0.5, 2.5; top 5: 3 -> 0.6, 0.75, 1.5; all: 4 -> 0.4, 1, 1
+    assert t["positives"].to_list() == [1, 2, 3, 4]
+    assert t["precision"].to_list() == pytest.approx([1.0, 1.0, 0.6, 0.4])
+    assert t["recall"].to_list() == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert t["lift"].to_list() == pytest.approx([2.5, 2.5, 1.5, 1.0])
+
+
+def test_decile_table_by_hand():
+    d = scoring.decile_table(Y, P[::-1][::-1])  # already sorted; 10 rows -> 1 per decile
+    assert d["customers"].to_list() == [1] * 10
+    assert d["positives"].to_list() == Y.tolist()
+    assert d["lift"].to_list() == pytest.approx((Y / 0.4).tolist())
+    assert d["cumulative_gain"].to_list() == pytest.approx(
+        [0.25, 0.5, 0.5, 0.75, 0.75, 0.75, 1, 1, 1, 1]
+    )
+    shuffled = np.random.default_rng(1).permutation(10)
+    d2 = scoring.decile_table(Y[shuffled], P[shuffled])
+    assert d2["positives"].to_list() == Y.tolist()  # sorted by score, whatever the input order
+    five = scoring.decile_table(Y, P, n_bins=5)
+    assert five["positives"].to_list() == [2, 1, 0, 1, 0]
+    assert five["rate"].to_list() == pytest.approx([1.0, 0.5, 0.0, 0.5, 0.0])
+
+
+def test_gains_and_calibration():
+    g = scoring.gains_curve(Y, P, points=11)
+    assert g["gain"].to_list() == pytest.approx([0, 0.25, 0.5, 0.5, 0.75, 0.75, 0.75, 1, 1, 1, 1])
+    c = scoring.calibration_table(Y, P, n_bins=5)
+    assert c["mean_predicted"].to_list() == pytest.approx([0.85, 0.65, 0.45, 0.25, 0.125])
+    assert c["observed_rate"].to_list() == pytest.approx([1.0, 0.5, 0.0, 0.5, 0.0])
+
+
+def test_profit_curve_optimum_by_hand():
+    # margin 10, cost 4: contact while 10 * p > 4, i.e. p > 0.4: the top 5 (0.9 .. 0.5)
+    curve = scoring.profit_curve(P, contact_cost=4.0, margin=10.0)
+    best = scoring.optimal_depth(curve)
+    assert best["depth"] == 5
+    assert best["expected_conversions"] == pytest.approx(0.9 + 0.8 + 0.7 + 0.6 + 0.5)
+    assert best["expected_profit"] == pytest.approx(10 * 3.5 - 4 * 5)
+    assert curve["expected_profit"][0] == 0
+    never = scoring.optimal_depth(scoring.profit_curve(P, contact_cost=100.0, margin=10.0))
+    assert never["depth"] == 0
