@@ -66,6 +66,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("optimize", "02_optimize.ipynb", "optimize", "optimized Parquet + star-schema warehouse"),
     Stage("segmentation", "03_segmentation.ipynb", "segmentation", "RFM, CLV, KMeans++, cohorts"),
     Stage("propensity", "04_propensity.ipynb", "propensity", "purchase propensity (LightGBM)"),
+    Stage(
+        "recommendations", "05_recommendations.ipynb", "recommendations", "association rules, top-N"
+    ),
 )
 
 #: Packages whose versions every manifest records.

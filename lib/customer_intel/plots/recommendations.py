@@ -1,5 +1,65 @@
-"""Figures of the recommendations stage (built with :mod:`customer_intel.plots.theme`)."""
+"""Figures of the recommendations stage."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import plotly.graph_objects as go
+import polars as pl
+
+from customer_intel.plots.theme import COLORS, GROUP_COLORS, styled
+
+__all__ = ["rules_scatter", "metric_comparison"]
+
+
+def rules_scatter(rules: pl.DataFrame, *, top: int = 200, title: str | None = None) -> go.Figure:
+    """Top rules by lift: support vs confidence, marker size by lift."""
+    r = rules.sort("lift", descending=True).head(top)
+    label = [
+        f"{' + '.join(a)} -> {' + '.join(c)}"
+        for a, c in zip(r["antecedents"], r["consequents"], strict=True)
+    ]
+    size = (
+        (r["lift"].log1p() / max(float(r["lift"].log1p().max() or 1), 1e-9) * 30 + 5).to_list()
+        if r.height
+        else []
+    )
+    fig = go.Figure(
+        go.Scatter(
+            x=r["support"].to_list(),
+            y=r["confidence"].to_list(),
+            mode="markers",
+            text=label,
+            marker={
+                "size": size,
+                "color": r["lift"].to_list(),
+                "colorscale": "Blues",
+                "showscale": True,
+                "colorbar": {"title": "lift"},
+            },
+            hovertemplate="%{text}<br>support %{x:.4f}<br>confidence %{y:.1%}",
+        )
+    )
+    fig.update_xaxes(title_text="support", type="log")
+    fig.update_yaxes(title_text="confidence", tickformat=".0%")
+    return styled(fig, title=title or f"Top {min(top, rules.height)} rules by lift")
+
+
+def metric_comparison(metrics: pl.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Rules vs popularity baseline: hit rate, precision, recall, NDCG at each k."""
+    names = ["hit_rate", "precision", "recall", "ndcg", "coverage", "personalization"]
+    fig = go.Figure()
+    for i, (model, g) in enumerate(metrics.group_by("model", maintain_order=True)):
+        for k in g["k"].unique().sort():
+            row = g.filter(pl.col("k") == k).row(0, named=True)
+            fig.add_trace(
+                go.Bar(
+                    x=names,
+                    y=[row[n] for n in names],
+                    name=f"{model[0]} @{k}",
+                    marker_color=GROUP_COLORS["baseline"]
+                    if model[0] == "popularity"
+                    else COLORS[i],
+                )
+            )
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(tickformat=".0%")
+    return styled(fig, title=title or "Offline evaluation: rules vs popularity")

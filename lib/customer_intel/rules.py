@@ -1,0 +1,276 @@
+"""Frequent itemsets and association rules, computed on the engine with Apriori pruning.
+
+Baskets are built from purchase events (optionally carts too) as distinct (basket, item) pairs,
+where a basket is a session, an order id or a user-day, and an item is a product, a category or a
+brand (params). Baskets with more than ``max_basket_items`` items are skipped or capped, and
+the number affected is reported.
+
+Counting is Apriori-style and stays on the engine: single items are counted first and only
+frequent ones are kept; pairs are counted by a self-join *restricted to frequent items*; triples
+only among items of frequent pairs and only for candidates whose three sub-pairs are frequent.
+No basket's full set of pairs is ever materialised before pruning.
+
+Rule metrics use the definitions of ``mlxtend.frequent_patterns.association_rules``:
+support(A->C) = s(A u C); confidence = s(A u C) / s(A); lift = confidence / s(C);
+leverage = s(A u C) - s(A) s(C); conviction = (1 - s(C)) / (1 - confidence) (inf when the
+confidence is 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+
+import ibis
+import polars as pl
+
+BASKETS = ("session", "order", "user_day")
+ITEMS = {"product": "product_id", "category": "category_code", "brand": "brand"}
+
+
+@dataclass(frozen=True)
+class BasketReport:
+    """How baskets were formed: counts of baskets and of those skipped or capped."""
+
+    baskets: int
+    basket_items: int
+    large_baskets: int
+    rule: str
+    max_basket_items: int
+
+    def describe(self) -> str:
+        """One sentence, for the notebook."""
+        verb = "skipped" if self.rule == "skip" else f"capped at {self.max_basket_items} items"
+        return (
+            f"{self.baskets:,} baskets with {self.basket_items:,} basket-item pairs; "
+            f"{self.large_baskets:,} baskets larger than {self.max_basket_items} items were {verb}."
+        )
+
+
+def baskets(
+    events: ibis.Table,
+    *,
+    basket: str = "session",
+    item: str = "product",
+    include_carts: bool = False,
+    max_basket_items: int = 50,
+    large_basket_rule: str = "skip",
+) -> tuple[ibis.Table, BasketReport]:
+    """Distinct (basket_id, item) pairs from purchases (and carts) plus the basket report."""
+    if basket not in BASKETS:
+        raise ValueError(f"recommendations.basket: expected one of {BASKETS}, got {basket!r}")
+    if item not in ITEMS:
+        raise ValueError(f"recommendations.item: expected one of {sorted(ITEMS)}, got {item!r}")
+    if large_basket_rule not in ("skip", "cap"):
+        raise ValueError(
+            f"recommendations.large_basket_rule: expected skip or cap, got {large_basket_rule!r}"
+        )
+    types = ["purchase", "cart"] if include_carts else ["purchase"]
+    e = events.filter(events.event_type.isin(types))
+    col = ITEMS[item]
+    e = e.filter(e[col].notnull())
+    if basket == "session":
+        bid = e.user_session.cast("string")
+    elif basket == "order":
+        if "order_id" not in e.columns:
+            raise ValueError(
+                "recommendations.basket 'order' needs an order_id column (map it in ingest)"
+            )
+        bid = e.order_id.cast("string")
+    else:
+        bid = e.user_id.cast("string") + "|" + e.event_time.date().cast("string")
+    pairs = e.select(basket_id=bid, item=e[col].cast("string")).distinct()
+    sizes = pairs.group_by("basket_id").agg(n=pairs.count())
+    large = sizes.filter(sizes.n > max_basket_items)
+    n_large = int(large.count().to_pyarrow().as_py())
+    if large_basket_rule == "skip":
+        kept = pairs.anti_join(large, "basket_id")
+    else:
+        w = ibis.window(group_by="basket_id", order_by="item")
+        kept = pairs.mutate(rk=ibis.row_number().over(w))
+        kept = kept.filter(kept.rk < max_basket_items).drop("rk")
+    counts = kept.aggregate(b=kept.basket_id.nunique(), n=kept.count()).to_pyarrow().to_pylist()[0]
+    return kept, BasketReport(
+        int(counts["b"] or 0), int(counts["n"] or 0), n_large, large_basket_rule, max_basket_items
+    )
+
+
+def min_count(min_support: float, n_baskets: int) -> int:
+    """Minimum number of baskets: a fraction of baskets (< 1) or an absolute count (>= 1)."""
+    if min_support <= 0:
+        raise ValueError(f"recommendations.min_support: expected > 0, got {min_support}")
+    return (
+        max(1, math.ceil(min_support * n_baskets - 1e-9)) if min_support < 1 else int(min_support)
+    )
+
+
+def frequent_itemsets(
+    basket_items: ibis.Table, *, min_support: float, max_len: int = 3, n_baskets: int | None = None
+) -> pl.DataFrame:
+    """Itemsets (sorted lists of items) in at least ``min_support`` of baskets, up to ``max_len``.
+
+    Returns itemset (list[str]), length, count, support.
+    """
+    if not 1 <= max_len <= 3:
+        raise ValueError(f"recommendations.max_len: expected 1..3, got {max_len}")
+    bi = basket_items
+    n = n_baskets if n_baskets is not None else int(bi.basket_id.nunique().to_pyarrow().as_py())
+    k = min_count(min_support, n)
+    c1 = bi.group_by("item").agg(count=bi.count())
+    f1 = c1.filter(c1["count"] >= k)
+    out = [f1.to_polars().select(pl.concat_list("item").alias("itemset"), "count")]
+    if max_len >= 2:
+        fb = bi.semi_join(f1, "item")
+        a, b = fb.view(), fb.view()
+        j = a.join(b, (a.basket_id == b.basket_id) & (a.item < b.item))
+        p2 = j.select(i1=a.item, i2=b.item).group_by(["i1", "i2"]).agg(count=ibis._.count())
+        f2 = p2.filter(p2["count"] >= k)
+        f2_pl = f2.to_polars()
+        out.append(f2_pl.select(pl.concat_list("i1", "i2").alias("itemset"), "count"))
+        if max_len >= 3 and f2_pl.height:
+            pair_set = {(x, y) for x, y in zip(f2_pl["i1"], f2_pl["i2"], strict=True)}
+            cands = []
+            by_first: dict[str, list[str]] = {}
+            for x, y in sorted(pair_set):
+                by_first.setdefault(x, []).append(y)
+            for x, ys in by_first.items():  # Apriori join: x<y<z with (x,y),(x,z),(y,z) frequent
+                for y, z in combinations(sorted(ys), 2):
+                    if (y, z) in pair_set:
+                        cands.append((x, y, z))
+            if cands:
+                cand = ibis.memtable(
+                    pl.DataFrame(cands, schema=["i1", "i2", "i3"], orient="row").to_arrow()
+                )
+                items2 = set(f2_pl["i1"]) | set(f2_pl["i2"])
+                fb2 = bi.filter(bi.item.isin(sorted(items2)))
+                x, y, z = fb2.view(), fb2.view(), fb2.view()
+                t3 = x.join(y, (x.basket_id == y.basket_id) & (x.item < y.item)).select(
+                    basket_id=x.basket_id, i1=x.item, i2=y.item
+                )
+                t3 = t3.semi_join(f2.select("i1", "i2"), ["i1", "i2"])
+                t3 = t3.join(z, (t3.basket_id == z.basket_id) & (t3.i2 < z.item)).select(
+                    t3.i1, t3.i2, i3=z.item
+                )
+                t3 = t3.semi_join(cand, ["i1", "i2", "i3"])
+                p3 = t3.group_by(["i1", "i2", "i3"]).agg(count=ibis._.count())
+                f3 = p3.filter(p3["count"] >= k).to_polars()
+                out.append(f3.select(pl.concat_list("i1", "i2", "i3").alias("itemset"), "count"))
+    res = (
+        pl.concat(out)
+        if out
+        else pl.DataFrame(schema={"itemset": pl.List(pl.String), "count": pl.Int64})
+    )
+    return (
+        res.with_columns(length=pl.col("itemset").list.len(), support=pl.col("count") / n)
+        .select("itemset", "length", "count", "support")
+        .sort(["length", "support"], descending=[False, True])
+    )
+
+
+def association_rules(
+    itemsets: pl.DataFrame, *, min_confidence: float = 0.0, min_lift: float = 0.0
+) -> pl.DataFrame:
+    """Every rule A -> C from the frequent itemsets (A, C non-empty, disjoint), with metrics.
+
+    Columns: antecedents, consequents (sorted lists), antecedent_support, consequent_support,
+    support, confidence, lift, leverage, conviction, count.
+    """
+    sup = {
+        tuple(s): v for s, v in zip(itemsets["itemset"].to_list(), itemsets["support"], strict=True)
+    }
+    cnt = {
+        tuple(s): v for s, v in zip(itemsets["itemset"].to_list(), itemsets["count"], strict=True)
+    }
+    rows = []
+    for items, s_ac in sup.items():
+        if len(items) < 2:
+            continue
+        for r in range(1, len(items)):
+            for ante in combinations(items, r):
+                cons = tuple(i for i in items if i not in ante)
+                s_a, s_c = sup[ante], sup[cons]  # subsets of a frequent itemset are frequent
+                conf = s_ac / s_a
+                lift = conf / s_c
+                rows.append(
+                    {
+                        "antecedents": list(ante),
+                        "consequents": list(cons),
+                        "antecedent_support": s_a,
+                        "consequent_support": s_c,
+                        "support": s_ac,
+                        "confidence": conf,
+                        "lift": lift,
+                        "leverage": s_ac - s_a * s_c,
+                        "conviction": (1 - s_c) / (1 - conf) if conf < 1 else math.inf,
+                        "count": cnt[items],
+                    }
+                )
+    schema = {
+        "antecedents": pl.List(pl.String),
+        "consequents": pl.List(pl.String),
+        "antecedent_support": pl.Float64,
+        "consequent_support": pl.Float64,
+        "support": pl.Float64,
+        "confidence": pl.Float64,
+        "lift": pl.Float64,
+        "leverage": pl.Float64,
+        "conviction": pl.Float64,
+        "count": pl.Int64,
+    }
+    df = pl.DataFrame(rows, schema=schema)
+    return df.filter((pl.col("confidence") >= min_confidence) & (pl.col("lift") >= min_lift)).sort(
+        ["lift", "support"], descending=True
+    )
+
+
+def purchase_history(
+    events: ibis.Table, *, item: str = "product", start=None, end=None
+) -> pl.DataFrame:
+    """Purchases as (user_id, item, event_time, category) rows, optionally within [start, end)."""
+    e = events.filter(events.event_type == "purchase")
+    if start is not None:
+        e = e.filter(e.event_time >= ibis.literal(start))
+    if end is not None:
+        e = e.filter(e.event_time < ibis.literal(end))
+    col = ITEMS[item]
+    e = e.filter(e[col].notnull())
+    return e.select(
+        "user_id",
+        "event_time",
+        item=e[col].cast("string"),
+        category=e.category_code if item == "product" else e[col].cast("string"),
+    ).to_polars()
+
+
+def catalog(events: ibis.Table, *, item: str = "product") -> pl.DataFrame:
+    """Item -> category: a product's most frequent category_code (the item itself otherwise)."""
+    col = ITEMS[item]
+    e = events.filter(events[col].notnull())
+    if item != "product":
+        return (
+            e.select(item=e[col].cast("string"))
+            .distinct()
+            .to_polars()
+            .with_columns(category=pl.col("item"))
+        )
+    t = e.group_by([e[col], e.category_code]).agg(n=e.count())
+    return (
+        t.to_polars()
+        .sort(["n"], descending=True)
+        .unique(col, keep="first")
+        .select(item=pl.col(col).cast(pl.String), category="category_code")
+    )
+
+
+def describe(rules_table: pl.DataFrame, itemsets: pl.DataFrame) -> str:
+    """One sentence on the rules found."""
+    if rules_table.is_empty():
+        return f"{itemsets.height:,} frequent itemsets but no rule passed the thresholds."
+    top = rules_table.row(0, named=True)
+    return (
+        f"{itemsets.height:,} frequent itemsets give {rules_table.height:,} rules; the strongest, "
+        f"{' + '.join(top['antecedents'])} -> {' + '.join(top['consequents'])}, has lift "
+        f"{top['lift']:.1f} (bought together in {top['count']:,} baskets, confidence "
+        f"{top['confidence']:.0%})."
+    )
