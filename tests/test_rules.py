@@ -178,5 +178,9 @@ def test_order_lines_dataset_gives_rules_per_invoice(tmp_path):
     events = con.read_parquet(str(ev), table_name="events")
     bi, rep = rules.baskets(events, basket=p.recommendations.basket)
     assert rep.baskets == 3  # invoices 536365, 536366, 536367 (the others were rejected)
-    found = rules.association_rules(rules.frequent_itemsets(bi, min_support=1, n_baskets=rep.baskets))
-    assert {"85123A", "71053"} <= set(found["antecedents"].explode()) | set(found["consequents"].explode())
+    found = rules.association_rules(
+        rules.frequent_itemsets(bi, min_support=1, n_baskets=rep.baskets)
+    )
+    assert {"85123A", "71053"} <= set(found["antecedents"].explode()) | set(
+        found["consequents"].explode()
+    )

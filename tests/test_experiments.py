@@ -1,0 +1,216 @@
+"""A/B statistics against scipy / statsmodels to 1e-9 relative, and on planted experiments."""
+
+from __future__ import annotations
+
+import json
+
+import ibis
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+from scipy.stats.contingency import odds_ratio as scipy_odds_ratio
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import NormalIndPower
+from statsmodels.stats.proportion import (
+    confint_proportions_2indep,
+    proportion_effectsize,
+    proportions_ztest,
+)
+
+from customer_intel import experiments as ex
+from customer_intel import ingest, synth
+from customer_intel.params.ingest import IngestParams
+
+REL = 1e-9
+CASES = [(120, 1000, 150, 1000), (30, 400, 18, 390), (5012, 50_000, 5230, 50_100), (7, 50, 15, 48)]
+
+
+@pytest.mark.parametrize(("xa", "na", "xb", "nb"), CASES)
+@pytest.mark.parametrize("alternative", ["two-sided", "larger", "smaller"])
+def test_two_proportion_ztest_equals_statsmodels(xa, na, xb, nb, alternative):
+    ours = ex.two_proportion_ztest(xa, na, xb, nb, alternative)
+    z, p = proportions_ztest([xb, xa], [nb, na], alternative=alternative)
+    assert ours["z"] == pytest.approx(z, rel=REL)
+    assert ours["p_value"] == pytest.approx(p, rel=REL)
+
+
+@pytest.mark.parametrize(("xa", "na", "xb", "nb"), CASES)
+def test_chi_square_g_test_and_odds_ratio_equal_scipy(xa, na, xb, nb):
+    table = np.array([[xa, na - xa], [xb, nb - xb]])
+    for yates in (False, True):
+        chi2, p, _, _ = stats.chi2_contingency(table, correction=yates)
+        ours = ex.chi_square(xa, na, xb, nb, yates=yates)
+        assert ours["chi2"] == pytest.approx(chi2, rel=REL) and ours["p_value"] == pytest.approx(
+            p, rel=REL
+        )
+    g, p, _, _ = stats.chi2_contingency(table, correction=False, lambda_="log-likelihood")
+    ours = ex.g_test(xa, na, xb, nb)
+    assert ours["g"] == pytest.approx(g, rel=REL) and ours["p_value"] == pytest.approx(p, rel=REL)
+    ref = scipy_odds_ratio(np.array([[xb, nb - xb], [xa, na - xa]]), kind="sample")
+    ci = ref.confidence_interval(0.95)
+    ours = ex.odds_ratio(xa, na, xb, nb)
+    assert ours["odds_ratio"] == pytest.approx(ref.statistic, rel=REL)
+    assert (ours["ci_low"], ours["ci_high"]) == pytest.approx((ci.low, ci.high), rel=REL)
+
+
+@pytest.mark.parametrize(("xa", "na", "xb", "nb"), CASES)
+def test_difference_intervals_equal_statsmodels(xa, na, xb, nb):
+    for method, fn in (("wald", ex.diff_ci_wald), ("newcomb", ex.diff_ci_newcombe)):
+        lo, hi = confint_proportions_2indep(xb, nb, xa, na, method=method, compare="diff")
+        assert fn(xa, na, xb, nb) == pytest.approx((lo, hi), rel=REL)
+
+
+def test_welch_and_mann_whitney_equal_scipy():
+    rng = np.random.default_rng(3)
+    a, b = rng.lognormal(1, 1, 800), rng.lognormal(1.1, 1.2, 900)
+    for alt, sp in (("two-sided", "two-sided"), ("larger", "greater"), ("smaller", "less")):
+        ref = stats.ttest_ind(b, a, equal_var=False, alternative=sp)
+        ours = ex.welch_ttest(a, b, alt)
+        assert ours["t"] == pytest.approx(ref.statistic, rel=REL)
+        assert ours["p_value"] == pytest.approx(ref.pvalue, rel=REL)
+        assert ours["df"] == pytest.approx(ref.df, rel=REL)
+        mw = stats.mannwhitneyu(b, a, alternative=sp)
+        assert ex.mann_whitney(a, b, alt)["p_value"] == pytest.approx(mw.pvalue, rel=REL)
+    ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    ours = ex.welch_ttest(a, b)
+    assert (ours["ci_low"], ours["ci_high"]) == pytest.approx((ci.low, ci.high), rel=REL)
+    d = ex.describe_groups({"a": a})
+    assert d["skewness"][0] == pytest.approx(stats.skew(a), rel=REL)
+    assert d["kurtosis"][0] == pytest.approx(stats.kurtosis(a), rel=REL)
+
+
+def test_multiple_testing_equals_statsmodels():
+    p = [0.01, 0.04, 0.03, 0.2, 0.005, 0.5, 0.049]
+    for ours, ref in (("holm", "holm"), ("bh", "fdr_bh")):
+        assert ex.adjust_pvalues(p, ours) == pytest.approx(multipletests(p, method=ref)[1], rel=REL)
+
+
+@pytest.mark.parametrize(("base", "mde"), [(0.1, 0.1), (0.02, 0.25), (0.5, -0.05)])
+def test_power_equals_statsmodels(base, mde):
+    h = proportion_effectsize(base * (1 + mde), base)
+    ref = NormalIndPower()
+    for n in (500, 5000, 50_000):
+        assert ex.power_two_proportions(base, mde, n) == pytest.approx(
+            ref.power(effect_size=h, nobs1=n, alpha=0.05, ratio=1.0), rel=REL
+        )
+    n = ex.sample_size_per_group(base, mde, alpha=0.05, power=0.8)
+    ref_n = ref.solve_power(effect_size=h, alpha=0.05, power=0.8, ratio=1.0)
+    assert n == pytest.approx(ref_n, rel=1e-6)  # statsmodels' own root finder stops at ~1e-8
+    assert ex.power_two_proportions(base, mde, n) == pytest.approx(0.8, rel=REL)
+    mde_back = ex.mde_for_sample_size(base, n, alpha=0.05, power=0.8)
+    assert abs(mde_back) == pytest.approx(abs(mde), rel=1e-6)
+    curve = ex.power_curve(base, mde)
+    assert curve["power"].is_sorted()
+
+
+def test_srm_flags_51_49_with_100k_units_and_passes_50_50():
+    bad = ex.srm_check({"control": 51_000, "treatment": 49_000}, {"control": 0.5, "treatment": 0.5})
+    ref = stats.chisquare([51_000, 49_000], [50_000, 50_000])
+    assert bad["p_value"] == pytest.approx(ref.pvalue, rel=REL) and bad["srm"]
+    ok = ex.srm_check({"control": 50_100, "treatment": 49_900}, {"control": 0.5, "treatment": 0.5})
+    assert not ok["srm"]
+    text = ex.describe_readout(pl.DataFrame(), bad)
+    assert text.startswith("WARNING: sample ratio mismatch")
+
+
+def test_bayes_and_bootstrap_are_sane_and_seeded():
+    b1 = ex.bayes_binary(100, 1000, 130, 1000, seed=1)
+    assert b1 == ex.bayes_binary(100, 1000, 130, 1000, seed=1)
+    # P(B > A) under flat priors agrees with the normal approximation of the two Betas
+    za = (0.13 - 0.1) / np.sqrt(0.1 * 0.9 / 1000 + 0.13 * 0.87 / 1000)
+    assert b1["prob_b_better"] == pytest.approx(stats.norm.cdf(za), abs=0.01)
+    rng = np.random.default_rng(0)
+    a, b = rng.binomial(1, 0.1, 5000), rng.binomial(1, 0.12, 5000)
+    boot = ex.bootstrap_relative_lift(a, b, n_resamples=1000, seed=2)
+    assert boot["ci_low"] < b.mean() / a.mean() - 1 < boot["ci_high"]
+
+
+def test_cuped_reduces_variance_and_stays_unbiased():
+    rng = np.random.default_rng(5)
+    n = 20_000
+    x = rng.normal(10, 3, n)
+    treat = rng.random(n) < 0.5
+    y = 0.8 * x + rng.normal(0, 2, n) + 0.5 * treat
+    adj, theta, reduction = ex.cuped(y, x)
+    assert theta == pytest.approx(0.8, abs=0.05) and reduction > 0.5
+    assert adj[treat].mean() - adj[~treat].mean() == pytest.approx(0.5, abs=0.1)
+    assert ex.welch_ttest(adj[~treat], adj[treat])["ci_high"] - ex.welch_ttest(
+        adj[~treat], adj[treat]
+    )["ci_low"] < (
+        ex.welch_ttest(y[~treat], y[treat])["ci_high"]
+        - ex.welch_ttest(y[~treat], y[treat])["ci_low"]
+    )
+
+
+def test_cleanup_rules_are_counted():
+    units = pl.DataFrame(
+        {
+            "user_id": [1, 1, 2, 3, 4],
+            "experiment_group": ["control", "treatment", "control", "treatment", "control"],
+            "variant": ["control", "treatment", "treatment", "treatment", "control"],
+            "t": [1, 2, 3, 4, 5],
+        }
+    )
+    kept, rep = ex.clean_units(
+        units, unit="user_id", exclude=["experiment_group <> variant"], duplicates="drop_all"
+    )
+    assert rep.removed == {"exclude: experiment_group <> variant": 1, "duplicates (drop_all)": 2}
+    assert kept["user_id"].to_list() == [3, 4]
+    kept, rep = ex.clean_units(
+        units, unit="user_id", exclude=[], duplicates="keep_first", order_by="t"
+    )
+    assert kept["user_id"].to_list() == [1, 2, 3, 4] and rep.removed["duplicates (keep_first)"] == 1
+    with pytest.raises(ValueError, match=r"experiments\.exclude\[0\]"):
+        ex.clean_units(units, unit="user_id", exclude=["grp = 1"])
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exp")
+    info = synth.generate(root / "s", 400_000, seed=12)
+    canonical = root / "events.parquet"
+    ingest.ingest(
+        str(info.events_path), IngestParams(), events_out=canonical, rejects_out=root / "rj.parquet"
+    )
+    con = ibis.duckdb.connect()
+    ev = con.read_parquet(str(canonical), table_name="events")
+    ev = ev.mutate(user_id=ev.user_id.cast("int64"))
+    truth = json.loads((info.truth_dir / "experiment.json").read_text())
+    assign = pl.read_parquet(info.assignments_path)
+    units = ex.unit_outcomes(assign, ev, window_end=truth["window_end"], pre_days=14)
+    return units, truth, pl.read_parquet(info.truth_dir / "users.parquet")
+
+
+def test_unit_outcomes_match_the_planted_conversions(planted):
+    units, _, truth = planted
+    j = units.join(truth, on="user_id")
+    assert (j["converted"] == j["converted_in_experiment"].cast(pl.Int8)).mean() > 0.999
+
+
+def test_planted_lift_lies_in_the_reported_interval(planted):
+    units, truth, _ = planted
+    metrics = [
+        {"name": "conversion", "column": "converted", "kind": "binary", "covariate": "pre_events"}
+    ]
+    res, _ = ex.analyze(units, metrics, n_resamples=500, seed=1)
+    r = res.row(0, named=True)
+    rel_lo, rel_hi = r["ci_low"] / r["control"], r["ci_high"] / r["control"]
+    assert rel_lo < truth["planted_relative_lift"] < rel_hi
+    assert r["boot_rel_ci_low"] < truth["planted_relative_lift"] < r["boot_rel_ci_high"]
+    assert r["cuped_variance_reduction"] > 0
+    cuped_rel = r["cuped_diff"] / r["control"]
+    assert abs(cuped_rel - r["rel_lift"]) < 0.05  # CUPED leaves the effect (nearly) unchanged
+
+
+@pytest.mark.slow
+def test_bootstrap_ci_covers_about_95_percent():
+    rng = np.random.default_rng(11)
+    hits = 0
+    runs = 200
+    for i in range(runs):
+        a = rng.binomial(1, 0.2, 3000)
+        b = rng.binomial(1, 0.22, 3000)
+        boot = ex.bootstrap_relative_lift(a, b, n_resamples=1000, seed=i)
+        hits += boot["ci_low"] < 0.1 < boot["ci_high"]
+    assert 0.91 <= hits / runs <= 0.99
