@@ -214,3 +214,32 @@ def test_bootstrap_ci_covers_about_95_percent():
         boot = ex.bootstrap_relative_lift(a, b, n_resamples=1000, seed=i)
         hits += boot["ci_low"] < 0.1 < boot["ci_high"]
     assert 0.91 <= hits / runs <= 0.99
+
+
+@pytest.mark.notebooks
+def test_external_unit_table_needs_only_a_params_file(tmp_path):
+    """06_experiments on an external CSV, driven by params/external_ab.yaml alone."""
+    import papermill
+
+    from customer_intel.params import load_params, stage_parameters
+    from customer_intel.paths import NOTEBOOKS_DIR, PARAMS_DIR
+
+    p = load_params(PARAMS_DIR / "external_ab.yaml", ["experiments.n_resamples=200"])
+    papermill.execute_notebook(
+        str(NOTEBOOKS_DIR / "06_experiments.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters=stage_parameters(p, "experiments", run_dir=tmp_path / "run"),
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(NOTEBOOKS_DIR),
+    )
+    results = pl.read_parquet(tmp_path / "run" / "tables" / "experiment_results.parquet")
+    assert results["metric"].to_list() == ["conversion", "spend per visitor"]
+    diag = pl.read_parquet(tmp_path / "run" / "tables" / "experiment_diagnostics.parquet")
+    removed = dict(zip(diag["check"], diag["value"], strict=True))
+    assert removed["removed: exclude: arm <> variant"] > 0
+    assert removed["removed: duplicates (drop_all)"] > 0
+    seg = pl.read_parquet(tmp_path / "run" / "tables" / "experiment_segments.parquet")
+    assert set(seg["segment_value"]) == {"mobile", "desktop"}
+    spend = results.filter(pl.col("metric") == "spend per visitor").row(0, named=True)
+    assert spend["cuped_variance_reduction"] > 0.3  # pre_spend explains much of spend

@@ -7,6 +7,7 @@ function states its formula; the tests compare each with scipy / statsmodels.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -483,7 +484,61 @@ def unit_outcomes(
     return out.with_columns(
         converted=(pl.col("purchases") > 0).cast(pl.Int8),
         pre_converted=(pl.col("pre_purchases") > 0).cast(pl.Int8),
+        pre_buyer=pl.when(pl.col("pre_purchases") > 0)
+        .then(pl.lit("bought before"))
+        .otherwise(pl.lit("no purchase before")),
     )
+
+
+def outcome_window_end(
+    assignments: pl.DataFrame, data_end: Any, window_end: str | None, window_days: int
+) -> Any:
+    """End of the outcome window: params, else last assignment + ``window_days`` (<= data end)."""
+    if window_end:
+        t = dt.datetime.fromisoformat(window_end)
+        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    last = assignments["assigned_at"].max() + dt.timedelta(days=window_days)
+    return min(last, data_end)
+
+
+def diagnostics(
+    units: pl.DataFrame,
+    clean: CleanReport,
+    srm: dict[str, Any],
+    results: pl.DataFrame,
+    *,
+    power_target: float,
+    mde: float,
+    alpha: float,
+) -> pl.DataFrame:
+    """Checks and context as (check, value, note) rows: sizes, clean-up, SRM, power, CUPED."""
+    rows = [("units analysed", float(clean.rows_out), f"of {clean.rows_in} rows read")]
+    rows += [(f"removed: {k}", float(v), "clean-up rule") for k, v in clean.removed.items()]
+    rows += [
+        ("SRM chi-square", srm["chi2"], f"observed {srm['observed']}"),
+        ("SRM p-value", srm["p_value"], "sample ratio mismatch" if srm["srm"] else "no mismatch"),
+    ]
+    for r in results.iter_rows(named=True):
+        if r["kind"] == "binary" and 0 < r["control"] < 1:
+            n = min(r["n_control"], r["n_treatment"])
+            pw = power_two_proportions(r["control"], mde, n, alpha)
+            rows.append((f"power: {r['metric']}", pw, f"to detect {mde:+.0%} with {n:,} per group"))
+            rows.append(
+                (
+                    f"MDE at {power_target:.0%} power: {r['metric']}",
+                    mde_for_sample_size(r["control"], n, alpha, power_target),
+                    "relative lift",
+                )
+            )
+        if r.get("cuped_variance_reduction") is not None:
+            rows.append(
+                (
+                    f"CUPED variance reduction: {r['metric']}",
+                    r["cuped_variance_reduction"],
+                    f"covariate {r.get('cuped_covariate')}",
+                )
+            )
+    return pl.DataFrame(rows, schema=["check", "value", "note"], orient="row")
 
 
 def _metric_rows(

@@ -69,6 +69,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "recommendations", "05_recommendations.ipynb", "recommendations", "association rules, top-N"
     ),
+    Stage("experiments", "06_experiments.ipynb", "experiments", "A/B test readout"),
 )
 
 #: Packages whose versions every manifest records.
