@@ -725,3 +725,19 @@ def describe_readout(results: pl.DataFrame, srm: dict[str, Any]) -> str:
             + "."
         )
     return "\n".join(parts)
+
+
+def lifts_table(lifts: dict[str, np.ndarray]) -> pl.DataFrame:
+    """Bootstrap lifts as long rows (metric, resample, rel_lift), for dashboards."""
+    return (
+        pl.concat(
+            [
+                pl.DataFrame({"metric": name, "resample": np.arange(len(v)), "rel_lift": v})
+                for name, v in lifts.items()
+            ]
+        )
+        if lifts
+        else pl.DataFrame(
+            schema={"metric": pl.String, "resample": pl.Int64, "rel_lift": pl.Float64}
+        )
+    )

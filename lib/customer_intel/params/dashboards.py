@@ -1,11 +1,21 @@
-"""The ``dashboards`` section of a params profile (stage notebook parameters, one to one)."""
+"""The ``dashboards`` section: what stakeholders see and how the server runs."""
 
-from typing import ClassVar
+from pydantic import Field
 
 from customer_intel.params._base import Section
 
 
 class DashboardsParams(Section):
-    """Parameters of the dashboards stage."""
+    """Parameters of the Voila dashboards (read from the last good run's resolved params)."""
 
-    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")
+    allow_raw_customer_ids: bool = Field(False, description="show raw ids instead of pseudonyms")
+    pseudonym_salt: str = Field(
+        "customer-intel", min_length=1, description="salt of the pseudonyms"
+    )
+    top_n: int = Field(10, ge=1, le=100, description="rows in top-N tables")
+    period_days: int = Field(
+        30, ge=1, le=365, description="KPI period compared with the one before"
+    )
+    host: str = Field("127.0.0.1", pattern=r"^127\.", description="loopback address to bind")
+    port: int = Field(8866, ge=1024, le=65535, description="port of the dashboard server")
+    pool_size: int = Field(1, ge=0, le=8, description="preheated kernels per dashboard")
