@@ -114,3 +114,63 @@ def test_popularity_baseline_excludes_bought():
     hist = pl.DataFrame({"user_id": [1], "item": ["b"]})
     base = recommend.popularity_baseline(users, POP, hist, top_n=2)
     assert base["recommended"].to_list() == ["a", "d"]
+
+
+def _events(rows):
+    """Purchase events (user_id, user_session, product_id, day offset from 2024-01-01) on DuckDB."""
+    import ibis
+
+    df = pl.DataFrame(
+        rows, schema=["user_id", "user_session", "product_id", "day"], orient="row"
+    ).with_columns(
+        event_time=pl.datetime(2024, 1, 1, time_zone="UTC") + pl.duration(days=pl.col("day")),
+        event_type=pl.lit("purchase"),
+        category_code=pl.lit("c"),
+    )
+    return ibis.duckdb.connect().create_table("events", df.drop("day"))
+
+
+def test_offline_evaluation_trains_before_the_cut_and_tests_after():
+    from customer_intel.params.recommendations import RecommendationsParams
+
+    rows = []
+    for i in range(20):  # training: (a, b) bought together; p is the most popular item alone
+        rows += [(100 + i, f"s{i}", "a", 1), (100 + i, f"s{i}", "b", 1)]
+    for i in range(30):
+        rows.append((200 + i, f"p{i}", "p", 2))
+    rows += [(1, "u1", "a", 3), (1, "u1t", "b", 20)]  # the test customer: a before, b after
+    rows += [(2, "u2t", "b", 20)]  # no training history: not a test user
+    cfg = RecommendationsParams(min_support=2, test_days=7, eval_ks=[1, 2])
+    metrics, split = recommend.offline_evaluation(_events(rows), cfg)
+    assert split.test_users == 1 and split.train_baskets == 20 + 30 + 1
+    assert split.train_rules == 2  # a -> b and b -> a
+    at1 = {r["model"]: r for r in metrics.filter(pl.col("k") == 1).iter_rows(named=True)}
+    assert at1["rules"]["hit_rate"] == 1.0  # rule a -> b
+    assert at1["popularity"]["hit_rate"] == 0.0  # p is the most popular item
+    assert "1 customers" in split.describe()
+    assert "rules hit 100.0%" in recommend.describe_evaluation(metrics)
+
+
+def test_offline_evaluation_errors_name_the_key():
+    from customer_intel.params.recommendations import RecommendationsParams
+
+    rows = [(1, "s", "a", 10)]
+    with pytest.raises(ValueError, match="recommendations.test_days = 30: no purchase basket"):
+        recommend.offline_evaluation(_events(rows), RecommendationsParams(test_days=30))
+    with pytest.raises(ValueError, match="events table is empty"):
+        recommend.offline_evaluation(
+            _events(rows).filter(lambda t: t.user_id < 0), RecommendationsParams()
+        )
+
+
+def test_rank_by_must_be_lift_or_confidence():
+    with pytest.raises(ValueError, match="recommendations.rank_by"):
+        recommend.product_recommendations(RULES, POP, by="support")
+
+
+def test_describe_sources_counts_rules_and_fallbacks():
+    recs = recommend.product_recommendations(RULES, POP, top_n=3)
+    text = recommend.describe_sources(recs, "item")
+    # a, b have rules; c, d, e only fallbacks; a: 2 rules + 1 overall, b: 1 rule + 2 fallbacks
+    assert text.startswith("5 products get recommendations; 2 (40%) have at least one from a rule")
+    assert "of 15 rows, 3 come from rules" in text

@@ -184,3 +184,47 @@ def test_order_lines_dataset_gives_rules_per_invoice(tmp_path):
     assert {"85123A", "71053"} <= set(found["antecedents"].explode()) | set(
         found["consequents"].explode()
     )
+
+
+def test_basket_and_itemset_errors_name_the_key():
+    con = ibis.duckdb.connect()
+    t = con.create_table(
+        "ev",
+        pl.DataFrame(
+            {"user_session": ["s"], "product_id": ["1"], "event_type": ["purchase"], "user_id": [1]}
+        ),
+    )
+    with pytest.raises(ValueError, match="recommendations.basket: expected one of"):
+        rules.baskets(t, basket="week")
+    with pytest.raises(ValueError, match="recommendations.item: expected one of"):
+        rules.baskets(t, item="colour")
+    with pytest.raises(ValueError, match="recommendations.large_basket_rule"):
+        rules.baskets(t, large_basket_rule="drop")
+    with pytest.raises(ValueError, match="needs an order_id column"):
+        rules.baskets(t, basket="order")
+    with pytest.raises(ValueError, match="recommendations.max_len: expected 1..3"):
+        rules.frequent_itemsets(_bi(BASKETS), min_support=0.1, max_len=4)
+
+
+def test_user_day_and_brand_baskets():
+    import datetime as dt
+
+    con = ibis.duckdb.connect()
+    t0 = dt.datetime(2024, 1, 1, 10, tzinfo=dt.UTC)
+    ev = pl.DataFrame(
+        {
+            "user_id": [1, 1, 1, 2],
+            "user_session": ["s1", "s2", "s3", "s4"],
+            "brand": ["x", "y", "z", "x"],
+            "product_id": ["1", "2", "3", "4"],
+            "event_type": ["purchase", "purchase", "cart", "purchase"],
+            "event_time": [t0, t0 + dt.timedelta(hours=5), t0, t0 + dt.timedelta(days=1)],
+        }
+    )
+    t = con.create_table("ev", ev)
+    bi, rep = rules.baskets(t, basket="user_day", item="brand")
+    assert rep.baskets == 2  # user 1 on Jan 1 (brands x, y: two sessions, one day), user 2
+    got = sorted(bi.to_polars().group_by("basket_id").agg(pl.col("item").sort())["item"].to_list())
+    assert got == [["x"], ["x", "y"]]
+    bi, rep = rules.baskets(t, basket="user_day", item="brand", include_carts=True)
+    assert rep.basket_items == 4  # the cart of brand z joins user 1's day

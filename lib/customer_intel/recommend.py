@@ -14,11 +14,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import ibis
 import numpy as np
 import polars as pl
+
+from customer_intel import rules as _rules
+from customer_intel.params.recommendations import RecommendationsParams
 
 RULE = "rule"
 CATEGORY = "popular in category"
@@ -26,9 +32,11 @@ OVERALL = "popular overall"
 
 
 def popularity(basket_items: pl.DataFrame, catalog: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Items by number of baskets: ``item, baskets, share`` (and ``category`` with a catalog).
+    """(basket_id, item) pairs in, one row per item out: item, baskets, share (, category).
 
-    ``catalog`` maps item -> category (columns ``item``, ``category``).
+    ``share`` is the item's baskets over all basket-item pairs (it is also the probability used
+    for novelty). ``catalog`` (item, category) adds each item's category. Sorted by baskets
+    descending, then item.
     """
     pop = basket_items.group_by("item").agg(baskets=pl.len())
     total = max(int(pop["baskets"].sum()), 1)
@@ -62,7 +70,24 @@ def product_recommendations(
     by: str = "lift",
     min_support: float = 0.0,
 ) -> pl.DataFrame:
-    """Top-N partners per item: item, rank, recommended, score, source."""
+    """Rules and popularity in, up to ``top_n`` rows per item out, best first.
+
+    Partners come from single-item rules A -> C with support >= ``min_support``, ranked by
+    ``by`` ("lift" or "confidence"); items short of ``top_n`` are filled with the most popular
+    items of their category, then overall (never the item itself).
+
+    Returns
+    -------
+    pl.DataFrame
+        item, rank (1..top_n), recommended, score (the rule metric, or the item's popularity
+        share for fallbacks), kind ("rule", "popular in category", "popular overall"), source
+        (the rule with its lift and confidence, or the fallback).
+
+    Raises
+    ------
+    ValueError
+        If ``by`` is not "lift" or "confidence" (names ``recommendations.rank_by``).
+    """
     if by not in ("lift", "confidence"):
         raise ValueError(f"recommendations.rank_by: expected lift or confidence, got {by!r}")
     r = _single_rules(rules, by, min_support).with_columns(
@@ -158,10 +183,25 @@ def user_recommendations(
     exclude_purchased: bool = True,
     min_support: float = 0.0,
 ) -> pl.DataFrame:
-    """Top-N items per customer from their recent items' rules, then fallbacks.
+    """Purchase history, rules and popularity in, up to ``top_n`` rows per customer out.
 
-    ``history`` holds the customer's purchased items (user_id, item, event_time, category).
-    Returns user_id, rank, recommended, score, kind, source.
+    Candidates are consequents of single-item rules whose antecedent is among the customer's
+    ``recent_items`` most recently bought distinct items, ranked by ``by``; what the customer
+    already bought is dropped when ``exclude_purchased``. Customers short of ``top_n`` get the
+    most popular items of their most-bought category, then overall.
+
+    Parameters
+    ----------
+    history : pl.DataFrame
+        One row per purchase: user_id, item, event_time, category (see
+        :func:`customer_intel.rules.purchase_history`).
+    rules, pop : pl.DataFrame
+        Association rules and item popularity (:func:`popularity` with a catalog).
+
+    Returns
+    -------
+    pl.DataFrame
+        user_id, rank, recommended, score, kind, source (as in :func:`product_recommendations`).
     """
     recent = (
         history.sort("event_time", descending=True)
@@ -219,7 +259,10 @@ def popularity_baseline(
     top_n: int,
     exclude_purchased: bool = True,
 ) -> pl.DataFrame:
-    """The most popular items (not already bought) for every user: user_id, rank, recommended."""
+    """Users in, the ``top_n`` most popular items per user out: user_id, recommended, score, rank.
+
+    With ``exclude_purchased``, items in the user's ``history`` (user_id, item) are skipped.
+    """
     cands = (
         users.select("user_id")
         .unique()
@@ -247,10 +290,33 @@ def evaluate(
     catalog_size: int,
     item_share: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Metrics at each k for users in ``truth`` (user_id, item: what they bought later).
+    """Ranked lists and later purchases in, one row of metrics per k out.
 
-    ``recs`` holds user_id, rank, recommended; ``item_share`` holds item, share (training
-    purchase shares, for novelty). Users without recommendations count as misses.
+    Hand-written rather than with scikit-learn's ``ndcg_score``/``top_k_accuracy_score``, which
+    need a dense users x items score matrix; here everything is a join on (user, item).
+
+    Parameters
+    ----------
+    recs : pl.DataFrame
+        user_id, rank (1 = best), recommended.
+    truth : pl.DataFrame
+        user_id, item: what each test user bought in the test window. Users in ``truth``
+        without a list count as misses; users not in ``truth`` are ignored.
+    ks : sequence of int
+        Cut-offs.
+    catalog_size : int
+        Number of recommendable items (coverage denominator).
+    item_share : pl.DataFrame
+        item, share: training popularity; novelty is the mean of ``-log2(share)`` over
+        recommended items (unseen items get the smallest share).
+
+    Returns
+    -------
+    pl.DataFrame
+        k, users, hit_rate (share of users with >= 1 hit), precision (hits / k), recall
+        (hits / relevant items), ndcg (binary relevance, log2 discount), coverage (distinct
+        recommended items / catalog_size), novelty, personalization (1 - mean over pairs of
+        users of |overlap| / k, from per-item counts: sum_i C(c_i, 2) / (k C(u, 2))).
     """
     users = truth.select("user_id").unique()
     n_users = users.height
@@ -304,7 +370,7 @@ def evaluate(
 
 
 def describe_evaluation(metrics: pl.DataFrame) -> str:
-    """One sentence comparing the rules with the popularity baseline at the largest k."""
+    """Metrics (model, k, ...) in, one sentence comparing rules and popularity at the largest k."""
     k = int(metrics["k"].max())
     at = {r["model"]: r for r in metrics.filter(pl.col("k") == k).iter_rows(named=True)}
     r, p = at.get("rules"), at.get("popularity")
@@ -315,4 +381,132 @@ def describe_evaluation(metrics: pl.DataFrame) -> str:
         f"for the popularity baseline (NDCG {r['ndcg']:.3f} vs {p['ndcg']:.3f}), covering "
         f"{r['coverage']:.1%} of the catalogue vs {p['coverage']:.1%}, with personalization "
         f"{r['personalization']:.2f} vs {p['personalization']:.2f}; {r['users']:,} test customers."
+    )
+
+
+@dataclass(frozen=True)
+class Split:
+    """The temporal split of an offline evaluation: where it cut and how many it tested."""
+
+    split: dt.datetime
+    train_baskets: int
+    train_rules: int
+    test_users: int
+
+    def describe(self) -> str:
+        """One sentence, for the notebook."""
+        return (
+            f"Trained on {self.train_baskets:,} baskets before {self.split:%Y-%m-%d %H:%M} "
+            f"({self.train_rules:,} rules); {self.test_users:,} customers who bought before and "
+            "after the cut are the test set."
+        )
+
+
+def offline_evaluation(
+    events: ibis.Table, cfg: RecommendationsParams
+) -> tuple[pl.DataFrame, Split]:
+    """Rules vs popularity on a temporal split: canonical events in, metrics per model and k out.
+
+    Everything (baskets, itemsets, rules, popularity) is learned on events before the last
+    ``cfg.test_days`` days. Test users are customers who purchased both before and after the cut;
+    their relevant items are what they bought after it (minus what they had bought before when
+    ``cfg.exclude_purchased``). Both models recommend ``max(cfg.eval_ks)`` items.
+
+    Parameters
+    ----------
+    events : ibis.Table
+        Canonical events (event_time, event_type, user_id, user_session, product_id, ...).
+    cfg : RecommendationsParams
+        The stage's params section.
+
+    Returns
+    -------
+    tuple[pl.DataFrame, Split]
+        Metrics with columns model ("rules" or "popularity"), k, users, hit_rate, precision,
+        recall, ndcg, coverage, novelty, personalization; and the split's description.
+    """
+    data_end = events.event_time.max().to_pyarrow().as_py()
+    if data_end is None:
+        raise ValueError("recommendations: the events table is empty; nothing to evaluate")
+    split = data_end - dt.timedelta(days=cfg.test_days)
+    train = events.filter(events.event_time < ibis.literal(split))
+    train_bi, report = _rules.baskets(
+        train,
+        basket=cfg.basket,
+        item=cfg.item,
+        include_carts=cfg.include_carts,
+        max_basket_items=cfg.max_basket_items,
+        large_basket_rule=cfg.large_basket_rule,
+    )
+    if report.baskets == 0:
+        raise ValueError(
+            f"recommendations.test_days = {cfg.test_days}: no purchase basket before {split}; "
+            "expected training data before the test window"
+        )
+    train_rules = _rules.association_rules(
+        _rules.frequent_itemsets(
+            train_bi, min_support=cfg.min_support, max_len=cfg.max_len, n_baskets=report.baskets
+        ),
+        min_confidence=cfg.min_confidence,
+        min_lift=cfg.min_lift,
+    )
+    train_pop = popularity(train_bi.to_polars(), _rules.catalog(train, item=cfg.item))
+    train_history = _rules.purchase_history(events, item=cfg.item, end=split)
+    truth = _rules.purchase_history(events, item=cfg.item, start=split).join(
+        train_history.select("user_id").unique(), on="user_id", how="semi"
+    )
+    if cfg.exclude_purchased:
+        truth = truth.join(
+            train_history.select("user_id", "item").unique(), on=["user_id", "item"], how="anti"
+        )
+    test_users = truth.select("user_id").unique()
+    k_max = max(cfg.eval_ks)
+    candidates = {
+        "rules": user_recommendations(
+            train_history.join(test_users, on="user_id", how="semi"),
+            train_rules,
+            train_pop,
+            top_n=k_max,
+            by=cfg.rank_by,
+            recent_items=cfg.recent_items,
+            exclude_purchased=cfg.exclude_purchased,
+        ),
+        "popularity": popularity_baseline(
+            test_users,
+            train_pop,
+            train_history,
+            top_n=k_max,
+            exclude_purchased=cfg.exclude_purchased,
+        ),
+    }
+    metrics = pl.concat(
+        [
+            evaluate(
+                recs, truth, ks=cfg.eval_ks, catalog_size=train_pop.height, item_share=train_pop
+            )
+            .with_columns(model=pl.lit(name))
+            .select("model", pl.exclude("model"))
+            for name, recs in candidates.items()
+        ]
+    )
+    return metrics, Split(split, report.baskets, train_rules.height, test_users.height)
+
+
+def describe_sources(recs: pl.DataFrame, key: str) -> str:
+    """One sentence on how many products or customers got rules vs fallbacks.
+
+    ``recs`` is a product (``key="item"``) or user (``key="user_id"``) recommendation table.
+    """
+    who = "products" if key == "item" else "customers"
+    n = recs[key].n_unique()
+    if n == 0:
+        return f"No {who} to recommend for."
+    with_rule = recs.filter(pl.col("kind") == RULE)[key].n_unique()
+    share = recs.group_by("kind").len()
+    by_kind = dict(zip(share["kind"], share["len"], strict=True))
+    return (
+        f"{n:,} {who} get recommendations; {with_rule:,} ({with_rule / n:.0%}) have at least one "
+        f"from a rule; of {recs.height:,} rows, {by_kind.get(RULE, 0):,} come from rules, "
+        f"{by_kind.get(CATEGORY, 0):,} from category popularity and {by_kind.get(OVERALL, 0):,} "
+        "from overall popularity."
     )

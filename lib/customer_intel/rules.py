@@ -57,7 +57,37 @@ def baskets(
     max_basket_items: int = 50,
     large_basket_rule: str = "skip",
 ) -> tuple[ibis.Table, BasketReport]:
-    """Distinct (basket_id, item) pairs from purchases (and carts) plus the basket report."""
+    """Canonical events in, distinct (basket_id, item) string pairs out, plus a basket report.
+
+    Parameters
+    ----------
+    events : ibis.Table
+        Canonical events (event_type, user_id, user_session, event_time, product_id,
+        category_code, brand; ``order_id`` when ``basket="order"``).
+    basket : {"session", "order", "user_day"}
+        What a basket is: ``user_session``, ``order_id`` (invoice of an order-lines table) or a
+        customer's calendar day (UTC).
+    item : {"product", "category", "brand"}
+        Item level: ``product_id``, ``category_code`` or ``brand``; rows where it is null are
+        dropped.
+    include_carts : bool
+        Count cart events as basket items too (default: purchases only).
+    max_basket_items, large_basket_rule
+        Baskets with more distinct items than ``max_basket_items`` are skipped whole
+        (``"skip"``) or keep their first ``max_basket_items`` items in item order (``"cap"``);
+        how many were affected is in the report.
+
+    Returns
+    -------
+    tuple[ibis.Table, BasketReport]
+        An unexecuted expression with columns basket_id, item (both strings), and the counts.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``basket``, ``item`` or ``large_basket_rule``, or ``basket="order"`` on
+        events without an ``order_id`` column.
+    """
     if basket not in BASKETS:
         raise ValueError(f"recommendations.basket: expected one of {BASKETS}, got {basket!r}")
     if item not in ITEMS:
@@ -97,7 +127,11 @@ def baskets(
 
 
 def min_count(min_support: float, n_baskets: int) -> int:
-    """Minimum number of baskets: a fraction of baskets (< 1) or an absolute count (>= 1)."""
+    """Support threshold and basket count in, the minimum number of baskets out.
+
+    ``min_support`` below 1 is a fraction of ``n_baskets`` (rounded up, at least 1); 1 or more is
+    an absolute count. Raises ValueError naming ``recommendations.min_support`` if it is <= 0.
+    """
     if min_support <= 0:
         raise ValueError(f"recommendations.min_support: expected > 0, got {min_support}")
     return (
@@ -108,9 +142,28 @@ def min_count(min_support: float, n_baskets: int) -> int:
 def frequent_itemsets(
     basket_items: ibis.Table, *, min_support: float, max_len: int = 3, n_baskets: int | None = None
 ) -> pl.DataFrame:
-    """Itemsets (sorted lists of items) in at least ``min_support`` of baskets, up to ``max_len``.
+    """(basket_id, item) pairs in, frequent itemsets (one row per itemset) out.
 
-    Returns itemset (list[str]), length, count, support.
+    Apriori on the engine: items are counted and filtered first; pairs come from a self-join of
+    the baskets restricted to frequent items; triples only from baskets' frequent pairs, joined
+    to a third frequent item and kept only when all three sub-pairs are frequent.
+
+    Parameters
+    ----------
+    basket_items : ibis.Table
+        Distinct basket_id, item pairs (from :func:`baskets`).
+    min_support : float
+        Fraction of baskets (< 1) or count of baskets (>= 1) an itemset must reach.
+    max_len : int
+        Largest itemset size, 1 to 3.
+    n_baskets : int, optional
+        Number of baskets (the support denominator); counted when not given.
+
+    Returns
+    -------
+    pl.DataFrame
+        itemset (sorted list[str]), length, count (baskets), support (count / n_baskets),
+        sorted by length then support descending.
     """
     if not 1 <= max_len <= 3:
         raise ValueError(f"recommendations.max_len: expected 1..3, got {max_len}")
@@ -171,10 +224,26 @@ def frequent_itemsets(
 def association_rules(
     itemsets: pl.DataFrame, *, min_confidence: float = 0.0, min_lift: float = 0.0
 ) -> pl.DataFrame:
-    """Every rule A -> C from the frequent itemsets (A, C non-empty, disjoint), with metrics.
+    """Frequent itemsets in, one row per rule A -> C (A, C non-empty, disjoint) out.
 
-    Columns: antecedents, consequents (sorted lists), antecedent_support, consequent_support,
-    support, confidence, lift, leverage, conviction, count.
+    Hand-written rather than calling mlxtend because mlxtend works on a dense one-hot basket
+    matrix (and is a test-only dependency); the definitions are mlxtend's and the tests compare
+    every metric with it. The itemsets are few (thousands), so this runs in Python.
+
+    Parameters
+    ----------
+    itemsets : pl.DataFrame
+        Output of :func:`frequent_itemsets` (itemset, count, support); every subset of an
+        itemset must be present, as Apriori guarantees.
+    min_confidence, min_lift : float
+        Rules below either threshold are dropped.
+
+    Returns
+    -------
+    pl.DataFrame
+        antecedents, consequents (sorted list[str]), antecedent_support, consequent_support,
+        support, confidence, lift, leverage, conviction (inf when confidence is 1), count;
+        sorted by lift then support, descending.
     """
     sup = {
         tuple(s): v for s, v in zip(itemsets["itemset"].to_list(), itemsets["support"], strict=True)
@@ -227,7 +296,12 @@ def association_rules(
 def purchase_history(
     events: ibis.Table, *, item: str = "product", start=None, end=None
 ) -> pl.DataFrame:
-    """Purchases as (user_id, item, event_time, category) rows, optionally within [start, end)."""
+    """Canonical events in, one row per purchase event out: user_id, event_time, item, category.
+
+    ``item`` is the item level (as in :func:`baskets`), ``category`` the product's category_code
+    (or the item itself at category/brand level). ``start``/``end`` keep event_time in
+    [start, end). Returns a Polars frame (purchases fit in memory).
+    """
     e = events.filter(events.event_type == "purchase")
     if start is not None:
         e = e.filter(e.event_time >= ibis.literal(start))
@@ -244,7 +318,11 @@ def purchase_history(
 
 
 def catalog(events: ibis.Table, *, item: str = "product") -> pl.DataFrame:
-    """Item -> category: a product's most frequent category_code (the item itself otherwise)."""
+    """Canonical events in, one row per item out: item, category.
+
+    At product level the category is the product's most frequent category_code; at category or
+    brand level it is the item itself.
+    """
     col = ITEMS[item]
     e = events.filter(events[col].notnull())
     if item != "product":
@@ -264,7 +342,7 @@ def catalog(events: ibis.Table, *, item: str = "product") -> pl.DataFrame:
 
 
 def describe(rules_table: pl.DataFrame, itemsets: pl.DataFrame) -> str:
-    """One sentence on the rules found."""
+    """Rules and itemsets in, one sentence on how many rules there are and the strongest."""
     if rules_table.is_empty():
         return f"{itemsets.height:,} frequent itemsets but no rule passed the thresholds."
     top = rules_table.row(0, named=True)

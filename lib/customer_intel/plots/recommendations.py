@@ -11,7 +11,11 @@ __all__ = ["rules_scatter", "metric_comparison"]
 
 
 def rules_scatter(rules: pl.DataFrame, *, top: int = 200, title: str | None = None) -> go.Figure:
-    """Top rules by lift: support vs confidence, marker size by lift."""
+    """Rules table in (support, confidence, lift, antecedents, consequents), a scatter out.
+
+    The ``top`` rules by lift: support (log axis) vs confidence, marker size and colour by lift,
+    the rule in the hover text.
+    """
     r = rules.sort("lift", descending=True).head(top)
     label = [
         f"{' + '.join(a)} -> {' + '.join(c)}"
@@ -44,7 +48,10 @@ def rules_scatter(rules: pl.DataFrame, *, top: int = 200, title: str | None = No
 
 
 def metric_comparison(metrics: pl.DataFrame, *, title: str | None = None) -> go.Figure:
-    """Rules vs popularity baseline: hit rate, precision, recall, NDCG at each k."""
+    """Metrics table (model, k, hit_rate, ..., personalization) in, grouped bars out.
+
+    One bar group per metric, one bar per model and k.
+    """
     names = ["hit_rate", "precision", "recall", "ndcg", "coverage", "personalization"]
     fig = go.Figure()
     for i, (model, g) in enumerate(metrics.group_by("model", maintain_order=True)):

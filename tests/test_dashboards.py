@@ -1,0 +1,87 @@
+"""Dashboard data access: the no-run message, numbers, pseudonyms; notebooks run without a run."""
+
+from __future__ import annotations
+
+import os
+
+import nbformat
+import polars as pl
+import pytest
+from nbclient import NotebookClient
+
+from customer_intel import dashboards
+from customer_intel.paths import DASHBOARDS_DIR
+
+
+def _html(obj) -> str:
+    return obj.data if hasattr(obj, "data") else str(obj)
+
+
+def test_no_run_says_so_and_every_other_cell_is_silent(tmp_path):
+    d = dashboards.Dashboard(root=tmp_path)
+    assert d.run is None
+    text = _html(d.header("Executive overview"))
+    assert 'id="no-run"' in text and "make run" in text
+    for method in (
+        "kpi_cards",
+        "daily_trend",
+        "funnel",
+        "top_categories",
+        "top_customers",
+        "cohorts",
+        "segment_sizes",
+        "score_form",
+        "targeting",
+        "product_selector",
+        "decision_table",
+    ):
+        assert getattr(d, method)() is None, method
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("name", dashboards.DASHBOARDS)
+def test_dashboard_notebooks_run_cleanly_without_a_run(tmp_path, name, monkeypatch):
+    monkeypatch.setenv(dashboards.ENV_OUTPUT_ROOT, str(tmp_path))
+    nb = nbformat.read(DASHBOARDS_DIR / f"{name}.ipynb", as_version=4)
+    NotebookClient(
+        nb, kernel_name="python3", resources={"metadata": {"path": str(DASHBOARDS_DIR)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("no-run" in str(o.get("data", {})) for o in outputs)
+
+
+def test_pseudonyms_are_stable_salted_and_not_the_id():
+    ids = pl.Series("user_id", ["512000001", "512000002"])
+    a = dashboards.pseudonymize(ids, "s1")
+    assert a.to_list() == dashboards.pseudonymize(ids, "s1").to_list()
+    assert a.to_list() != dashboards.pseudonymize(ids, "s2").to_list()
+    assert all(x.startswith("C-") and "512000" not in x for x in a)
+
+
+def test_a_failed_run_is_not_shown(tmp_path):
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text('{"status": "failed"}')
+    (tmp_path / "latest").symlink_to(run)
+    assert dashboards.latest_run(tmp_path) is None
+
+
+def test_urls_and_command_bind_loopback():
+    urls = dashboards.urls("127.0.0.1", 8866)
+    assert set(urls) == set(dashboards.DASHBOARDS)
+    assert urls["growth"] == "http://127.0.0.1:8866/voila/render/growth.ipynb"
+    cmd = dashboards.voila_command(host="127.0.0.1", port=8866, pool_size=1)
+    assert (
+        "--Voila.ip=127.0.0.1" in cmd
+        and "--strip_sources=True" in cmd
+        and "--preheat_kernel=True" in cmd
+    )
+
+
+def test_env_output_root(monkeypatch, tmp_path):
+    monkeypatch.setenv(dashboards.ENV_OUTPUT_ROOT, str(tmp_path))
+    assert dashboards.output_root() == tmp_path
+    monkeypatch.delenv(dashboards.ENV_OUTPUT_ROOT)
+    assert dashboards.output_root().name == "outputs"
+    assert os.environ.get(dashboards.ENV_OUTPUT_ROOT) is None
