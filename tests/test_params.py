@@ -155,3 +155,9 @@ def test_extends_replaces_a_mapping_value_whole_and_overrides_reach_into_it(tmp_
     assert p.ingest.session_gap_minutes == 30  # other keys still come from default.yaml
     q = load_params(child, ["ingest.column_map.price=unit_price"])
     assert q.ingest.column_map["price"] == "unit_price" and q.ingest.column_map["user_id"] == "uid"
+
+
+def test_spark_engine_is_refused_before_anything_runs(tmp_path):
+    path = _write(tmp_path, "p.yaml", {"common": {"engine": "spark"}})
+    with pytest.raises(ParamsError, match=r"common\.engine: .*engine 'spark' is not available"):
+        load_params(path)
