@@ -77,3 +77,26 @@ def smoke_run(tmp_path_factory) -> dict:
         "manifest": json.loads((run_dir / "manifest.json").read_text()),
         "stdout": proc.stdout,
     }
+
+
+def ingested_sample(root: Path, n_events: int, seed: int):
+    """Generate a sample, ingest it, and open its canonical events in DuckDB through Ibis.
+
+    Returns ``(events, info)``: an Ibis table with integer ``user_id`` (as the warehouse stores
+    it) and the generator's :class:`~customer_intel.synth.SampleInfo` (its ``truth_dir``).
+    """
+    import ibis
+
+    from customer_intel import ingest, synth
+    from customer_intel.params.ingest import IngestParams
+
+    info = synth.generate(root / "sample", n_events, seed=seed)
+    canonical = root / "events.parquet"
+    ingest.ingest(
+        str(info.events_path),
+        IngestParams(),
+        events_out=canonical,
+        rejects_out=root / "rejects.parquet",
+    )
+    events = ibis.duckdb.connect().read_parquet(str(canonical), table_name="events")
+    return events.mutate(user_id=events.user_id.cast("int64")), info

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import ibis
 import numpy as np
 import polars as pl
 import pytest
@@ -19,8 +18,8 @@ from statsmodels.stats.proportion import (
 )
 
 from customer_intel import experiments as ex
-from customer_intel import ingest, synth
-from customer_intel.params.ingest import IngestParams
+
+from conftest import ingested_sample
 
 REL = 1e-9
 CASES = [(120, 1000, 150, 1000), (30, 400, 18, 390), (5012, 50_000, 5230, 50_100), (7, 50, 15, 48)]
@@ -167,15 +166,7 @@ def test_cleanup_rules_are_counted():
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("exp")
-    info = synth.generate(root / "s", 400_000, seed=12)
-    canonical = root / "events.parquet"
-    ingest.ingest(
-        str(info.events_path), IngestParams(), events_out=canonical, rejects_out=root / "rj.parquet"
-    )
-    con = ibis.duckdb.connect()
-    ev = con.read_parquet(str(canonical), table_name="events")
-    ev = ev.mutate(user_id=ev.user_id.cast("int64"))
+    ev, info = ingested_sample(tmp_path_factory.mktemp("exp"), 400_000, seed=12)
     truth = json.loads((info.truth_dir / "experiment.json").read_text())
     assign = pl.read_parquet(info.assignments_path)
     units = ex.unit_outcomes(assign, ev, window_end=truth["window_end"], pre_days=14)

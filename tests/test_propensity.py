@@ -8,9 +8,10 @@ import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from customer_intel import ingest, propensity, scoring, synth
-from customer_intel.params.ingest import IngestParams
+from customer_intel import propensity, scoring
 from customer_intel.params.propensity import DEFAULT_FEATURES, PropensityParams
+
+from conftest import ingested_sample
 
 LGB = {
     k: v
@@ -32,15 +33,7 @@ LGB = {
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prop")
-    info = synth.generate(root / "s", 200_000, seed=4)
-    canonical = root / "events.parquet"
-    ingest.ingest(
-        str(info.events_path), IngestParams(), events_out=canonical, rejects_out=root / "rj.parquet"
-    )
-    con = ibis.duckdb.connect()
-    events = con.read_parquet(str(canonical), table_name="events")
-    events = events.mutate(user_id=events.user_id.cast("int64"))
+    events, info = ingested_sample(tmp_path_factory.mktemp("prop"), 200_000, seed=4)
     cutoff, end = propensity.split_times(events)
     frame = propensity.training_frame(events, cutoff, end, DEFAULT_FEATURES)
     frame = frame.with_columns(propensity.assign_splits(frame["user_id"], seed=1))

@@ -17,6 +17,8 @@ from mlxtend.preprocessing import TransactionEncoder
 from customer_intel import ingest, rules, synth
 from customer_intel.params.ingest import IngestParams
 
+from conftest import ingested_sample
+
 BASKETS = [
     ["a", "b", "c"],
     ["a", "b"],
@@ -101,14 +103,7 @@ def test_large_baskets_are_skipped_or_capped_and_reported():
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rules")
-    info = synth.generate(root / "s", 300_000, seed=8)
-    canonical = root / "events.parquet"
-    ingest.ingest(
-        str(info.events_path), IngestParams(), events_out=canonical, rejects_out=root / "rj.parquet"
-    )
-    con = ibis.duckdb.connect()
-    return con.read_parquet(str(canonical), table_name="events"), info
+    return ingested_sample(tmp_path_factory.mktemp("rules"), 300_000, seed=8)
 
 
 def test_planted_bundles_are_top_rules_with_their_lift(generated):
