@@ -216,7 +216,7 @@ class PropensityModel:
     def _x(self, frame: pl.DataFrame) -> pd.DataFrame:
         df = frame.select(self.features).to_pandas()
         for c, cats in self.categories.items():
-            df[c] = pd.Categorical(df[c], categories=cats)
+            df[c] = pd.Categorical(df[c].where(df[c].isin(cats)), categories=cats)  # unseen -> NaN
         return df
 
     def raw_scores(self, frame: pl.DataFrame) -> np.ndarray:
@@ -276,7 +276,7 @@ def fit_model(
     def as_x(df: pl.DataFrame) -> pd.DataFrame:
         x = df.select(names).to_pandas()
         for c, cats in categories.items():
-            x[c] = pd.Categorical(x[c], categories=cats)
+            x[c] = pd.Categorical(x[c].where(x[c].isin(cats)), categories=cats)  # unseen -> NaN
         return x
 
     booster = lgb.LGBMClassifier(**params)
