@@ -303,8 +303,16 @@ def ingest_files(
         canonical = [*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS, *p.carry_columns]
         reason = _reason_sql(p, canonical)
         staging = work_dir / "staging.parquet"
+        # Raw source fields are kept only on rejected rows (they are what a reject report needs);
+        # on kept rows they would double the staging data for nothing.
+        raw_keep = ", ".join(
+            f"CASE WHEN reason IS NOT NULL THEN {_q('raw_' + c)} END AS {_q('raw_' + c)}"
+            for c in p.column_map
+        )
+        raw_drop = ", ".join(_q("raw_" + c) for c in p.column_map)
         con.execute(
-            f"COPY (SELECT *, {reason} AS reason FROM ({classified})) TO {_lit(str(staging))} "
+            f"COPY (SELECT * EXCLUDE ({raw_drop}), {raw_keep} FROM "
+            f"(SELECT *, {reason} AS reason FROM ({classified}))) TO {_lit(str(staging))} "
             "(FORMAT parquet, COMPRESSION zstd)"
         )
         malformed = 0
