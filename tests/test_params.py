@@ -10,6 +10,8 @@ import yaml
 from customer_intel.params import ParamsError, load_params, params_hash, stage_parameters
 from customer_intel.paths import PARAMS_DIR
 
+from conftest import SHARED_DATA
+
 
 def _write(tmp_path: Path, name: str, data) -> Path:
     path = tmp_path / name
@@ -19,6 +21,8 @@ def _write(tmp_path: Path, name: str, data) -> Path:
 
 @pytest.mark.parametrize("profile", sorted(PARAMS_DIR.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_profile_is_valid(profile):
+    if "../shared/" in profile.read_text() and not SHARED_DATA.exists():
+        pytest.skip(f"{profile.name} reads ../shared/data, which this clone does not have")
     load_params(profile)
 
 
