@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from customer_intel import ingest
+from customer_intel.columns import CANONICAL_COLUMNS
 from customer_intel.params import load_params
 from customer_intel.params.ingest import IngestParams
 from customer_intel.paths import PARAMS_DIR
@@ -56,17 +57,7 @@ def test_crafted_bad_file_gives_each_reason_with_exact_counts(tmp_path):
 
 def test_canonical_schema_and_values(tmp_path):
     _, events, _ = _run(FIXTURES / "bad_events.csv", tmp_path)
-    assert events.columns == [
-        "event_time",
-        "event_type",
-        "user_id",
-        "user_session",
-        "product_id",
-        "category_id",
-        "category_code",
-        "brand",
-        "price",
-    ]
+    assert events.columns == list(CANONICAL_COLUMNS)
     assert events.schema["event_time"] == pl.Datetime("us", "UTC")
     first = events.sort("event_time").row(0, named=True)
     assert first["event_type"] == "view" and first["price"] == 100.5

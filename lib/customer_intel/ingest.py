@@ -326,21 +326,7 @@ def ingest_files(
         )
         n_ok = by_reason.pop(None, 0)
         event_enum = "ENUM(" + ", ".join(_lit(t) for t in EVENT_TYPES) + ")"
-        keys = ", ".join(
-            [
-                "event_time",
-                "event_type",
-                "user_id",
-                "user_session",
-                "product_id",
-                "category_id",
-                "category_code",
-                "brand",
-                "price",
-                "quantity",
-                "order_id",
-            ]
-        )
+        keys = ", ".join([*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS])
         dedup = f"QUALIFY row_number() OVER (PARTITION BY {keys}) = 1" if p.drop_duplicates else ""
         kept = f"SELECT * FROM {staged} WHERE reason IS NULL {dedup}"
         gap = int(p.session_gap_minutes)
@@ -359,18 +345,7 @@ def ingest_files(
             [
                 "event_time",
                 f"CAST(event_type AS {event_enum}) AS event_type",
-                *[
-                    c
-                    for c in (
-                        "user_id",
-                        "user_session",
-                        "product_id",
-                        "category_id",
-                        "category_code",
-                        "brand",
-                        "price",
-                    )
-                ],
+                *CANONICAL_COLUMNS[2:],  # user_id .. price
                 *optional,
                 *carry,
             ]
