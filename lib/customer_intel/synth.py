@@ -770,6 +770,7 @@ def generate(
         assert final.exists()
         if out_dir.exists():
             shutil.rmtree(out_dir)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the sample is ordinary data
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
