@@ -98,5 +98,7 @@ def ingested_sample(root: Path, n_events: int, seed: int):
         events_out=canonical,
         rejects_out=root / "rejects.parquet",
     )
-    events = ibis.duckdb.connect().read_parquet(str(canonical), table_name="events")
+    events = ibis.duckdb.connect().read_parquet(
+        str(canonical / "**" / "*.parquet"), table_name="events", hive_partitioning=False
+    )
     return events.mutate(user_id=events.user_id.cast("int64")), info

@@ -24,7 +24,7 @@ def _run(path, tmp_path, **overrides) -> tuple[ingest.IngestReport, pl.DataFrame
     tmp_path.mkdir(parents=True, exist_ok=True)
     ev, rj = tmp_path / "events.parquet", tmp_path / "rejects.parquet"
     report = ingest.ingest(str(path), p, events_out=ev, rejects_out=rj)
-    return report, pl.read_parquet(ev), pl.read_parquet(rj)
+    return report, pl.read_parquet(ev, hive_partitioning=False), pl.read_parquet(rj)
 
 
 def test_crafted_bad_file_gives_each_reason_with_exact_counts(tmp_path):
@@ -198,3 +198,91 @@ def test_describe_reads_the_numbers(tmp_path):
     report, _, _ = _run(FIXTURES / "bad_events.csv", tmp_path)
     text = ingest.describe(report)
     assert text.startswith("15 rows read from 1 file(s): 5 kept") and "3 invalid price" in text
+
+
+_NOSESSION_MAP = {
+    "event_time": "ts",
+    "event_type": "kind",
+    "product_id": "item",
+    "price": "cost",
+    "user_id": "uid",
+}
+
+
+def test_a_derived_session_goes_on_across_midnight(tmp_path):
+    src = tmp_path / "midnight.csv"
+    src.write_text(
+        "ts,kind,item,cost,uid\n"
+        "2020-01-02 00:10:00,view,2,1.0,7\n"  # rows out of time order on purpose
+        "2020-01-01 23:50:00,view,1,1.0,7\n"
+        "2020-01-02 00:50:00,view,3,1.0,7\n"
+        "2020-01-03 09:00:00,view,3,1.0,7\n"
+        "2020-01-02 09:00:00,view,3,1.0,8\n"
+    )
+    _, events, _ = _run(
+        src, tmp_path, column_map=_NOSESSION_MAP, timestamp_format="%Y-%m-%d %H:%M:%S"
+    )
+    sessions = dict(
+        events.select(pl.col("event_time").dt.strftime("%d %H:%M"), "user_session").iter_rows()
+    )
+    assert sessions == {
+        "01 23:50": "7-1",
+        "02 00:10": "7-1",  # 20 minutes after the last event, across midnight: same session
+        "02 00:50": "7-2",  # 40 minutes later: a new one
+        "03 09:00": "7-3",
+        "02 09:00": "8-1",
+    }
+
+
+def test_csv_structure_blank_lines_quotes_and_padding(tmp_path):
+    src = tmp_path / "messy.csv"
+    src.write_bytes(
+        b"event_time,event_type,product_id,category_id,category_code,brand,price,user_id,"
+        b"user_session\r\n"
+        b'2019-10-01 00:00:00 UTC,view,1,2,"kitchen, knives",acme,1.5,9,s\r\n'  # quoted sep
+        b"\r\n"  # a blank line: counted as a broken line, not skipped silently
+        b"2019-10-01 00:01:00 UTC , view , 1 ,2,,acme, 1.5 , 9 ,s\r\n"  # padded values
+        b"2019-10-01 00:02:00 UTC,view,1,2,,acme,1.5,9,s,\r\n"  # a trailing separator
+    )
+    report, events, rejects = _run(src, tmp_path)
+    assert report.rows_in == 4 and report.rows_kept == 2
+    assert report.rejected["malformed_line"] == 2
+    assert rejects.sort("line_number")["line_number"].to_list() == [3, 5]
+    assert rejects.sort("line_number")["detail"].to_list() == [
+        "expected 9 fields, found 1",
+        "expected 9 fields, found 10",
+    ]
+    assert events.sort("event_time")["category_code"].to_list() == ["kitchen, knives", None]
+    assert events["event_type"].to_list() == ["view", "view"] and events["price"].sum() == 3.0
+    assert set(events["user_id"]) == {"9"} and set(events["user_session"]) == {"s"}
+
+
+def test_a_quoted_line_break_is_a_clear_error(tmp_path):
+    src = tmp_path / "multiline.csv"
+    src.write_text(
+        "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,"
+        "user_session\n"
+        '2019-10-01 00:00:00 UTC,view,1,2,"two\nlines",acme,1.5,9,s\n'
+    )
+    with pytest.raises(ingest.IngestError, match=r"multiline\.csv: line 2 has an unbalanced"):
+        _run(src, tmp_path)
+
+
+def test_duplicates_across_files_and_near_duplicates(tmp_path):
+    header = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n"
+    row = "2019-10-01 00:00:00 UTC,view,1,2,,acme,{price},9,s\n"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text(header + row.format(price="1.5") * 3)
+    (tmp_path / "in" / "b.csv").write_text(
+        header + row.format(price="1.5") + row.format(price="1.50") + row.format(price="1.6")
+    )
+    report, events, _ = _run(tmp_path / "in" / "*.csv", tmp_path / "out")
+    # 1.5 and 1.50 are the same price once parsed; 1.6 differs in one column only
+    assert report.rows_in == 6 and report.duplicates == 4
+    assert sorted(events["price"].to_list()) == [1.5, 1.6]
+
+
+def test_semantic_rejects_carry_their_csv_line(tmp_path):
+    _, _, rejects = _run(FIXTURES / "bad_events.csv", tmp_path)
+    bad_ts = rejects.filter(pl.col("reason") == "unparseable_timestamp").row(0, named=True)
+    assert bad_ts["line_number"] == 7 and bad_ts["source_file"].endswith("bad_events.csv")

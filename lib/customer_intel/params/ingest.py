@@ -65,9 +65,6 @@ class IngestParams(Section):
     carry_columns: list[str] = Field(
         default_factory=list, description="extra source columns kept beside the canonical ones"
     )
-    memory_limit: str = Field(
-        "2GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="DuckDB memory cap; spills beyond"
-    )
 
     @field_validator("column_map")
     @classmethod
