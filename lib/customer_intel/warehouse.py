@@ -39,7 +39,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import duckdb
 import ibis
 import polars as pl
 
@@ -51,65 +50,81 @@ EVENTS_DIR = "events"
 TABLES = ("dim_users", "dim_products", "fact_sessions", "fact_daily_kpis", "fact_funnel")
 
 
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
+_INT_TYPES = ((pl.Int32, "INTEGER", 31), (pl.Int64, "BIGINT", 63))  # type, name, value bits
 
 
-def _int_type(lo: int, hi: int) -> str:
-    if -(2**31) <= lo and hi < 2**31:
-        return "INTEGER"
-    return "BIGINT"
+def _storage_types(canonical: pl.LazyFrame) -> dict[str, tuple[pl.DataType, str]]:
+    """The smallest storage types that hold every value of the data set.
+
+    Ids become Int32 or Int64 (digit-only string ids too); price becomes Float32 when every
+    value survives the round trip to the cent.
+    """
+    schema = canonical.collect_schema()
+    ids = [c for c in ("user_id", "product_id", "category_id") if c in schema]
+    aggs = []
+    for col in ids:
+        as_int = (
+            pl.col(col) if schema[col].is_integer() else pl.col(col).str.to_integer(strict=False)
+        )
+        if schema[col] == pl.String:
+            digits = pl.col(col).str.contains(r"^-?[0-9]+$").fill_null(True)
+            aggs.append(
+                (digits.all() & (as_int.null_count() == pl.col(col).null_count())).alias(
+                    f"{col}:int"
+                )
+            )
+        else:
+            aggs.append(pl.lit(schema[col].is_integer()).alias(f"{col}:int"))
+        aggs += [as_int.min().alias(f"{col}:min"), as_int.max().alias(f"{col}:max")]
+    price = pl.col("price")
+    exact32 = (price.cast(pl.Float32).cast(pl.Float64).round(2) == price.round(2)) & (
+        price.abs() < 1e6
+    )
+    aggs.append(exact32.fill_null(True).all().alias("price:f32"))
+    stats = canonical.select(aggs).collect().row(0, named=True)
+    types: dict[str, tuple[pl.DataType, str]] = {}
+    for col in ids:
+        lo, hi = stats[f"{col}:min"], stats[f"{col}:max"]
+        if not stats[f"{col}:int"] or lo is None:
+            types[col] = (pl.String, "VARCHAR")
+            continue
+        types[col] = next(
+            (t, name) for t, name, bits in _INT_TYPES if -(2**bits) <= lo and hi < 2**bits
+        )
+    types["price"] = (pl.Float32, "FLOAT") if stats["price:f32"] else (pl.Float64, "DOUBLE")
+    return types
 
 
 def optimize_events(
-    canonical: Path, out_dir: Path, *, row_group_size: int = 122_880, memory_limit: str = "2GB"
+    canonical: Path, out_dir: Path, *, row_group_size: int = 122_880
 ) -> dict[str, str]:
     """Write canonical events as optimized, date-partitioned Parquet into ``out_dir``.
 
+    ``canonical`` is the folder ingestion wrote (one file per ``event_date``); each day is
+    read, cast to the smallest types that hold the whole data set (decided in one streaming
+    scan first, so every day gets the same schema), sorted by (user_id, event_time) and
+    written as zstd Parquet with dictionary-encoded strings and an Enum ``event_type``.
+    Memory is bounded by one day.
+
     Returns the chosen storage type of each column.
     """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET memory_limit = {_lit(memory_limit)}")
-        con.execute("SET preserve_insertion_order = false")
-        src = f"read_parquet({_lit(str(canonical))})"
-        cols = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
-        types: dict[str, str] = {}
-        for col in ("user_id", "product_id", "category_id"):
-            if col not in cols:
-                continue
-            row = con.execute(
-                f"SELECT count({col}) = count(TRY_CAST({col} AS BIGINT)) AND bool_and("
-                f"regexp_full_match(CAST({col} AS VARCHAR), '-?[0-9]+')), "
-                f"min(TRY_CAST({col} AS BIGINT)), max(TRY_CAST({col} AS BIGINT)) FROM {src}"
-            ).fetchone()
-            all_int, lo, hi = row
-            types[col] = _int_type(lo, hi) if all_int and lo is not None else "VARCHAR"
-        exact32 = con.execute(
-            f"SELECT coalesce(bool_and(round(CAST(CAST(price AS FLOAT) AS DOUBLE), 2) = "
-            f"round(price, 2) AND abs(price) < 1e6), TRUE) FROM {src}"
-        ).fetchone()[0]
-        types["price"] = "FLOAT" if exact32 else "DOUBLE"
-        enum = "ENUM(" + ", ".join(_lit(t) for t in EVENT_TYPES) + ")"
-        select = []
-        for col in cols:
-            if col == "event_type":
-                select.append(f"CAST(event_type AS {enum}) AS event_type")
-            elif col in types:
-                select.append(f"CAST({col} AS {types[col]}) AS {col}")
-            else:
-                select.append(col)
-        select.append("CAST(event_time AS DATE) AS event_date")
-        con.execute(
-            f"COPY (SELECT {', '.join(select)} FROM {src} ORDER BY event_date, user_id, event_time)"
-            f" TO {_lit(str(out_dir))} (FORMAT parquet, COMPRESSION zstd, "
-            f"PARTITION_BY (event_date), ROW_GROUP_SIZE {int(row_group_size)}, OVERWRITE_OR_IGNORE)"
+    days = sorted(Path(canonical).glob("event_date=*"))
+    types = _storage_types(pl.scan_parquet(canonical, hive_partitioning=True))
+    casts = [pl.col(c).cast(t) for c, (t, _) in types.items()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for day in days:
+        target = out_dir / day.name
+        target.mkdir()
+        (
+            pl.read_parquet(day, hive_partitioning=False)
+            .with_columns(casts)
+            .with_columns(pl.col("event_type").cast(pl.Enum(list(EVENT_TYPES))))
+            .sort("user_id", "event_time")  # a user's events side by side: compresses, prunes
+            .write_parquet(
+                target / "part-0.parquet", compression="zstd", row_group_size=row_group_size
+            )
         )
-        return types
-    finally:
-        con.close()
+    return {c: name for c, (_, name) in types.items()}
 
 
 def scan_events(events_dir: Path) -> pl.LazyFrame:
@@ -127,10 +142,17 @@ def size_report(
     """Bytes on disk and in memory, before and after optimization, per column and in total.
 
     In-memory sizes are measured with Polars on the first ``sample_rows`` rows (all of them for
-    the sample data), before = canonical events as ingested (strings), after = the optimized
+    the sample data), before = canonical events as ingested (event types as text, ids and prices
+    in 64 bits), after = the optimized
     types read back with ``event_type`` as an Enum and low-cardinality strings as Categorical.
     """
-    before = pl.scan_parquet(canonical).head(sample_rows).collect()
+    before = (
+        pl.scan_parquet(canonical, hive_partitioning=True)
+        .head(sample_rows)
+        .collect()
+        .drop("event_date", strict=False)
+        .with_columns(pl.col(pl.Enum).cast(pl.String))  # as the source gave it: text
+    )
     after = (
         scan_events(events_dir)
         .head(sample_rows)
@@ -164,7 +186,7 @@ def size_report(
     rows.append(
         {
             "item": "disk: canonical Parquet vs optimized Parquet",
-            "before_bytes": canonical.stat().st_size,
+            "before_bytes": sum(p.stat().st_size for p in Path(canonical).rglob("*.parquet")),
             "after_bytes": parquet_bytes,
         }
     )
@@ -285,7 +307,9 @@ def star_schema(events: ibis.Table) -> dict[str, ibis.Table]:
     }
 
 
-def build(warehouse_dir: Path, *, engine: str = "duckdb") -> dict[str, float]:
+def build(
+    warehouse_dir: Path, *, engine: str = "duckdb", memory_limit: str = "2GB"
+) -> dict[str, float]:
     """Create the dims and facts in ``warehouse_dir`` from its ``events/``; seconds per table."""
     if engine != "duckdb":
         raise NotImplementedError(
@@ -295,6 +319,7 @@ def build(warehouse_dir: Path, *, engine: str = "duckdb") -> dict[str, float]:
     con = ibis.duckdb.connect(str(warehouse_dir / WAREHOUSE_FILE))
     try:
         con.raw_sql("SET TimeZone = 'UTC'")
+        con.raw_sql(f"SET memory_limit = '{memory_limit}'")  # validated by the params model
         events = con.read_parquet(
             str(warehouse_dir / EVENTS_DIR / "**" / "*.parquet"),
             table_name="events",
