@@ -1,12 +1,15 @@
 """Ingest benchmark: our ingest + optimize against bare Polars and DuckDB on the same CSV.
 
 ``python -m benchmarks.ingest --events N`` generates N events once (cached by size and seed
-under data/raw/), then runs three child processes, one after the other, on the same CSV:
+under data/raw/), then runs four child processes, one after the other, on the same CSV:
 
 - ``ours``: customer_intel ingest (validation, rejects, duplicates) + optimize (typed,
   sorted, partitioned Parquet) -- everything stage 01 and the events half of stage 02 do;
 - ``polars``: a plain ``scan_csv(...).sink_parquet(...)`` with the same casts;
-- ``duckdb``: a plain ``COPY (SELECT ... casts ...) TO ... (FORMAT parquet)``.
+- ``duckdb``: a plain ``COPY (SELECT ... casts ...) TO ... (FORMAT parquet)``;
+- ``layout``: the least work that gives the required layout and nothing else -- the Polars copy
+  partitioned by date, then each day read back, sorted and rewritten (no checks, no dedup).
+  It measures what partitioning and sorting cost on their own, apart from validation.
 
 Each child reports its wall time and its own peak RSS; the parent prints a table and writes
 ``benchmarks/results/ingest_<N>.json``.
@@ -27,12 +30,24 @@ from pathlib import Path
 from customer_intel.paths import DATA_DIR, PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
+MODES = ("ours", "polars", "duckdb", "layout")
 CASTS_SQL = (
     "SELECT strptime(event_time, '%Y-%m-%d %H:%M:%S UTC')::TIMESTAMP AS event_time, "
     "event_type, product_id::BIGINT AS product_id, category_id::BIGINT AS category_id, "
     "category_code, brand, price::DOUBLE AS price, user_id::BIGINT AS user_id, user_session "
     "FROM read_csv({src}, header=true, all_varchar=true)"
 )
+
+
+def _polars_typed(csv: Path):
+    """The bare Polars scan with the same casts as the DuckDB reference."""
+    import polars as pl
+
+    return pl.scan_csv(csv, infer_schema=False).with_columns(
+        pl.col("event_time").str.to_datetime("%Y-%m-%d %H:%M:%S UTC", time_zone="UTC"),
+        pl.col("product_id", "category_id", "user_id").cast(pl.Int64),
+        pl.col("price").cast(pl.Float64),
+    )
 
 
 def _child(mode: str, csv: Path, out: Path) -> dict:
@@ -58,14 +73,24 @@ def _child(mode: str, csv: Path, out: Path) -> dict:
     elif mode == "polars":
         import polars as pl
 
-        lf = pl.scan_csv(csv, infer_schema=False).with_columns(
-            pl.col("event_time").str.to_datetime("%Y-%m-%d %H:%M:%S UTC", time_zone="UTC"),
-            pl.col("product_id", "category_id", "user_id").cast(pl.Int64),
-            pl.col("price").cast(pl.Float64),
-        )
-        lf.sink_parquet(out / "events.parquet", compression="zstd")
+        _polars_typed(csv).sink_parquet(out / "events.parquet", compression="zstd")
         rows = pl.scan_parquet(out / "events.parquet").select(pl.len()).collect().item()
         written = (out / "events.parquet").stat().st_size
+    elif mode == "layout":
+        import polars as pl
+
+        staged = out / "staged"
+        _polars_typed(csv).with_columns(event_date=pl.col("event_time").dt.date()).sink_parquet(
+            pl.PartitionBy(staged, key="event_date"), compression="lz4", mkdir=True
+        )
+        rows = written = 0
+        for day in sorted(staged.glob("event_date=*")):
+            df = pl.read_parquet(day, hive_partitioning=False).sort("user_id", "event_time")
+            target = out / "events" / day.name
+            target.mkdir(parents=True)
+            df.write_parquet(target / "part-0.parquet", compression="zstd")
+            rows += df.height
+            written += (target / "part-0.parquet").stat().st_size
     elif mode == "duckdb":
         import duckdb
 
@@ -100,7 +125,7 @@ def run(n_events: int, seed: int = 42, data_dir: Path = DATA_DIR) -> dict:
     csv = folder / "events.csv"
     size = csv.stat().st_size
     results = []
-    for mode in ("ours", "polars", "duckdb"):
+    for mode in MODES:
         out = Path(tempfile.mkdtemp(prefix=f"bench_{mode}_"))
         try:
             proc = subprocess.run(
@@ -134,6 +159,7 @@ def run(n_events: int, seed: int = 42, data_dir: Path = DATA_DIR) -> dict:
         "results": results,
         "ratio_ours_vs_polars": round(by["ours"]["seconds"] / by["polars"]["seconds"], 2),
         "ratio_ours_vs_duckdb": round(by["ours"]["seconds"] / by["duckdb"]["seconds"], 2),
+        "ratio_layout_vs_polars": round(by["layout"]["seconds"] / by["polars"]["seconds"], 2),
     }
 
 
@@ -142,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.ingest")
     ap.add_argument("--events", type=int, default=2_000_000)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--child", choices=["ours", "polars", "duckdb"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -159,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"ours / polars = {res['ratio_ours_vs_polars']}x, ours / duckdb = "
-        f"{res['ratio_ours_vs_duckdb']}x"
+        f"{res['ratio_ours_vs_duckdb']}x, layout alone / polars = "
+        f"{res['ratio_layout_vs_polars']}x"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"ingest_{args.events}.json"

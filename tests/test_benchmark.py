@@ -8,7 +8,8 @@ from benchmarks import ingest as bench
 def test_benchmark_reports_every_engine_on_the_same_csv(tmp_path):
     res = bench.run(10_000, seed=3, data_dir=tmp_path)
     by = {r["mode"]: r for r in res["results"]}
-    assert set(by) == {"ours", "polars", "duckdb"}
+    assert set(by) == {"ours", "polars", "duckdb", "layout"}
+    assert by["layout"]["rows_out"] == by["polars"]["rows_out"]
     assert by["polars"]["rows_out"] == by["duckdb"]["rows_out"]  # every line, as is
     # ours drops exact duplicates (and would reject broken rows): never more rows
     assert 0.9 * by["polars"]["rows_out"] < by["ours"]["rows_out"] <= by["polars"]["rows_out"]
