@@ -109,6 +109,11 @@ def optimize_events(
     Returns the chosen storage type of each column.
     """
     days = sorted(Path(canonical).glob("event_date=*"))
+    if not days:
+        raise ValueError(
+            f"no events to optimize in {canonical}: ingestion kept no rows (see the "
+            "ingest_rejects table for why)"
+        )
     types = _storage_types(pl.scan_parquet(canonical, hive_partitioning=True))
     casts = [pl.col(c).cast(t) for c, (t, _) in types.items()]
     out_dir.mkdir(parents=True, exist_ok=True)
