@@ -102,7 +102,7 @@ def test_no_leakage_events_in_the_label_window_do_not_move_features(planted):
     changed = events.mutate(
         price=ibis.ifelse(events.event_time >= c, events.price * 7 + 1, events.price),
         event_type=ibis.ifelse(events.event_time >= c, "purchase", events.event_type),
-        product_id=ibis.ifelse(events.event_time >= c, "999", events.product_id),
+        product_id=ibis.ifelse(events.event_time >= c, 999, events.product_id),
     )
     extra = events.filter(events.event_time >= c).limit(500).mutate(user_id=events.user_id + 10**9)
     after = (

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
-from customer_intel import sqlexpr
+from customer_intel import layout, sqlexpr
 from customer_intel.columns import CANONICAL_COLUMNS, EVENT_TYPES, OPTIONAL_COLUMNS
 from customer_intel.params.ingest import IngestParams
 
@@ -458,10 +458,12 @@ def _write_days(
     events_out: Path,
     row_group_size: int,
 ) -> tuple[int, int]:
-    """Deduplicate (and sessionise) each staged day; write it. Returns (rows in, rows kept)."""
-    carry = pl.DataFrame(
-        schema={"user_id": pl.Int64, "_last": pl.Datetime("us", "UTC"), "_n": pl.Int64}
-    )
+    """Deduplicate, lay out (and sessionise) each staged day; write it.
+
+    Returns (rows staged, rows kept).
+    """
+    types = layout.storage_types(pl.scan_parquet([d / "*.parquet" for d in days])) if days else {}
+    carry: pl.DataFrame | None = None
     n_staged = n_kept = 0
     events_out.mkdir(parents=True, exist_ok=True)
     for day in days:
@@ -469,11 +471,17 @@ def _write_days(
         n_staged += df.height
         if p.drop_duplicates:
             df = _drop_duplicates(df, [k for k in keys if k in df.columns])
-        df = df.drop("_h")
+        df = layout.arrange_day(df.drop("_h"), types)
         if derive:
-            if carry.height == 0:
-                carry = carry.cast({"user_id": df.schema["user_id"]})
-            df = _derive_sessions(df.sort("user_id", "event_time"), carry, p.session_gap_minutes)
+            if carry is None:
+                carry = pl.DataFrame(
+                    schema={
+                        "user_id": df.schema["user_id"],
+                        "_last": pl.Datetime("us", "UTC"),
+                        "_n": pl.Int64,
+                    }
+                )
+            df = _derive_sessions(df, carry, p.session_gap_minutes)
             last = df.group_by("user_id").agg(
                 _last=pl.col("event_time").max(), _n=pl.col("_k").max()
             )
@@ -483,11 +491,8 @@ def _write_days(
         order = [
             c for c in (*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS, *p.carry_columns) if c in df.columns
         ]
-        out = events_out / f"event_date={day.name.split('=', 1)[1]}"
-        out.mkdir()
-        df.select(order).write_parquet(
-            out / "part-0.parquet", compression="zstd", row_group_size=row_group_size
-        )
+        date = day.name.split("=", 1)[1]
+        layout.write_day(df.select(order), events_out, date, row_group_size=row_group_size)
     return n_staged, n_kept
 
 
@@ -499,7 +504,7 @@ def ingest_files(
     events_out: Path,
     rejects_out: Path,
     work_dir: Path,
-    row_group_size: int = 122_880,
+    row_group_size: int = layout.ROW_GROUP_SIZE,
 ) -> IngestReport:
     """Ingest ``files`` into ``events_out`` (canonical events) and ``rejects_out``.
 
@@ -508,10 +513,10 @@ def ingest_files(
     1. every row is read once, mapped to the canonical schema and classified; rows are staged
        (LZ4 Parquet) partitioned by event date, rejected rows in a partition of their own;
     2. each day is read back on its own, exact duplicates are dropped (duplicates share their
-       event time, hence their day), sessions are derived when the source has none (carrying
-       each user's last event across midnight), and the day is written as zstd Parquet to
-       ``events_out/event_date=YYYY-MM-DD/part-0.parquet``. Sorting is left to
-       :func:`customer_intel.warehouse.optimize_events`, where ids are integers and sort fast.
+       event time, hence their day), the day is cast to the storage types chosen for the whole
+       data set and sorted (:mod:`customer_intel.layout`), sessions are derived when the source
+       has none (carrying each user's last event across midnight), and the day is written to
+       ``events_out/event_date=YYYY-MM-DD/part-0.parquet``: the events are written once.
 
     Parameters
     ----------
@@ -602,7 +607,13 @@ def ingest(
         tmp = Path(tempfile.mkdtemp(prefix="ingest_work_", dir=work_dir))
         try:
             return ingest_files(
-                files, kind, p, events_out=events_out, rejects_out=rejects_out, work_dir=tmp
+                files,
+                kind,
+                p,
+                events_out=events_out,
+                rejects_out=rejects_out,
+                work_dir=tmp,
+                row_group_size=p.row_group_size,
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

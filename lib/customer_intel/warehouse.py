@@ -5,10 +5,9 @@ Layout inside a run folder (``<run>/warehouse/``)::
     events/event_date=YYYY-MM-DD/*.parquet   optimized canonical events
     warehouse.duckdb                         dims and facts below
 
-Optimized events: integer ids downcast to the smallest signed type that holds them (string ids
-that are all digits become integers), ``price`` as Float32 when every value survives the round
-trip to the cent, ``event_type`` as an enum, sorted by (event_date, user_id, event_time), zstd,
-hive-partitioned by date, row groups of ``row_group_size`` rows.
+Optimized events: the files ingestion wrote in the layout of :mod:`customer_intel.layout`
+(smallest integer ids, Float32 prices where exact, Enum event types, sorted by user and time
+within each day, zstd, hive-partitioned by date), hard-linked here by :func:`optimize_events`.
 
 Tables (built as Ibis expressions, so the same code runs on DuckDB or Spark):
 
@@ -36,13 +35,15 @@ each other on DuckDB's single-writer lock.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from pathlib import Path
 
 import ibis
 import polars as pl
 
-from customer_intel.columns import EVENT_TYPES
+from customer_intel import layout
 from customer_intel.runs import StageRun
 
 WAREHOUSE_FILE = "warehouse.duckdb"
@@ -50,86 +51,28 @@ EVENTS_DIR = "events"
 TABLES = ("dim_users", "dim_products", "fact_sessions", "fact_daily_kpis", "fact_funnel")
 
 
-_INT_TYPES = ((pl.Int32, "INTEGER", 31), (pl.Int64, "BIGINT", 63))  # type, name, value bits
+def optimize_events(canonical: Path, out_dir: Path) -> dict[str, str]:
+    """Publish the events ingestion wrote into ``out_dir`` (the warehouse's ``events/``).
 
-
-def _storage_types(canonical: pl.LazyFrame) -> dict[str, tuple[pl.DataType, str]]:
-    """The smallest storage types that hold every value of the data set.
-
-    Ids become Int32 or Int64 (digit-only string ids too); price becomes Float32 when every
-    value survives the round trip to the cent.
+    Ingestion already wrote each day in the optimized layout (:mod:`customer_intel.layout`:
+    smallest types, Enum event types, sorted, zstd, one file per day), so the files are
+    hard-linked, not rewritten (copied where a link is impossible). Returns the storage type
+    of each id column and of ``price``.
     """
-    schema = canonical.collect_schema()
-    ids = [c for c in ("user_id", "product_id", "category_id") if c in schema]
-    aggs = []
-    for col in ids:
-        as_int = (
-            pl.col(col) if schema[col].is_integer() else pl.col(col).str.to_integer(strict=False)
-        )
-        if schema[col] == pl.String:
-            digits = pl.col(col).str.contains(r"^-?[0-9]+$").fill_null(True)
-            aggs.append(
-                (digits.all() & (as_int.null_count() == pl.col(col).null_count())).alias(
-                    f"{col}:int"
-                )
-            )
-        else:
-            aggs.append(pl.lit(schema[col].is_integer()).alias(f"{col}:int"))
-        aggs += [as_int.min().alias(f"{col}:min"), as_int.max().alias(f"{col}:max")]
-    price = pl.col("price")
-    exact32 = (price.cast(pl.Float32).cast(pl.Float64).round(2) == price.round(2)) & (
-        price.abs() < 1e6
-    )
-    aggs.append(exact32.fill_null(True).all().alias("price:f32"))
-    stats = canonical.select(aggs).collect().row(0, named=True)
-    types: dict[str, tuple[pl.DataType, str]] = {}
-    for col in ids:
-        lo, hi = stats[f"{col}:min"], stats[f"{col}:max"]
-        if not stats[f"{col}:int"] or lo is None:
-            types[col] = (pl.String, "VARCHAR")
-            continue
-        types[col] = next(
-            (t, name) for t, name, bits in _INT_TYPES if -(2**bits) <= lo and hi < 2**bits
-        )
-    types["price"] = (pl.Float32, "FLOAT") if stats["price:f32"] else (pl.Float64, "DOUBLE")
-    return types
-
-
-def optimize_events(
-    canonical: Path, out_dir: Path, *, row_group_size: int = 122_880
-) -> dict[str, str]:
-    """Write canonical events as optimized, date-partitioned Parquet into ``out_dir``.
-
-    ``canonical`` is the folder ingestion wrote (one file per ``event_date``); each day is
-    read, cast to the smallest types that hold the whole data set (decided in one streaming
-    scan first, so every day gets the same schema), sorted by (user_id, event_time) and
-    written as zstd Parquet with dictionary-encoded strings and an Enum ``event_type``.
-    Memory is bounded by one day.
-
-    Returns the chosen storage type of each column.
-    """
-    days = sorted(Path(canonical).glob("event_date=*"))
+    days = sorted(Path(canonical).glob("event_date=*/*.parquet"))
     if not days:
         raise ValueError(
             f"no events to optimize in {canonical}: ingestion kept no rows (see the "
             "ingest_rejects table for why)"
         )
-    types = _storage_types(pl.scan_parquet(canonical, hive_partitioning=True))
-    casts = [pl.col(c).cast(t) for c, (t, _) in types.items()]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for day in days:
-        target = out_dir / day.name
-        target.mkdir()
-        (
-            pl.read_parquet(day, hive_partitioning=False)
-            .with_columns(casts)
-            .with_columns(pl.col("event_type").cast(pl.Enum(list(EVENT_TYPES))))
-            .sort("user_id", "event_time")  # a user's events side by side: compresses, prunes
-            .write_parquet(
-                target / "part-0.parquet", compression="zstd", row_group_size=row_group_size
-            )
-        )
-    return {c: name for c, (_, name) in types.items()}
+    for src in days:
+        target = out_dir / src.parent.name / src.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, target)
+        except OSError:  # another file system
+            shutil.copy2(src, target)
+    return layout.type_names(pl.scan_parquet(days[0]).collect_schema())
 
 
 def scan_events(events_dir: Path) -> pl.LazyFrame:
@@ -138,61 +81,44 @@ def scan_events(events_dir: Path) -> pl.LazyFrame:
 
 
 def size_report(
-    source_files: list[Path],
-    canonical: Path,
-    events_dir: Path,
-    *,
-    sample_rows: int = 2_000_000,
+    source_files: list[Path], events_dir: Path, *, sample_rows: int = 2_000_000
 ) -> pl.DataFrame:
     """Bytes on disk and in memory, before and after optimization, per column and in total.
 
-    In-memory sizes are measured with Polars on the first ``sample_rows`` rows (all of them for
-    the sample data), before = canonical events as ingested (event types as text, ids and prices
-    in 64 bits), after = the optimized
-    types read back with ``event_type`` as an Enum and low-cardinality strings as Categorical.
+    On disk: the source files against the optimized Parquet. In memory, measured with Polars
+    on the first ``sample_rows`` events (all of them for the sample data): before = the same
+    values in the types a plain reader uses (64-bit numbers, text labels; see
+    :func:`customer_intel.layout.widen`), after = the stored types read back, with
+    ``category_code`` and ``brand`` as Categorical.
     """
-    before = (
-        pl.scan_parquet(canonical, hive_partitioning=True)
-        .head(sample_rows)
-        .collect()
-        .drop("event_date", strict=False)
-        .with_columns(pl.col(pl.Enum).cast(pl.String))  # as the source gave it: text
-    )
     after = (
         scan_events(events_dir)
         .head(sample_rows)
-        .with_columns(
-            pl.col("event_type").cast(pl.Enum(list(EVENT_TYPES))),
-            pl.col("category_code", "brand").cast(pl.Categorical),
-        )
         .collect()
+        .drop("event_date")
+        .with_columns(pl.col("category_code", "brand").cast(pl.Categorical))
     )
-    rows = []
-    for col in before.columns:
-        b = before[col].estimated_size()
-        a = after[col].estimated_size() if col in after.columns else 0
-        rows.append({"item": f"memory: {col}", "before_bytes": b, "after_bytes": a})
+    before = layout.widen(after)
+    rows = [
+        {
+            "item": f"memory: {col}",
+            "before_bytes": before[col].estimated_size(),
+            "after_bytes": after[col].estimated_size(),
+        }
+        for col in before.columns
+    ]
     rows.append(
         {
             "item": "memory: total",
             "before_bytes": before.estimated_size(),
-            "after_bytes": after.drop("event_date").estimated_size(),
+            "after_bytes": after.estimated_size(),
         }
     )
-    src_bytes = sum(Path(f).stat().st_size for f in source_files)
-    parquet_bytes = sum(p.stat().st_size for p in events_dir.rglob("*.parquet"))
     rows.append(
         {
             "item": "disk: source files vs optimized Parquet",
-            "before_bytes": src_bytes,
-            "after_bytes": parquet_bytes,
-        }
-    )
-    rows.append(
-        {
-            "item": "disk: canonical Parquet vs optimized Parquet",
-            "before_bytes": sum(p.stat().st_size for p in Path(canonical).rglob("*.parquet")),
-            "after_bytes": parquet_bytes,
+            "before_bytes": sum(Path(f).stat().st_size for f in source_files),
+            "after_bytes": sum(p.stat().st_size for p in events_dir.rglob("*.parquet")),
         }
     )
     return pl.DataFrame(rows).with_columns(

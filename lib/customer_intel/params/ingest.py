@@ -65,6 +65,9 @@ class IngestParams(Section):
     carry_columns: list[str] = Field(
         default_factory=list, description="extra source columns kept beside the canonical ones"
     )
+    row_group_size: int = Field(
+        122_880, ge=1_024, le=10_000_000, description="rows per Parquet row group of the events"
+    )
 
     @field_validator("column_map")
     @classmethod

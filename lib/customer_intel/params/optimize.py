@@ -12,9 +12,6 @@ class OptimizeParams(Section):
 
     COMMON_KEYS: ClassVar[tuple[str, ...]] = ("engine",)
 
-    row_group_size: int = Field(
-        122_880, ge=1_024, le=10_000_000, description="rows per Parquet row group"
-    )
     memory_limit: str = Field(
         "2GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="DuckDB memory cap; spills beyond"
     )

@@ -81,7 +81,10 @@ def storage_sizes(sizes: pl.DataFrame, *, title: str | None = None) -> go.Figure
     fig = go.Figure(
         [
             go.Bar(
-                x=cols, y=s["before_bytes"].to_list(), name="as ingested", marker_color=COLORS[8]
+                x=cols,
+                y=s["before_bytes"].to_list(),
+                name="plain types (64-bit numbers, text)",
+                marker_color=COLORS[8],
             ),
             go.Bar(x=cols, y=s["after_bytes"].to_list(), name="optimized", marker_color=COLORS[0]),
         ]
