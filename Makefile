@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml | $(UV)
 	test -x $(PY) || $$uv_bin venv --quiet --python $(PYTHON_SYS) $(VENV); \
 	$$uv_bin pip sync --quiet --python $(PY) requirements.lock && \
 	$$uv_bin pip install --quiet --python $(PY) --no-deps -e . && \
-	$(VENV)/bin/nbstripout --install --attributes .gitattributes >/dev/null 2>&1 || true; \
+	$(VENV)/bin/nbstripout --install >/dev/null 2>&1 || true; \
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv from requirements.lock (uv; installs uv with pip if absent)
