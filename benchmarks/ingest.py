@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 from customer_intel.paths import DATA_DIR, PROJECT_ROOT
+from customer_intel.runs import peak_rss_mb
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 MODES = ("ours", "polars", "duckdb", "layout")
@@ -108,7 +108,7 @@ def _child(mode: str, csv: Path, out: Path) -> dict:
     return {
         "mode": mode,
         "seconds": round(time.perf_counter() - t0, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "rows_out": int(rows),
         "bytes_out": int(written),
         **phases,

@@ -137,18 +137,21 @@ def test_rules_step_memory_stays_within_a_plain_purchase_table(tmp_path):
         events_out=canonical,
         rejects_out=tmp_path / "rj.parquet",
     )
-    common = "import resource, sys, ibis, polars as pl; from customer_intel import rules; "
+    common = (
+        "import sys, ibis, polars as pl; from customer_intel import rules; "
+        "from customer_intel.runs import peak_rss_mb; "
+    )
     plain = common + (
         "pl.read_parquet(sys.argv[1]).filter(pl.col('event_type') == 'purchase');"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print(peak_rss_mb())"
     )
     engine = common + (
         "con = ibis.duckdb.connect(); ev = con.read_parquet(sys.argv[1]);"
         "bi, rep = rules.baskets(ev); s = rules.frequent_itemsets(bi, min_support=0.0005, n_baskets=rep.baskets);"
-        "rules.association_rules(s); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "rules.association_rules(s); print(peak_rss_mb())"
     )
     rss = [
-        int(
+        float(
             subprocess.run(
                 [sys.executable, "-c", code, str(canonical)],
                 capture_output=True,

@@ -70,3 +70,17 @@ def test_scratch_mode_reads_latest_and_writes_scratch(tmp_path):
     scratch.write_table(pl.DataFrame({"y": [2]}), "rfm")
     assert (tmp_path / "scratch" / "tables" / "rfm.parquet").exists()
     assert not (good / "tables" / "rfm.parquet").exists()
+
+
+def test_peak_rss_is_the_process_own_not_its_parents():
+    """A child exec'd by a big parent reports its own peak (ru_maxrss would report the parent's)."""
+    import subprocess
+    import sys
+
+    child = "from customer_intel.runs import peak_rss_mb; print(peak_rss_mb())"
+    parent = (
+        "import os, subprocess, sys; big = bytearray(600 * 2**20); big[::4096] = b'x' * len(big[::4096]); "
+        f"subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    )
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True)
+    assert float(out.stdout.split()[-1]) < 300, out.stdout

@@ -76,7 +76,19 @@ def write_json(obj: Any, path: str | Path) -> Path:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
+    """Peak resident memory of this process so far, in MiB.
+
+    Read from ``VmHWM`` in ``/proc/self/status`` where there is one: Linux carries
+    ``ru_maxrss`` over ``exec``, so a child started by a big parent (pytest, a benchmark that
+    has just generated its data) would report the parent's peak as its own.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        status = ""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
