@@ -289,3 +289,40 @@ def test_semantic_rejects_carry_their_csv_line(tmp_path):
     _, _, rejects = _run(FIXTURES / "bad_events.csv", tmp_path)
     bad_ts = rejects.filter(pl.col("reason") == "unparseable_timestamp").row(0, named=True)
     assert bad_ts["line_number"] == 7 and bad_ts["source_file"].endswith("bad_events.csv")
+
+
+_HEADER = (
+    "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n"
+)
+_CLEAN_ROWS = [
+    "2019-10-01 00:00:00 UTC,view,1005,2053013555631882655,electronics.phone,new balance,12.5,7,s1",
+    '2019-10-01 00:01:00 UTC,cart,1005,2053013555631882655,"",samsung,12.5,7,s1',
+    "2019-10-01 00:02:00 UTC,purchase,1006,2053013555631882655,,apple,3.25,8,s2",
+]
+
+
+@pytest.mark.parametrize(
+    "padded_row",
+    [
+        " 2019-10-01 00:00:00 UTC,view,1005,2053013555631882655,electronics.phone,new balance,12.5,7,s1",
+        "2019-10-01 00:00:00 UTC, view,1005,2053013555631882655,electronics.phone,new balance,12.5,7,s1",
+        "2019-10-01 00:00:00 UTC,view,1005 ,2053013555631882655,electronics.phone,new balance,12.5,7,s1",
+        '2019-10-01 00:00:00 UTC,view,1005,2053013555631882655,electronics.phone," new balance",12.5,7,s1',
+        "2019-10-01 00:00:00 UTC,view,1005,2053013555631882655,electronics.phone,new balance,12.5,7,s1\t",
+    ],
+)
+def test_padded_values_are_trimmed_and_clean_files_skip_the_trim(tmp_path, padded_row):
+    """The line scan spots any blank beside a separator, quote or line end; then every value
+    is trimmed. A file without one skips the trim and reads the same values."""
+    clean, padded = tmp_path / "clean.csv", tmp_path / "padded.csv"
+    clean.write_text(_HEADER + "\n".join(_CLEAN_ROWS) + "\n")
+    padded.write_text(_HEADER + "\n".join([padded_row, *_CLEAN_ROWS[1:]]) + "\n")
+    assert ingest._broken_lines(clean, 9, ",")[2] is False
+    assert ingest._broken_lines(padded, 9, ",")[2] is True
+    _, want, _ = _run(clean, tmp_path / "c")
+    report, got, _ = _run(padded, tmp_path / "p")
+    assert report.rows_kept == 3 and report.rows_rejected == 0
+    assert got.equals(want)
+    first = want.filter(pl.col("event_type") == "view").row(0, named=True)
+    assert first["brand"] == "new balance" and first["product_id"] == 1005
+    assert want["category_code"].null_count() == 2  # "" and an empty field are both missing
