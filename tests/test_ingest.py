@@ -326,3 +326,40 @@ def test_padded_values_are_trimmed_and_clean_files_skip_the_trim(tmp_path, padde
     first = want.filter(pl.col("event_type") == "view").row(0, named=True)
     assert first["brand"] == "new balance" and first["product_id"] == 1005
     assert want["category_code"].null_count() == 2  # "" and an empty field are both missing
+
+
+def test_duplicates_match_a_plain_unique_keep_first(tmp_path):
+    """Dropping duplicates keeps exactly what ``unique(keep='first')`` in file order keeps.
+
+    Few users, products and seconds make many exact duplicates, interleaved with rows that
+    differ in one column at the same user and instant; a carried row number shows which copy
+    survived.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n = 5_000
+    src = pl.DataFrame(
+        {
+            "event_time": [f"2019-10-0{d} 00:00:0{s} UTC" for d, s in rng.integers(1, 3, (n, 2))],
+            "event_type": rng.choice(["view", "cart"], n),
+            "product_id": rng.integers(1, 4, n),
+            "category_id": 5,
+            "category_code": rng.choice(["a.b", ""], n),
+            "brand": "acme",
+            "price": rng.choice(["1.5", "1.50", "2.25"], n),
+            "user_id": rng.integers(1, 6, n),
+            "user_session": "s",
+            "row_no": np.arange(n),
+        }
+    )
+    path = tmp_path / "dups.csv"
+    src.write_csv(path)
+    report, events, _ = _run(path, tmp_path / "out", carry_columns=["row_no"])
+    typed = pl.read_csv(path, schema_overrides={"category_code": pl.String}).with_columns(
+        pl.col("event_time").str.to_datetime("%Y-%m-%d %H:%M:%S UTC", time_zone="UTC")
+    )
+    keys = list(CANONICAL_COLUMNS)
+    want = typed.unique(subset=keys, keep="first", maintain_order=True)
+    assert report.duplicates == n - want.height > 3_000
+    assert sorted(events["row_no"].cast(pl.Int64).to_list()) == want["row_no"].to_list()

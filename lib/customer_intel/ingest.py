@@ -405,15 +405,21 @@ def _classified(frame: pl.LazyFrame, p: IngestParams, padded: bool = True) -> pl
 def _drop_duplicates(day: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """``day`` without exact duplicates on ``keys`` (the first of each kept, in file order).
 
-    Only rows whose key hash (``_h``) occurs more than once are compared in full: a full
-    ``unique`` over every column of a day costs more than reading it.
+    ``day`` is sorted by (user_id, event_time) with ties in file order. Exact duplicates share
+    their user and time, so they sit in runs of equal (user_id, event_time); only the rows of
+    such runs (a few in a thousand) are compared in full. Hashing every row to find them, or a
+    ``unique`` over every column, costs more than sorting the day.
     """
-    maybe = day["_h"].is_duplicated()
-    if not maybe.any():
+    same = (pl.col("user_id") == pl.col("user_id").shift(1)) & (
+        pl.col("event_time") == pl.col("event_time").shift(1)
+    )
+    same = same.fill_null(False)
+    in_run = day.select(same | same.shift(-1).fill_null(False)).to_series()
+    if not in_run.any():
         return day
-    candidates = day.select(*keys, _i=pl.int_range(pl.len(), dtype=pl.UInt32)).filter(maybe)
+    candidates = day.select(*keys, _i=pl.int_range(pl.len(), dtype=pl.UInt32)).filter(in_run)
     repeats = candidates.filter(~pl.struct(keys).is_first_distinct())["_i"]
-    return day.filter(~pl.int_range(pl.len(), dtype=pl.UInt32).is_in(repeats.implode()))
+    return day.filter(pl.repeat(True, day.height, eager=True).scatter(repeats, False))
 
 
 def _derive_sessions(day: pl.DataFrame, carry: pl.DataFrame, gap_minutes: int) -> pl.DataFrame:
@@ -488,9 +494,12 @@ def _write_days(
     for day in days:
         df = pl.read_parquet(day)
         n_staged += df.height
+        # prices keep their source precision until duplicates are found (Float32 could merge
+        # prices that differ below a cent); the id casts are exact
+        df = layout.arrange_day(df, {c: t for c, t in types.items() if c != "price"})
         if p.drop_duplicates:
             df = _drop_duplicates(df, [k for k in keys if k in df.columns])
-        df = layout.arrange_day(df.drop("_h"), types)
+        df = df.with_columns(pl.col("price").cast(types["price"]))
         if derive:
             if carry is None:
                 carry = pl.DataFrame(
@@ -566,12 +575,10 @@ def ingest_files(
     keys = [
         c for c in (*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS) if not (derive and c == "user_session")
     ]
-    frames = []
-    for s, f in zip(sources, files, strict=True):
-        frame = _classified(s.frame, p, s.padded)
-        present = [k for k in keys if k in frame.collect_schema().names()]
-        # a 64-bit hash of the duplicate key narrows the exact comparison to a few candidates
-        frames.append(frame.with_columns(_source_file=pl.lit(str(f)), _h=pl.struct(present).hash()))
+    frames = [
+        _classified(s.frame, p, s.padded).with_columns(_source_file=pl.lit(str(f)))
+        for s, f in zip(sources, files, strict=True)
+    ]
     staging = work_dir / "staging"
     try:
         pl.concat(frames, how="vertical_relaxed").sink_parquet(

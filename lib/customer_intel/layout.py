@@ -76,11 +76,14 @@ def type_names(schema: pl.Schema | dict[str, pl.DataType]) -> dict[str, str]:
 
 
 def arrange_day(day: pl.DataFrame, types: dict[str, pl.DataType]) -> pl.DataFrame:
-    """One day of events cast to ``types`` (Enum ``event_type``) and sorted by user and time."""
+    """One day of events cast to ``types`` (Enum ``event_type``) and sorted by user and time.
+
+    The sort is stable: events of a user at the same instant keep their order.
+    """
     return day.with_columns(
         *[pl.col(c).cast(t) for c, t in types.items() if c in day.columns],
         pl.col("event_type").cast(pl.Enum(list(EVENT_TYPES))),
-    ).sort("user_id", "event_time")
+    ).sort("user_id", "event_time", maintain_order=True)
 
 
 def write_day(
