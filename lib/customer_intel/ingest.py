@@ -394,7 +394,10 @@ def _classified(frame: pl.LazyFrame, p: IngestParams, padded: bool = True) -> pl
         reason = reason.when(cond).then(pl.lit(name))
     out = out.with_columns(reason=reason.otherwise(pl.lit(None, pl.String)))
     rejected = pl.col("reason").is_not_null()
+    out_schema = out.collect_schema()
+    text_ids = [c for c in layout.ID_COLUMNS if out_schema[c] == pl.String]
     return out.with_columns(
+        *[e for c in text_ids for e in layout.split_id(c)],
         *[pl.when(rejected).then(pl.col(f"_src_{c}")).alias(f"raw_{c}") for c in m],
         _part=pl.when(rejected)
         .then(pl.lit(_REJECTED))

@@ -32,16 +32,48 @@ _TYPE_NAMES = {
 }
 
 
+def _text_part(col: str) -> str:
+    return f"_{col}_text"
+
+
+def split_id(col: str) -> list[pl.Expr]:
+    """A text id column as two: the integer where the text is exactly its digits, and the text.
+
+    ``col`` becomes the integer where the text is one printed plainly (digits, a leading ``-``
+    only, no leading zero) and null elsewhere; ``_<col>_text`` holds the text where it is not.
+    Parsing ids once, in the streaming pass, is cheaper than checking the text later; the split
+    form is what :func:`storage_types` and :func:`arrange_day` read. The check equals comparing
+    the integer printed back with the text (a test holds them equal) without printing 100M
+    integers.
+    """
+    text = pl.col(col)
+    as_int = text.str.to_integer(strict=False)
+    altered = (
+        text.str.starts_with("+")
+        | text.str.starts_with("-0")
+        | (text.str.starts_with("0") & (text.str.len_bytes() > 1))
+    )
+    exact = as_int.is_not_null() & ~altered
+    return [
+        pl.when(exact).then(as_int).alias(col),
+        pl.when(~exact).then(text).alias(_text_part(col)),
+    ]
+
+
 def storage_types(events: pl.LazyFrame) -> dict[str, pl.DataType]:
     """The smallest storage type of each id column and of ``price``, over the whole data set.
 
-    Decided in one streaming scan so that every day gets the same schema.
+    Decided in one streaming scan so that every day gets the same schema. An id column may be
+    integers, text, or in the split form of :func:`split_id`.
     """
     schema = events.collect_schema()
     ids = [c for c in ID_COLUMNS if c in schema]
     aggs = []
     for col in ids:
-        if schema[col].is_integer():
+        if _text_part(col) in schema:  # split: integers, and text where there is no integer
+            as_int = pl.col(col)
+            aggs.append(pl.col(_text_part(col)).is_null().all().alias(f"{col}:int"))
+        elif schema[col].is_integer():
             as_int = pl.col(col)
             aggs.append(pl.lit(True).alias(f"{col}:int"))
         else:  # digit-only text whose integer prints back the same (no sign, no leading zero)
@@ -78,8 +110,17 @@ def type_names(schema: pl.Schema | dict[str, pl.DataType]) -> dict[str, str]:
 def arrange_day(day: pl.DataFrame, types: dict[str, pl.DataType]) -> pl.DataFrame:
     """One day of events cast to ``types`` (Enum ``event_type``) and sorted by user and time.
 
-    The sort is stable: events of a user at the same instant keep their order.
+    Id columns in the split form of :func:`split_id` are joined back first. The sort is
+    stable: events of a user at the same instant keep their order.
     """
+    split = [c for c in ID_COLUMNS if _text_part(c) in day.columns]
+    if split:
+        day = day.with_columns(
+            pl.coalesce(pl.col(_text_part(c)), pl.col(c).cast(pl.String)).alias(c)
+            if types.get(c) == pl.String
+            else pl.col(c)
+            for c in split
+        ).drop([_text_part(c) for c in split])
     return day.with_columns(
         *[pl.col(c).cast(t) for c, t in types.items() if c in day.columns],
         pl.col("event_type").cast(pl.Enum(list(EVENT_TYPES))),
