@@ -399,6 +399,8 @@ def _classified(frame: pl.LazyFrame, p: IngestParams, padded: bool = True) -> pl
     return out.with_columns(
         *[e for c in text_ids for e in layout.split_id(c)],
         *[pl.when(rejected).then(pl.col(f"_src_{c}")).alias(f"raw_{c}") for c in m],
+        # line numbers are kept for rejects only (kept rows need no more than their order)
+        _line=pl.when(rejected).then(pl.col("_line")),
         _part=pl.when(rejected)
         .then(pl.lit(_REJECTED))
         .otherwise(pl.col("event_time").dt.date().cast(pl.String)),
