@@ -149,7 +149,6 @@ def expand_inputs(path_or_glob: str, fmt: str = "auto") -> Iterator[tuple[list[P
 
 _UNIT_SEP = "\x1f"  # a byte no text CSV uses: reading with it as separator yields whole lines
 _REJECTED = "rejected"  # staging partition of rejected rows (kept rows are staged by date)
-_INTERNAL = ("_source_file", "_line")
 
 
 @dataclass
