@@ -544,11 +544,12 @@ def ingest_files(
 
     1. every row is read once, mapped to the canonical schema and classified; rows are staged
        (LZ4 Parquet) partitioned by event date, rejected rows in a partition of their own;
-    2. each day is read back on its own, exact duplicates are dropped (duplicates share their
-       event time, hence their day), the day is cast to the storage types chosen for the whole
-       data set and sorted (:mod:`customer_intel.layout`), sessions are derived when the source
-       has none (carrying each user's last event across midnight), and the day is written to
-       ``events_out/event_date=YYYY-MM-DD/part-0.parquet``: the events are written once.
+    2. each day is read back on its own, cast to the storage types chosen for the whole data
+       set and sorted (:mod:`customer_intel.layout`); exact duplicates are dropped (they share
+       their user and event time, hence their day and their place in the sort); sessions are
+       derived when the source has none (carrying each user's last event across midnight); the
+       day is written to ``events_out/event_date=YYYY-MM-DD/part-0.parquet``: the events are
+       written once.
 
     Parameters
     ----------
