@@ -310,8 +310,12 @@ def _timestamp(e: pl.Expr, dtype: pl.DataType, p: IngestParams, padded: bool = T
     return ts.dt.convert_time_zone("UTC")
 
 
-def _classified(frame: pl.LazyFrame, p: IngestParams, padded: bool = True) -> pl.LazyFrame:
-    """Canonical columns, ``reason`` (null = keep), raw fields of rejected rows, ``_part``.
+def _classified(
+    frame: pl.LazyFrame, p: IngestParams, padded: bool = True, source: str = ""
+) -> pl.LazyFrame:
+    """Canonical columns, ``reason`` (null = keep), ``_part``; provenance for rejects.
+
+    Only rejected rows fill their raw fields, ``_line`` and ``_source_file`` (``source``).
 
     ``padded=False`` when the source is known to hold no value with surrounding blanks.
     """
@@ -370,9 +374,7 @@ def _classified(frame: pl.LazyFrame, p: IngestParams, padded: bool = True) -> pl
         if qty is not None:
             cancelled = cancelled | (qty < 0).fill_null(False)
     raw = {f"_src_{c}": src(c).cast(pl.String) for c in m}
-    out = frame.select(
-        **columns, **raw, _cancelled=cancelled, _line=pl.col("_line"), _source_file=pl.lit("")
-    )
+    out = frame.select(**columns, **raw, _cancelled=cancelled, _line=pl.col("_line"))
     checks: list[tuple[pl.Expr, str]] = []
     if p.cancellation_rule == "reject":  # first: it explains the negative price of a return
         checks.append((pl.col("_cancelled"), "cancelled_order"))
@@ -398,8 +400,9 @@ def _classified(frame: pl.LazyFrame, p: IngestParams, padded: bool = True) -> pl
     return out.with_columns(
         *[e for c in text_ids for e in layout.split_id(c)],
         *[pl.when(rejected).then(pl.col(f"_src_{c}")).alias(f"raw_{c}") for c in m],
-        # line numbers are kept for rejects only (kept rows need no more than their order)
+        # where a row came from is kept for rejects only (kept rows need only their order)
         _line=pl.when(rejected).then(pl.col("_line")),
+        _source_file=pl.when(rejected).then(pl.lit(source)),
         _part=pl.when(rejected)
         .then(pl.lit(_REJECTED))
         .otherwise(pl.col("event_time").dt.date().cast(pl.String)),
@@ -491,12 +494,23 @@ def _write_days(
 
     Returns (rows staged, rows kept).
     """
-    types = layout.storage_types(pl.scan_parquet([d / "*.parquet" for d in days])) if days else {}
+    if not days:
+        return 0, 0
+    staged = pl.scan_parquet([d / "*.parquet" for d in days])
+    types = layout.storage_types(staged)
+    # columns that only rejected rows fill (null here) are not read: a day's sort would carry
+    # them along, at twice the memory and four times the time of the sort without them
+    for_rejects = ("reason", "_line", "_source_file")
+    columns = [
+        c
+        for c in staged.collect_schema().names()
+        if c not in for_rejects and not c.startswith("raw_")
+    ]
     carry: pl.DataFrame | None = None
     n_staged = n_kept = 0
     events_out.mkdir(parents=True, exist_ok=True)
     for day in days:
-        df = pl.read_parquet(day)
+        df = pl.read_parquet(day, columns=columns)
         n_staged += df.height
         # prices keep their source precision until duplicates are found (Float32 could merge
         # prices that differ below a cent); the id casts are exact
@@ -581,8 +595,7 @@ def ingest_files(
         c for c in (*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS) if not (derive and c == "user_session")
     ]
     frames = [
-        _classified(s.frame, p, s.padded).with_columns(_source_file=pl.lit(str(f)))
-        for s, f in zip(sources, files, strict=True)
+        _classified(s.frame, p, s.padded, str(f)) for s, f in zip(sources, files, strict=True)
     ]
     staging = work_dir / "staging"
     try:
