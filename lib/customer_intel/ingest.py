@@ -148,6 +148,7 @@ def expand_inputs(path_or_glob: str, fmt: str = "auto") -> Iterator[tuple[list[P
 
 
 _UNIT_SEP = "\x1f"  # a byte no text CSV uses: reading with it as separator yields whole lines
+_STAGING_ROW_GROUP = 50_000
 _REJECTED = "rejected"  # staging partition of rejected rows (kept rows are staged by date)
 
 
@@ -602,6 +603,9 @@ def ingest_files(
         pl.concat(frames, how="vertical_relaxed").sink_parquet(
             pl.PartitionBy(staging, key="_part", include_key=False),
             compression="lz4",
+            # each open day buffers a row group: small groups keep a 2-month input near 1 GB
+            # (Polars' default took 1.4 GB at 20M events, 2.3 GB at 110M) at the same speed
+            row_group_size=_STAGING_ROW_GROUP,
             mkdir=True,
         )
     except pl.exceptions.PolarsError as e:
