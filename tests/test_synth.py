@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import polars as pl
 import pytest
 from kneed import KneeLocator
@@ -183,11 +182,14 @@ def test_rejects_too_small_requests(tmp_path):
         synth.generate(tmp_path / "x", 10)
 
 
-@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_events(tmp_path):
+    """2M events peak within 1.3x of 200k (both in full chunks of 10k users, so only what the
+    generator keeps across chunks can differ): 1.14x measured; 1.56x when the per-user tables
+    were kept in memory until the end."""
     code = (
         "import sys; from customer_intel import synth; from customer_intel.runs import peak_rss_mb; "
-        "synth.generate(sys.argv[1], int(sys.argv[2]), seed=1); print(peak_rss_mb())"
+        "synth.generate(sys.argv[1], int(sys.argv[2]), seed=1, chunk_users=10_000); "
+        "print(peak_rss_mb())"
     )
     rss = {}
     for n in (200_000, 2_000_000):
@@ -198,5 +200,4 @@ def test_peak_memory_does_not_grow_with_events(tmp_path):
             check=True,
         )
         rss[n] = float(out.stdout.strip().splitlines()[-1])
-    assert rss[2_000_000] < 1.5 * rss[200_000], rss
-    assert np.isfinite(rss[200_000])
+    assert rss[2_000_000] < 1.3 * rss[200_000], rss

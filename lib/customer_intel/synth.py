@@ -607,6 +607,70 @@ def _basket_counts(events: pl.DataFrame, pairs: list[tuple[int, int]]) -> dict:
     }
 
 
+class _TableWriters:
+    """customers.csv, assignments.parquet and truth/users.parquet, appended chunk by chunk."""
+
+    def __init__(self, folder: Path) -> None:
+        self.paths = {
+            "assignments": folder / "assignments.parquet",
+            "truth": folder / "truth" / "users.parquet",
+        }
+        self.customers = open(folder / "customers.csv", "wb")  # noqa: SIM115 (closed in close)
+        self.first = True
+        self.parquet: dict = {}
+
+    def append(self, customers: pl.DataFrame, **tables: pl.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        customers.write_csv(self.customers, include_header=self.first)
+        self.first = False
+        for name, frame in tables.items():
+            table = frame.to_arrow()
+            if name not in self.parquet:
+                self.parquet[name] = pq.ParquetWriter(str(self.paths[name]), table.schema)
+            self.parquet[name].write_table(table)
+
+    def close(self) -> None:
+        self.customers.close()
+        for writer in self.parquet.values():
+            writer.close()
+
+
+class _ExperimentStats:
+    """Conversion by group and the pre-period correlations, summed chunk by chunk.
+
+    Every input is an integer (counts, 0/1 outcomes), so the sums are exact and the Pearson
+    correlation from them is as exact as numpy's over the whole table.
+    """
+
+    METRICS = ("pre_purchases", "pre_events")
+
+    def __init__(self) -> None:
+        self.n = {"control": 0, "treatment": 0}
+        self.conversions = {"control": 0, "treatment": 0}
+        self.sums = {m: [0, 0, 0, 0, 0, 0] for m in self.METRICS}  # n, x, y, xy, xx, yy
+
+    def add(self, truth: pl.DataFrame) -> None:
+        exp = truth.filter(pl.col("experiment_group").is_not_null())
+        for group in self.n:
+            in_group = exp.filter(pl.col("experiment_group") == group)
+            self.n[group] += in_group.height
+            self.conversions[group] += int(in_group["converted_in_experiment"].sum())
+        y = exp["converted_in_experiment"].cast(pl.Int64).to_numpy()
+        for m in self.METRICS:
+            x = exp[m].cast(pl.Int64).to_numpy()
+            for i, v in enumerate((len(x), x.sum(), y.sum(), x @ y, x @ x, y @ y)):
+                self.sums[m][i] += int(v)
+
+    def rate(self, group: str) -> float | None:
+        return self.conversions[group] / self.n[group] if self.n[group] else None
+
+    def correlation(self, metric: str) -> float:
+        n, sx, sy, sxy, sxx, syy = self.sums[metric]
+        cov, vx, vy = n * sxy - sx * sy, n * sxx - sx * sx, n * syy - sy * sy
+        return cov / float(np.sqrt(float(vx) * float(vy))) if vx and vy else float("nan")
+
+
 def _events_per_user_estimate() -> float:
     return 14.0
 
@@ -649,7 +713,11 @@ def generate(
         written = users_done = 0
         basket_total, item_tot, pair_tot = 0, {}, {}
         pq_writer = None
-        customers_parts, assign_parts, truth_parts = [], [], []
+        # the per-user tables are streamed like the events: one row per user still grows
+        # with the sample (8M users at 110M events), so nothing is kept across chunks
+        tables = _TableWriters(tmp)
+        exp_stats = _ExperimentStats()
+        n_users = 0
         with open(ev_path, "wb") if fmt == "csv" else open(os.devnull, "wb") as fh:
             index = 0
             while written < n_events:
@@ -692,26 +760,20 @@ def generate(
                     item_tot[k] = item_tot.get(k, 0) + v
                 for k, v in counts["pairs"].items():
                     pair_tot[k] = pair_tot.get(k, 0) + v
-                customers_parts.append(ch.customers)
-                assign_parts.append(ch.assignments)
-                truth_parts.append(
-                    ch.truth.filter(
-                        pl.col("user_id").is_in(ch.events["user_id"].unique().implode())
-                    )
+                # users whose every event fell outside the period are left out of every table
+                seen = ch.events["user_id"].unique().implode()
+                truth_c = ch.truth.filter(pl.col("user_id").is_in(seen))
+                tables.append(
+                    customers=ch.customers.filter(pl.col("user_id").is_in(seen)),
+                    assignments=ch.assignments.filter(pl.col("user_id").is_in(seen)),
+                    truth=truth_c,
                 )
+                exp_stats.add(truth_c)
+                n_users += truth_c.height
                 index += 1
         if pq_writer is not None:
             pq_writer.close()
-        # Per-user tables are one row per user: small next to the events.
-        customers = pl.concat(customers_parts)
-        truth = pl.concat(truth_parts)
-        customers = customers.filter(pl.col("user_id").is_in(truth["user_id"].implode()))
-        customers.write_csv(tmp / "customers.csv")
-        assignments = pl.concat(assign_parts).filter(
-            pl.col("user_id").is_in(truth["user_id"].implode())
-        )
-        assignments.write_parquet(tmp / "assignments.parquet")
-        truth.write_parquet(tmp / "truth" / "users.parquet")
+        tables.close()
         rows = []
         for (a, b), n_ab in pair_tot.items():
             na, nb = item_tot.get(a, 0), item_tot.get(b, 0)
@@ -728,14 +790,6 @@ def generate(
         pl.DataFrame(rows).sort("n_together", descending=True).write_parquet(
             tmp / "truth" / "bundles.parquet"
         )
-        exp_truth = truth.filter(pl.col("experiment_group").is_not_null())
-        rates = exp_truth.group_by("experiment_group").agg(pl.col("converted_in_experiment").mean())
-        rate = dict(zip(rates["experiment_group"], rates["converted_in_experiment"], strict=True))
-        outcome = exp_truth["converted_in_experiment"].to_numpy().astype(float)
-        corr = {
-            m: float(np.corrcoef(exp_truth[m].to_numpy(), outcome)[0, 1])
-            for m in ("pre_purchases", "pre_events")
-        }
         start_dt = dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC)
         (tmp / "truth" / "experiment.json").write_text(
             json.dumps(
@@ -745,15 +799,17 @@ def generate(
                     "window_end": (start_dt + dt.timedelta(days=30)).isoformat(),
                     "planted_relative_lift": PLANTED_RELATIVE_LIFT,
                     "outcome": "a purchase between assigned_at and window_end",
-                    "control_rate": rate.get("control"),
-                    "treatment_rate": rate.get("treatment"),
-                    "n_control": int((exp_truth["experiment_group"] == "control").sum()),
-                    "n_treatment": int((exp_truth["experiment_group"] == "treatment").sum()),
+                    "control_rate": exp_stats.rate("control"),
+                    "treatment_rate": exp_stats.rate("treatment"),
+                    "n_control": exp_stats.n["control"],
+                    "n_treatment": exp_stats.n["treatment"],
                     "pre_period_metrics": {
                         "pre_events": "events in the 14 days before the window (days 0-14)",
                         "pre_purchases": "purchases in the 14 days before the window (days 0-14)",
                     },
-                    "pre_period_correlation": corr,
+                    "pre_period_correlation": {
+                        m: exp_stats.correlation(m) for m in _ExperimentStats.METRICS
+                    },
                 },
                 indent=2,
             )
@@ -782,7 +838,7 @@ def generate(
         assignments_path=out_dir / "assignments.parquet",
         truth_dir=out_dir / "truth",
         n_events=written,
-        n_users=truth.height,
+        n_users=n_users,
         n_products=n_products,
         seconds=round(time.time() - t0, 2),
     )
