@@ -363,3 +363,15 @@ def test_duplicates_match_a_plain_unique_keep_first(tmp_path):
     want = typed.unique(subset=keys, keep="first", maintain_order=True)
     assert report.duplicates == n - want.height > 3_000
     assert sorted(events["row_no"].cast(pl.Int64).to_list()) == want["row_no"].to_list()
+
+
+def test_a_carried_column_named_like_a_reject_field_is_kept(tmp_path):
+    path = tmp_path / "extra.csv"
+    path.write_text(
+        _HEADER.rstrip("\n")
+        + ",raw_note\n"
+        + "\n".join(f"{r},n{i}" for i, r in enumerate(_CLEAN_ROWS))
+        + "\n"
+    )
+    _, events, _ = _run(path, tmp_path / "out", carry_columns=["raw_note"])
+    assert sorted(events["raw_note"].to_list()) == ["n0", "n1", "n2"]

@@ -501,12 +501,8 @@ def _write_days(
     types = layout.storage_types(staged)
     # columns that only rejected rows fill (null here) are not read: a day's sort would carry
     # them along, at twice the memory and four times the time of the sort without them
-    for_rejects = ("reason", "_line", "_source_file")
-    columns = [
-        c
-        for c in staged.collect_schema().names()
-        if c not in for_rejects and not c.startswith("raw_")
-    ]
+    for_rejects = {"reason", "_line", "_source_file", *(f"raw_{c}" for c in p.column_map)}
+    columns = [c for c in staged.collect_schema().names() if c not in for_rejects]
     carry: pl.DataFrame | None = None
     n_staged = n_kept = 0
     events_out.mkdir(parents=True, exist_ok=True)
