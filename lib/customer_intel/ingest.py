@@ -283,11 +283,11 @@ def _text(e: pl.Expr, padded: bool = True) -> pl.Expr:
     if not padded:
         return pl.when(s != "").then(s)
     blank = (" ", "\t")
-    padded = pl.any_horizontal(
+    needs_trim = pl.any_horizontal(
         [s.str.starts_with(b) for b in blank] + [s.str.ends_with(b) for b in blank] + [s == ""]
     )
     stripped = s.str.strip_chars(" \t")
-    return pl.when(padded).then(pl.when(stripped != "").then(stripped)).otherwise(s)
+    return pl.when(needs_trim).then(pl.when(stripped != "").then(stripped)).otherwise(s)
 
 
 def _number(e: pl.Expr, dtype: pl.DataType, padded: bool = True) -> pl.Expr:

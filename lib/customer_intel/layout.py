@@ -68,19 +68,17 @@ def storage_types(events: pl.LazyFrame) -> dict[str, pl.DataType]:
     """
     schema = events.collect_schema()
     ids = [c for c in ID_COLUMNS if c in schema]
+    text = [c for c in ids if schema[c] == pl.String and _text_part(c) not in schema]
+    if text:  # one rule for which text is an integer: split_id's
+        events = events.with_columns(e for c in text for e in split_id(c))
+        schema = events.collect_schema()
     aggs = []
     for col in ids:
-        if _text_part(col) in schema:  # split: integers, and text where there is no integer
-            as_int = pl.col(col)
+        if _text_part(col) in schema:  # integers, and text where there is no integer
             aggs.append(pl.col(_text_part(col)).is_null().all().alias(f"{col}:int"))
-        elif schema[col].is_integer():
-            as_int = pl.col(col)
-            aggs.append(pl.lit(True).alias(f"{col}:int"))
-        else:  # digit-only text whose integer prints back the same (no sign, no leading zero)
-            as_int = pl.col(col).str.to_integer(strict=False)
-            same = (as_int.cast(pl.String) == pl.col(col)).fill_null(pl.col(col).is_null())
-            aggs.append(same.all().alias(f"{col}:int"))
-        aggs += [as_int.min().alias(f"{col}:min"), as_int.max().alias(f"{col}:max")]
+        else:
+            aggs.append(pl.lit(schema[col].is_integer()).alias(f"{col}:int"))
+        aggs += [pl.col(col).min().alias(f"{col}:min"), pl.col(col).max().alias(f"{col}:max")]
     price = pl.col("price")
     exact32 = (price.cast(pl.Float32).cast(pl.Float64).round(2) == price.round(2)) & (
         price.abs() < 1e6
@@ -114,13 +112,11 @@ def arrange_day(day: pl.DataFrame, types: dict[str, pl.DataType]) -> pl.DataFram
     stable: events of a user at the same instant keep their order.
     """
     split = [c for c in ID_COLUMNS if _text_part(c) in day.columns]
-    if split:
-        day = day.with_columns(
-            pl.coalesce(pl.col(_text_part(c)), pl.col(c).cast(pl.String)).alias(c)
-            if types.get(c) == pl.String
-            else pl.col(c)
-            for c in split
-        ).drop([_text_part(c) for c in split])
+    day = day.with_columns(
+        pl.coalesce(pl.col(_text_part(c)), pl.col(c).cast(pl.String)).alias(c)
+        for c in split
+        if types.get(c) == pl.String
+    ).drop([_text_part(c) for c in split])
     return day.with_columns(
         *[pl.col(c).cast(t) for c, t in types.items() if c in day.columns],
         pl.col("event_type").cast(pl.Enum(list(EVENT_TYPES))),
