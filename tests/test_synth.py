@@ -111,6 +111,28 @@ def test_truth_is_consistent_with_events(sample):
     assert exp["pre_period_correlation"]["pre_events"] > 0.05
 
 
+def test_experiment_truth_summed_over_chunks_matches_scipy_on_the_table(tmp_path):
+    """experiment.json is summed chunk by chunk (no table is kept in memory); over many small
+    chunks it equals the rates, counts and Pearson correlations computed on users.parquet."""
+    from scipy.stats import pearsonr
+
+    info = synth.generate(tmp_path / "s", 30_000, seed=4, chunk_users=300)
+    truth = pl.read_parquet(info.truth_dir / "users.parquet")
+    assert info.n_users == truth.height and truth["user_id"].is_unique().all()
+    customers = pl.read_csv(info.customers_path)
+    assert customers["user_id"].sort().equals(truth["user_id"].sort())
+    exp = json.loads((info.truth_dir / "experiment.json").read_text())
+    assigned = truth.filter(pl.col("experiment_group").is_not_null())
+    for group in ("control", "treatment"):
+        rows = assigned.filter(pl.col("experiment_group") == group)
+        assert exp[f"n_{group}"] == rows.height > 100
+        assert exp[f"{group}_rate"] == pytest.approx(rows["converted_in_experiment"].mean())
+    outcome = assigned["converted_in_experiment"].cast(pl.Float64).to_numpy()
+    for metric in ("pre_purchases", "pre_events"):
+        r = pearsonr(assigned[metric].cast(pl.Float64).to_numpy(), outcome).statistic
+        assert exp["pre_period_correlation"][metric] == pytest.approx(r, rel=1e-9)
+
+
 def test_bundles_really_co_occur_in_purchase_baskets(sample):
     info, ev = sample
     bundles = pl.read_parquet(info.truth_dir / "bundles.parquet")

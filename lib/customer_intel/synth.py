@@ -607,28 +607,45 @@ def _basket_counts(events: pl.DataFrame, pairs: list[tuple[int, int]]) -> dict:
     }
 
 
+class _ParquetAppender:
+    """One Parquet file (zstd) written a chunk at a time: a row group per chunk.
+
+    pyarrow's writer, because Polars writes a Parquet file from one frame only.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer = None
+
+    def append(self, frame: pl.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        table = frame.to_arrow()
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(str(self.path), table.schema, compression="zstd")
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 class _TableWriters:
     """customers.csv, assignments.parquet and truth/users.parquet, appended chunk by chunk."""
 
     def __init__(self, folder: Path) -> None:
-        self.paths = {
-            "assignments": folder / "assignments.parquet",
-            "truth": folder / "truth" / "users.parquet",
-        }
         self.customers = open(folder / "customers.csv", "wb")  # noqa: SIM115 (closed in close)
         self.first = True
-        self.parquet: dict = {}
+        self.parquet = {
+            "assignments": _ParquetAppender(folder / "assignments.parquet"),
+            "truth": _ParquetAppender(folder / "truth" / "users.parquet"),
+        }
 
     def append(self, customers: pl.DataFrame, **tables: pl.DataFrame) -> None:
-        import pyarrow.parquet as pq
-
         customers.write_csv(self.customers, include_header=self.first)
         self.first = False
         for name, frame in tables.items():
-            table = frame.to_arrow()
-            if name not in self.parquet:
-                self.parquet[name] = pq.ParquetWriter(str(self.paths[name]), table.schema)
-            self.parquet[name].write_table(table)
+            self.parquet[name].append(frame)
 
     def close(self) -> None:
         self.customers.close()
@@ -712,7 +729,7 @@ def generate(
         ev_path = tmp / f"events.{fmt}"
         written = users_done = 0
         basket_total, item_tot, pair_tot = 0, {}, {}
-        pq_writer = None
+        events_parquet = _ParquetAppender(ev_path)
         # the per-user tables are streamed like the events: one row per user still grows
         # with the sample (8M users at 110M events), so nothing is kept across chunks
         tables = _TableWriters(tmp)
@@ -746,12 +763,7 @@ def generate(
                 if fmt == "csv":
                     ev.write_csv(fh, include_header=index == 0, float_precision=2)
                 else:
-                    import pyarrow.parquet as pq
-
-                    table = ev.to_arrow()
-                    if pq_writer is None:
-                        pq_writer = pq.ParquetWriter(str(ev_path), table.schema, compression="zstd")
-                    pq_writer.write_table(table)
+                    events_parquet.append(ev)
                 written += ch.events.height
                 users_done += size
                 counts = _basket_counts(ch.events, bundle_pairs)
@@ -771,8 +783,7 @@ def generate(
                 exp_stats.add(truth_c)
                 n_users += truth_c.height
                 index += 1
-        if pq_writer is not None:
-            pq_writer.close()
+        events_parquet.close()
         tables.close()
         rows = []
         for (a, b), n_ab in pair_tot.items():
