@@ -38,16 +38,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import papermill
-import psutil
 import yaml
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
-from customer_intel import runs
+from customer_intel import progress, runs
+from customer_intel.kernels import StageKernel, death_reason, watch_peak
 from customer_intel.params import Params, ParamsError, load_params, params_hash, stage_parameters
 from customer_intel.paths import NOTEBOOKS_DIR, PARAMS_DIR, PROJECT_ROOT, resolve
 
 EXIT_OK, EXIT_STAGE_FAILED, EXIT_USAGE = 0, 1, 2
+#: Seconds a cell runs before the runner says it is still running (and again after as long).
+HEARTBEAT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -233,34 +235,6 @@ class Tee:
             s.flush()
 
 
-class PeakRSS:
-    """Sample the summed RSS of this process's children (the kernel) in a background thread."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for child in me.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    total += child.memory_info().rss
-            self.peak = max(self.peak, total)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 class ProgressEngine(NBClientEngine):
     """papermill's nbclient engine, reporting each cell's start and end to a callback."""
 
@@ -362,9 +336,13 @@ class Runner:
                 "run the whole pipeline first (python run_all.py)"
             )
         run_id, run_dir = _make_run_dir(self.output_root / "runs", new_run_id(self.params))
+        console = self.out
         with (run_dir / "run.log").open("w") as log:
-            self.out = Tee(self.out, log)
-            return self._run(run_id, run_dir, todo, reused, latest_link)
+            self.out = Tee(console, log)
+            try:
+                return self._run(run_id, run_dir, todo, reused, latest_link)
+            finally:
+                self.out = console
 
     def _run(
         self,
@@ -410,9 +388,14 @@ class Runner:
         runs.write_json(manifest, manifest_path)
 
         result_code, message = EXIT_OK, ""
+        kernels: list[StageKernel | None] = [None] * len(todo)
         try:
-            for i, stage in enumerate(todo, 1):
-                entry = self._run_stage(stage, run_dir, i, len(todo))
+            for i, stage in enumerate(todo):
+                kernels[i] = kernels[i] or self._start_kernel(stage)
+                if i + 1 < len(todo):  # the next stage's kernel warms up while this one runs
+                    kernels[i + 1] = self._start_kernel(todo[i + 1])
+                entry = self._run_stage(stage, run_dir, i + 1, len(todo), kernels[i])
+                kernels[i].shutdown()
                 manifest["stages"][stage.name] = entry
                 runs.write_json(manifest, manifest_path)
                 if entry["status"] != "success":
@@ -421,6 +404,10 @@ class Runner:
         except KeyboardInterrupt:
             result_code, message = 130, "interrupted; outputs/latest was not moved"
             manifest["status"] = "interrupted"
+        finally:
+            for kernel in kernels:
+                if kernel is not None:
+                    kernel.shutdown()
 
         manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
         manifest["wall_seconds"] = round(time.time() - started, 2)
@@ -436,6 +423,18 @@ class Runner:
             self.say(f"latest still points to {previous.name if previous else 'nothing'}")
         return RunResult(run_id, run_dir, manifest["status"], result_code, manifest, message)
 
+    def _kernel_env(self) -> dict[str, str]:
+        env = {progress.MODE_ENV: "quiet" if not self.cell_progress else "lines"}
+        # OpenMP threads spin while they wait; with a warming kernel beside a running stage
+        # (and stages side by side) spinning threads slow LightGBM and scikit-learn many times
+        env.setdefault("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+        return env
+
+    def _start_kernel(self, stage: Stage) -> StageKernel:
+        return StageKernel(
+            self.notebooks_dir / stage.notebook, cwd=self.notebooks_dir, env=self._kernel_env()
+        )
+
     def _write_params(self, run_dir: Path) -> None:
         folder = run_dir / "params"
         folder.mkdir(exist_ok=True)
@@ -445,50 +444,88 @@ class Runner:
             flat = stage_parameters(self.params, stage.section, run_dir=run_dir)
             (folder / f"{stage.name}.yaml").write_text(yaml.safe_dump(flat, sort_keys=False))
 
-    def _run_stage(self, stage: Stage, run_dir: Path, i: int, n: int) -> dict[str, Any]:
+    def _run_stage(
+        self, stage: Stage, run_dir: Path, i: int, n: int, kernel: StageKernel
+    ) -> dict[str, Any]:
         source = self.notebooks_dir / stage.notebook
         target = run_dir / "notebooks" / stage.notebook
         target.parent.mkdir(exist_ok=True)
         parameters = stage_parameters(self.params, stage.section, run_dir=run_dir)
         t0 = time.time()
         self.say(f"[{i}/{n}] {stage.name}: {stage.notebook} ...")
+        current: dict[str, Any] = {"index": None, "source": "", "started": t0}
 
         def on_cell(event: str, index: int, total: int, cell: Any) -> None:
-            if event == "end" and self.cell_progress and cell.get("cell_type") == "code":
+            if cell.get("cell_type") != "code":
+                return
+            if event == "start":
+                current.update(index=index, total=total, source=cell.source, started=time.time())
+            elif self.cell_progress:
                 took = cell.metadata.get("papermill", {}).get("duration") or 0.0
                 self.say(
                     f"    {stage.name} cell {index + 1}/{total} done in {took:.1f}s "
                     f"(stage {time.time() - t0:.1f}s)"
                 )
 
+        def cell_text() -> str:
+            first = (current["source"] or "").strip().splitlines()
+            return (
+                f"cell {current['index']} ({_clip(first[0]) if first else ''})"
+                if current["index"] is not None
+                else "kernel start"
+            )
+
         entry: dict[str, Any] = {"status": "running", "notebook": f"notebooks/{stage.notebook}"}
+        stop, peak = threading.Event(), {"peak": 0}
+        watcher = threading.Thread(target=watch_peak, args=(kernel, stop, peak), daemon=True)
+        heartbeat = threading.Thread(
+            target=self._heartbeat, args=(stage, current, stop, t0), daemon=True
+        )
+        watcher.start()
+        heartbeat.start()
         try:
-            with PeakRSS() as rss:
-                papermill.execute_notebook(
-                    str(source),
-                    str(target),
-                    parameters=parameters,
-                    engine_name="customer_intel",
-                    kernel_name="python3",
-                    cwd=str(self.notebooks_dir),
-                    progress_bar=False,
-                    stdout_file=self.out,
-                    stderr_file=self.out,
-                    on_cell=on_cell,
-                )
+            kernel.ready()
+            papermill.execute_notebook(
+                str(source),
+                str(target),
+                parameters=parameters,
+                engine_name="customer_intel",
+                kernel_name="python3",
+                km=kernel.km,
+                cwd=str(self.notebooks_dir),
+                progress_bar=False,
+                stdout_file=self.out,
+                stderr_file=self.out,
+                on_cell=on_cell,
+            )
             entry["status"] = "success"
         except PapermillExecutionError as e:
             first = (e.source or "").strip().splitlines()
             entry["status"] = "failed"
             entry["error"] = (
                 f"stage {stage.name!r} failed in {target} at cell {e.cell_index} "
-                f"(In [{e.exec_count}]: {first[0] if first else ''}): {e.ename}: {e.evalue}"
+                f"(In [{e.exec_count}]: {_clip(first[0]) if first else ''}): {e.ename}: "
+                f"{_clip(str(e.evalue), 2000)}"
             )
         except Exception as e:  # kernel died, notebook missing, ...
             entry["status"] = "failed"
-            entry["error"] = f"stage {stage.name!r} failed ({target}): {type(e).__name__}: {e}"
+            if not kernel.alive():
+                time.sleep(0.3)  # let the process be reaped so its exit signal is known
+                entry["error"] = (
+                    f"stage {stage.name!r} died at {cell_text()} after "
+                    f"{time.time() - t0:.0f}s: {death_reason(kernel, peak['peak'])}; see {target}"
+                )
+            else:
+                entry["error"] = (
+                    f"stage {stage.name!r} failed ({target}): {type(e).__name__}: "
+                    f"{_clip(str(e), 2000)}"
+                )
+        finally:
+            stop.set()
+            watcher.join()
+            heartbeat.join()
         entry["wall_seconds"] = round(time.time() - t0, 2)
-        entry["peak_rss_mb"] = round(rss.peak / 2**20, 1)
+        entry["peak_rss_mb"] = round(peak["peak"] / 2**20, 1)
         record_path = run_dir / runs.STAGES / f"{stage.name}.json"
         if entry["status"] == "success" and record_path.exists():
             record = json.loads(record_path.read_text())
@@ -510,6 +547,26 @@ class Runner:
             self.say(f"[{i}/{n}] {stage.name}: FAILED after {entry['wall_seconds']:.1f}s")
             self.say("    " + entry["error"])
         return entry
+
+    def _heartbeat(
+        self, stage: Stage, current: dict[str, Any], stop: threading.Event, t0: float
+    ) -> None:
+        """Every ``HEARTBEAT_SECONDS`` a cell runs, one line: which cell, for how long."""
+        while not stop.wait(HEARTBEAT_SECONDS):
+            if current["index"] is None or not self.cell_progress:
+                continue
+            running = time.time() - current["started"]
+            if running >= HEARTBEAT_SECONDS:
+                stage_time = progress.duration(time.time() - t0)
+                self.say(
+                    f"    {stage.name} cell {current['index'] + 1}/{current['total']} running "
+                    f"for {progress.duration(running)} (stage {stage_time})"
+                )
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters (messages quote values; a value can be huge)."""
+    return text if len(text) <= limit else text[: limit - 1] + f"… [{len(text):,} chars]"
 
 
 def prepare_notebooks(

@@ -1,0 +1,172 @@
+"""Jupyter kernels for the runner: started ahead, warmed with the notebook's imports, watched.
+
+Every stage notebook runs in a fresh kernel (state never leaks between stages), but starting a
+kernel and importing Polars, DuckDB, Ibis, scikit-learn and plotly costs seconds that the
+stage's own work does not need to wait for. :class:`StageKernel` starts a kernel and, in the
+background, runs exactly the ``import`` statements of the notebook it will execute (found with
+:mod:`ast`; no other code), silently and without touching the execution count; the runner
+starts the next stage's kernel while the current stage is still running and hands it to
+papermill (``km=``) when its turn comes.
+
+It also knows the kernel's process, so the runner measures that stage's own peak memory (a
+warming kernel for the next stage is another process, not counted) and can say why a kernel
+died: a kernel killed by SIGKILL while the machine's memory was short was, in practice,
+killed by the out-of-memory killer.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import psutil
+from jupyter_client.manager import KernelManager
+
+
+def notebook_imports(notebook: Path) -> str:
+    """The ``import`` / ``from ... import`` statements of a notebook's code cells, as code.
+
+    Only top-level import statements are taken (nothing else runs in a warm-up); cells that
+    are not valid Python (magics) are skipped.
+    """
+    nb = nbformat.read(notebook, as_version=4)
+    lines: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import | ast.ImportFrom) and not (
+                isinstance(node, ast.ImportFrom) and node.module == "__future__"
+            ):
+                statement = ast.unparse(node)
+                if statement not in lines:
+                    lines.append(statement)
+    return "\n".join(lines)
+
+
+class StageKernel:
+    """A kernel started for one stage notebook, warmed with that notebook's imports.
+
+    Parameters
+    ----------
+    notebook
+        The notebook the kernel will execute (its imports are run ahead).
+    cwd
+        Working directory of the kernel.
+    env
+        Extra environment variables for the kernel process.
+    kernel_name
+        Jupyter kernel spec name.
+    """
+
+    def __init__(
+        self,
+        notebook: Path,
+        *,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        kernel_name: str = "python3",
+        warm: bool = True,
+    ) -> None:
+        self.notebook = Path(notebook)
+        # IPC sockets (files beside the connection file), not TCP ports: no port can be taken
+        # between choosing and binding it ("Address already in use"), and nothing listens on
+        # the network
+        self.km = KernelManager(kernel_name=kernel_name, transport="ipc")
+        self.km.start_kernel(cwd=str(cwd), env={**os.environ, **(env or {})})
+        process = getattr(self.km.provisioner, "process", None)
+        self.pid: int | None = getattr(process, "pid", None)
+        self._popen = process
+        self.warm_error: str | None = None
+        self._warm = threading.Thread(target=self._warm_up, args=(warm,), daemon=True)
+        self._warm.start()
+
+    def _warm_up(self, warm: bool) -> None:
+        code = notebook_imports(self.notebook) if warm else ""
+        kc = self.km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=120)
+            if code:
+                msg_id = kc.execute(code, silent=True, store_history=False)
+                reply = kc.get_shell_msg(timeout=600)
+                while reply["parent_header"].get("msg_id") != msg_id:
+                    reply = kc.get_shell_msg(timeout=600)
+                if reply["content"].get("status") != "ok":
+                    # the notebook will hit (and report) the same import error itself
+                    self.warm_error = reply["content"].get("evalue", "import failed")
+        except Exception as e:  # a kernel that cannot start is reported when it is used
+            self.warm_error = f"{type(e).__name__}: {e}"
+        finally:
+            kc.stop_channels()
+
+    def ready(self, timeout: float | None = None) -> bool:
+        """Wait until the warm-up has finished (True) or ``timeout`` passed (False)."""
+        self._warm.join(timeout)
+        return not self._warm.is_alive()
+
+    def alive(self) -> bool:
+        """Whether the kernel process is still running."""
+        return bool(self.km.is_alive())
+
+    def rss(self) -> int:
+        """Resident memory of the kernel process and its children, in bytes."""
+        if self.pid is None:
+            return 0
+        total = 0
+        try:
+            proc = psutil.Process(self.pid)
+            for p in (proc, *proc.children(recursive=True)):
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+        except psutil.Error:
+            return 0
+        return total
+
+    def exit_signal(self) -> int | None:
+        """The signal that ended the kernel process, if a signal did (e.g. 9 for SIGKILL)."""
+        if self._popen is None:
+            return None
+        code = self._popen.poll()
+        return -code if code is not None and code < 0 else None
+
+    def shutdown(self) -> None:
+        """Stop the kernel (now) and release its resources; safe to call twice."""
+        self._warm.join(timeout=5)
+        with contextlib.suppress(Exception):
+            if self.km.has_kernel:
+                self.km.shutdown_kernel(now=True)
+        with contextlib.suppress(Exception):
+            self.km.cleanup_resources()
+
+
+def death_reason(kernel: StageKernel, peak_rss: int) -> str:
+    """Why a kernel died, in words: the signal, and the out-of-memory killer when it fits."""
+    sig = kernel.exit_signal()
+    total = psutil.virtual_memory().total
+    peak = f"peak RSS {peak_rss / 2**30:.1f} GB of {total / 2**30:.0f} GB"
+    if sig == signal.SIGKILL:
+        return (
+            f"the kernel was killed by SIGKILL at {peak}: almost certainly the system's "
+            "out-of-memory killer (the stage needed more memory than the machine had)"
+        )
+    if sig is not None:
+        return f"the kernel was ended by signal {signal.Signals(sig).name} at {peak}"
+    return f"the kernel died ({peak})"
+
+
+def watch_peak(kernel: StageKernel, stop: threading.Event, out: dict[str, Any]) -> None:
+    """Sample the kernel's RSS every 0.2 s into ``out['peak']`` until ``stop`` is set."""
+    while not stop.is_set():
+        out["peak"] = max(out.get("peak", 0), kernel.rss())
+        stop.wait(0.2)
