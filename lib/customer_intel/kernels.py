@@ -19,7 +19,9 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -82,7 +84,10 @@ class StageKernel:
         # IPC sockets (files beside the connection file), not TCP ports: no port can be taken
         # between choosing and binding it ("Address already in use"), and nothing listens on
         # the network
-        self.km = KernelManager(kernel_name=kernel_name, transport="ipc")
+        self._ipc_dir = tempfile.mkdtemp(prefix="customer_intel_kernel_")
+        self.km = KernelManager(
+            kernel_name=kernel_name, transport="ipc", ip=os.path.join(self._ipc_dir, "ipc")
+        )
         self.km.start_kernel(cwd=str(cwd), env={**os.environ, **(env or {})})
         process = getattr(self.km.provisioner, "process", None)
         self.pid: int | None = getattr(process, "pid", None)
@@ -148,6 +153,7 @@ class StageKernel:
                 self.km.shutdown_kernel(now=True)
         with contextlib.suppress(Exception):
             self.km.cleanup_resources()
+        shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
 
 def death_reason(kernel: StageKernel, peak_rss: int) -> str:
