@@ -125,6 +125,31 @@ def test_bayes_and_bootstrap_are_sane_and_seeded():
     assert boot["ci_low"] < b.mean() / a.mean() - 1 < boot["ci_high"]
 
 
+@pytest.mark.parametrize(
+    "kind", ["binary", "counts", "zero-inflated continuous", "continuous without ties"]
+)
+def test_bootstrap_means_have_the_distribution_of_resampling_units(kind):
+    """The shortcut draws (multinomial over distinct values; binomial split off the most
+    frequent value) give the same distribution as drawing one index per unit: same centre and
+    spread as theory (mean, population sd / sqrt(n)) and a two-sample KS test against the
+    index-per-unit bootstrap does not tell them apart."""
+    rng = np.random.default_rng(3)
+    n = 400
+    x = {
+        "binary": rng.binomial(1, 0.15, n),
+        "counts": rng.poisson(1.3, n),
+        "zero-inflated continuous": np.where(rng.random(n) < 0.8, 0.0, rng.lognormal(3, 1, n)),
+        "continuous without ties": rng.normal(50, 10, n),
+    }[kind].astype(float)
+    fast = ex.bootstrap_means(x, 20_000, np.random.default_rng(1))
+    naive = x[np.random.default_rng(2).integers(0, n, (20_000, n))].mean(1)
+    assert fast.mean() == pytest.approx(x.mean(), rel=0.01)
+    assert fast.std() == pytest.approx(x.std() / np.sqrt(n), rel=0.03)
+    assert stats.ks_2samp(fast, naive).pvalue > 0.001
+    again = ex.bootstrap_means(x, 20_000, np.random.default_rng(1))
+    assert np.array_equal(fast, again)  # seeded
+
+
 def test_cuped_reduces_variance_and_stays_unbiased():
     rng = np.random.default_rng(5)
     n = 20_000

@@ -234,6 +234,44 @@ def mann_whitney(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -
     return {"u": float(res.statistic), "p_value": float(res.pvalue)}
 
 
+def bootstrap_means(
+    x: np.ndarray, n_resamples: int, rng: np.random.Generator, *, batch: int = 200
+) -> np.ndarray:
+    """Means of ``n_resamples`` bootstrap resamples of ``x`` (``len(x)`` draws with replacement).
+
+    Drawn exactly as resampling units would be, but without drawing one index per unit where
+    the data allow a shortcut with the same distribution (numpy and scipy only offer the
+    index-per-unit way, which costs ``n_resamples x len(x)`` draws: 3.6 billion for 2,000
+    resamples of 1.8M units):
+
+    - few distinct values (binary and count metrics): the resample is a multinomial draw of
+      how often each distinct value is taken, ``(counts @ values) / n``;
+    - otherwise, the most frequent value (0 for revenue per user) and the rest: how many draws
+      fall on the rest is binomial, and only those draws pick a unit among the rest.
+    """
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    out = np.empty(n_resamples)
+    if n == 0:
+        out.fill(np.nan)
+        return out
+    values, counts = np.unique(x, return_counts=True)
+    if len(values) <= 64:
+        draws = rng.multinomial(n, counts / n, size=n_resamples)
+        return (draws @ values) / n
+    top = int(np.argmax(counts))
+    v0, rest = values[top], x[x != values[top]]
+    k = rng.binomial(n, len(rest) / n, size=n_resamples)
+    for start in range(0, n_resamples, batch):
+        ks = k[start : start + batch]
+        idx = rng.integers(0, len(rest), int(ks.sum()), dtype=np.int64 if n >= 2**31 else np.int32)
+        starts = np.minimum(np.r_[0, np.cumsum(ks)[:-1]], max(len(idx) - 1, 0))
+        sums = np.add.reduceat(rest[idx], starts) if len(idx) else 0.0
+        sums = np.where(ks > 0, sums, 0.0)  # reduceat gives a value, not 0, for empty runs
+        out[start : start + batch] = (v0 * (n - ks) + sums) / n
+    return out
+
+
 def bootstrap_relative_lift(
     a: np.ndarray,
     b: np.ndarray,
@@ -241,22 +279,17 @@ def bootstrap_relative_lift(
     n_resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
-    batch: int = 200,
 ) -> dict[str, Any]:
     """Bootstrap (resampling units within each group) of ``mean(b) / mean(a) - 1``.
 
-    Vectorised in batches of resamples (memory ``batch x n``). Returns the percentile CI, the
-    share of resamples with B > A, and the resampled lifts.
+    Resampled means come from :func:`bootstrap_means`. Returns the percentile CI, the share of
+    resamples with B > A, and the resampled lifts.
     """
-    a, b = np.asarray(a, float), np.asarray(b, float)
     rng = np.random.default_rng(seed)
-    lifts = np.empty(n_resamples)
-    for start in range(0, n_resamples, batch):
-        m = min(batch, n_resamples - start)
-        ma = a[rng.integers(0, len(a), (m, len(a)))].mean(1)
-        mb = b[rng.integers(0, len(b), (m, len(b)))].mean(1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lifts[start : start + m] = mb / ma - 1
+    ma = bootstrap_means(a, n_resamples, rng)
+    mb = bootstrap_means(b, n_resamples, rng)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lifts = mb / ma - 1
     q = (1 - confidence) / 2
     return {
         "ci_low": float(np.nanquantile(lifts, q)),
