@@ -230,3 +230,65 @@ def test_spark_engine_without_pyspark_is_a_clear_error(wh):
 def test_optimizing_nothing_says_why(tmp_path):
     with pytest.raises(ValueError, match="ingestion kept no rows"):
         warehouse.optimize_events(tmp_path / "empty", tmp_path / "events")
+
+
+def test_memory_limit_auto_is_a_share_of_available_memory_and_sizes_parse():
+    import psutil
+
+    auto = warehouse.memory_limit_bytes("auto")
+    available = psutil.virtual_memory().available
+    assert 0.1 * available < auto <= 0.3 * available
+    assert warehouse.memory_limit_bytes("2GB") == 2_000_000_000
+    assert warehouse.memory_limit_bytes("1.5GiB") == int(1.5 * 2**30)
+    assert warehouse.memory_limit_bytes("512MiB") == 512 * 2**20
+    with pytest.raises(ValueError, match="expected 'auto' or a size"):
+        warehouse.memory_limit_bytes("lots")
+
+
+@pytest.fixture(scope="module")
+def larger_events(tmp_path_factory):
+    """200k events: enough that a build capped at a few MB must spill (or give up)."""
+    root = tmp_path_factory.mktemp("wh_small_cap")
+    sample = synth.generate(root / "sample", 200_000, seed=2)
+    canonical = root / "events_canonical.parquet"
+    ingest.ingest(
+        str(sample.events_path), IngestParams(), events_out=canonical, rejects_out=root / "r.pq"
+    )
+    full = root / "full"
+    warehouse.optimize_events(canonical, full / warehouse.EVENTS_DIR)
+    warehouse.build(full)
+    return canonical, full
+
+
+@pytest.mark.parametrize("cap", ["24MB", "48MB"])
+def test_build_under_a_small_memory_cap_spills_or_names_the_parameter(larger_events, tmp_path, cap):
+    """A build capped far below what it holds either completes by spilling to disk, with the
+    same tables as an uncapped build, or fails with a message naming optimize.memory_limit and
+    a value to try -- never a raw DuckDB error."""
+    canonical, full = larger_events
+    wdir = tmp_path / "w"
+    warehouse.optimize_events(canonical, wdir / warehouse.EVENTS_DIR)
+    try:
+        warehouse.build(wdir, memory_limit=cap)
+    except MemoryError as e:
+        assert "optimize.memory_limit" in str(e) and "try -p optimize.memory_limit=" in str(e)
+        return
+    capped, uncapped = warehouse.connect(wdir), warehouse.connect(full)
+    try:
+        for name, key in [("dim_users", "user_id"), ("fact_sessions", "user_session")]:
+            assert_frame_equal(
+                capped.table(name).to_polars().sort(key), uncapped.table(name).to_polars().sort(key)
+            )
+    finally:
+        capped.disconnect()
+        uncapped.disconnect()
+
+
+def test_build_that_cannot_fit_names_the_parameter(larger_events, tmp_path):
+    canonical, _ = larger_events
+    wdir = tmp_path / "w"
+    warehouse.optimize_events(canonical, wdir / warehouse.EVENTS_DIR)
+    with pytest.raises(
+        MemoryError, match=r"optimize\.memory_limit.*try -p optimize\.memory_limit="
+    ):
+        warehouse.build(wdir, memory_limit="1MB")

@@ -35,20 +35,26 @@ each other on DuckDB's single-writer lock.
 
 from __future__ import annotations
 
+import atexit
 import os
+import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 import ibis
 import polars as pl
 
-from customer_intel import layout
+from customer_intel import layout, progress
 from customer_intel.runs import StageRun
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 EVENTS_DIR = "events"
 TABLES = ("dim_users", "dim_products", "fact_sessions", "fact_daily_kpis", "fact_funnel")
+#: Share of the available memory a DuckDB connection may use when ``memory_limit`` is auto.
+AUTO_MEMORY_SHARE = 0.2
 
 
 def optimize_events(canonical: Path, out_dir: Path) -> dict[str, str]:
@@ -238,39 +244,111 @@ def star_schema(events: ibis.Table) -> dict[str, ibis.Table]:
     }
 
 
+def memory_limit_bytes(limit: str = "auto") -> int:
+    """Bytes of a DuckDB memory cap: ``auto`` is a fifth of the memory available now.
+
+    A share of what the machine has, not a constant: 2 GB failed the 110M-event build, while
+    the same cap is a third of a small CI machine. ``"6GB"``, ``"1.5GiB"`` are taken as written.
+    """
+    if limit == "auto":
+        import psutil
+
+        return max(int(psutil.virtual_memory().available * AUTO_MEMORY_SHARE), 512 * 2**20)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT])(i?)B\s*", limit)
+    if not m:
+        raise ValueError(f"memory limit {limit!r}: expected 'auto' or a size such as '4GB'")
+    base = 1024 if m.group(3) else 1000
+    return int(float(m.group(1)) * base ** ("KMGT".index(m.group(2)) + 1))
+
+
+def configure_duckdb(con: ibis.BaseBackend, memory_limit: str = "auto") -> int:
+    """Settings every DuckDB connection of the project uses; returns the memory cap in bytes.
+
+    UTC session time zone; a memory cap (:func:`memory_limit_bytes`) with spilling to a private
+    temporary folder beyond it; no insertion order kept (nothing here relies on it, and keeping
+    it makes large aggregations and copies hold more in memory).
+    """
+    cap = memory_limit_bytes(memory_limit)
+    spill = Path(tempfile.gettempdir()) / "customer_intel_duckdb" / str(os.getpid())
+    if not spill.exists():
+        spill.mkdir(parents=True)
+        atexit.register(shutil.rmtree, spill, ignore_errors=True)
+    con.raw_sql("SET TimeZone = 'UTC'")
+    con.raw_sql(f"SET memory_limit = '{cap // 2**20}MiB'")
+    con.raw_sql(f"SET temp_directory = '{spill}'")
+    con.raw_sql("SET preserve_insertion_order = false")
+    return cap
+
+
 def build(
-    warehouse_dir: Path, *, engine: str = "duckdb", memory_limit: str = "2GB"
+    warehouse_dir: Path, *, engine: str = "duckdb", memory_limit: str = "auto"
 ) -> dict[str, float]:
-    """Create the dims and facts in ``warehouse_dir`` from its ``events/``; seconds per table."""
+    """Create the dims and facts in ``warehouse_dir`` from its ``events/``; seconds per table.
+
+    Raises
+    ------
+    MemoryError
+        DuckDB ran out of memory even with spilling; the message names the
+        ``optimize.memory_limit`` parameter and a value to try.
+    """
     if engine != "duckdb":
         raise NotImplementedError(
             "engine 'spark' builds the same Ibis expressions on a SparkSession; it needs the "
             "pyspark extra (pip install -e '.[spark]'), which this environment does not install"
         )
     con = ibis.duckdb.connect(str(warehouse_dir / WAREHOUSE_FILE))
+    cap = configure_duckdb(con, memory_limit)
+    name = "events"
     try:
-        con.raw_sql("SET TimeZone = 'UTC'")
-        con.raw_sql(f"SET memory_limit = '{memory_limit}'")  # validated by the params model
         events = con.read_parquet(
             str(warehouse_dir / EVENTS_DIR / "**" / "*.parquet"),
             table_name="events",
             hive_partitioning=True,
         )
         timings = {}
-        for name, expr in star_schema(events).items():
-            if name == "fact_daily_kpis":  # fact_sessions is built by now: read, don't redo it
-                expr = fact_daily_kpis(events, con.table("fact_sessions"))
-            t0 = time.perf_counter()
-            con.create_table(name, expr, overwrite=True)
-            timings[name] = round(time.perf_counter() - t0, 3)
+        with progress.Progress("warehouse: tables", total=len(TABLES), unit="tables") as bar:
+            for name, expr in star_schema(events).items():
+                if name == "fact_daily_kpis":  # fact_sessions is built by now: read, not redo
+                    expr = fact_daily_kpis(events, con.table("fact_sessions"))
+                t0 = time.perf_counter()
+                con.create_table(name, expr, overwrite=True)
+                timings[name] = round(time.perf_counter() - t0, 3)
+                bar.update(1, note=f"{name} {timings[name]:.1f} s")
         con.raw_sql("DROP VIEW IF EXISTS events")
         return timings
+    except duckdb.OutOfMemoryException as e:
+        raise MemoryError(out_of_memory_message(name, cap, e)) from None
     finally:
         con.disconnect()
 
 
-def connect(run: StageRun | Path, engine: str = "duckdb") -> ibis.BaseBackend:
-    """Open a run's warehouse read-only, with ``events`` registered as a temporary view."""
+def out_of_memory_message(table: str, cap: int, error: Exception) -> str:
+    """What to do when a warehouse table does not fit under ``cap`` bytes, in words."""
+    import psutil
+
+    available = psutil.virtual_memory().available
+    suggest = min(max(cap * 2, 2**30), int(available * 0.6))
+    advice = (
+        f"try -p optimize.memory_limit={suggest // 2**20}MiB"
+        if suggest > cap * 1.2
+        else "free memory on this machine (or use one with more), then run again"
+    )
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return (
+        f"building warehouse table {table!r} ran out of memory under the DuckDB cap of "
+        f"{cap // 2**20:,} MiB (optimize.memory_limit), even spilling to disk; {advice}. "
+        f"DuckDB said: {first[:300]}"
+    )
+
+
+def connect(
+    run: StageRun | Path, engine: str = "duckdb", *, memory_limit: str = "auto"
+) -> ibis.BaseBackend:
+    """Open a run's warehouse read-only, with ``events`` registered as a temporary view.
+
+    The connection is capped like the build (:func:`configure_duckdb`), so a stage's queries
+    over the events spill to disk instead of taking the machine's memory.
+    """
     wdir = run.warehouse_dir if isinstance(run, StageRun) else Path(run)
     if engine != "duckdb":
         raise NotImplementedError(
@@ -278,7 +356,7 @@ def connect(run: StageRun | Path, engine: str = "duckdb") -> ibis.BaseBackend:
             "environment does not install"
         )
     con = ibis.duckdb.connect(str(wdir / WAREHOUSE_FILE), read_only=True)
-    con.raw_sql("SET TimeZone = 'UTC'")
+    configure_duckdb(con, memory_limit)
     con.read_parquet(
         str(wdir / EVENTS_DIR / "**" / "*.parquet"), table_name="events", hive_partitioning=True
     )

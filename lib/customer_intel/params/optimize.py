@@ -13,7 +13,10 @@ class OptimizeParams(Section):
     COMMON_KEYS: ClassVar[tuple[str, ...]] = ("engine",)
 
     memory_limit: str = Field(
-        "2GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="DuckDB memory cap; spills beyond"
+        "auto",
+        pattern=r"^(auto|\d+(\.\d+)?\s*[KMGT]i?B)$",
+        description="DuckDB memory cap while building the warehouse (auto: a fifth of the "
+        "available memory); it spills to disk beyond",
     )
     size_sample_rows: int = Field(
         2_000_000, ge=1_000, description="rows used to measure in-memory bytes before/after"
