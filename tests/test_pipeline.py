@@ -187,3 +187,45 @@ def test_killed_run_leaves_latest_on_previous_good_run(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert (tmp_path / "out" / "latest").resolve() == good.run_dir
+
+
+@pytest.mark.e2e
+def test_a_kernel_killed_for_memory_is_named_with_stage_cell_and_peak(tmp_path):
+    """SIGKILL is what the out-of-memory killer sends: the runner says so, with the cell."""
+    nbdir = tmp_path / "nbs"
+    make_notebook(
+        nbdir / "01_ingest.ipynb",
+        PARAMS_CELL,
+        "big = bytearray(300 * 2**20)  # some memory, so the peak is visible",
+        "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+    )
+    stages = (Stage("ingest", "01_ingest.ipynb", "ingest", "ingest"),)
+    result = _run(tmp_path, stages, nbdir)
+    assert result.exit_code == 1
+    msg = result.message
+    assert "stage 'ingest' died at cell 5/5 (import os, signal" in msg, msg
+    assert "SIGKILL" in msg and "not by the out-of-memory killer" in msg
+    peak = result.manifest["stages"]["ingest"]["peak_rss_mb"]
+    assert peak > 300, peak
+
+
+@pytest.mark.e2e
+def test_quiet_cells_reach_the_kernel_as_quiet_progress(tmp_path):
+    nbdir = tmp_path / "nbs"
+    make_notebook(
+        nbdir / "01_ingest.ipynb",
+        PARAMS_CELL,
+        "from customer_intel import progress\n"
+        "for _ in progress.track(range(3), 'demo step', unit='things'): pass",
+        RECORD.format(stage="ingest"),
+    )
+    stages = (Stage("ingest", "01_ingest.ipynb", "ingest", "ingest"),)
+    params = pipeline.load_params(_params_file(tmp_path))
+    runner = pipeline.Runner(
+        params, _params_file(tmp_path), stages=stages, notebooks_dir=nbdir, cell_progress=False
+    )
+    result = runner.run()
+    assert result.exit_code == 0, result.message
+    log = (result.run_dir / "run.log").read_text()
+    assert "demo step done: 3 things in" in log
+    assert "cell 2/" not in log  # no per-cell lines when quiet

@@ -34,7 +34,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from customer_intel import sqlexpr
+from customer_intel import progress, sqlexpr
 
 NAMES = ("Platinum", "Gold", "Silver", "Bronze", "Copper", "Iron", "Stone", "Sand", "Dust", "Mist")
 
@@ -167,7 +167,7 @@ def select_k(
     rng = np.random.default_rng(random_state)
     sample = rng.choice(len(x), min(silhouette_sample, len(x)), replace=False)
     rows = []
-    for k in range(k_min, k_max + 1):
+    for k in progress.track(range(k_min, k_max + 1), "segmentation: k curve", unit="k values"):
         km = KMeans(n_clusters=k, init="k-means++", n_init=n_init, random_state=random_state).fit(x)
         sil = (
             float(silhouette_score(x[sample], km.labels_[sample]))

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
-from customer_intel import layout, sqlexpr
+from customer_intel import layout, progress, sqlexpr
 from customer_intel.columns import CANONICAL_COLUMNS, EVENT_TYPES, OPTIONAL_COLUMNS
 from customer_intel.params.ingest import IngestParams
 
@@ -506,6 +506,7 @@ def _write_days(
     carry: pl.DataFrame | None = None
     n_staged = n_kept = 0
     events_out.mkdir(parents=True, exist_ok=True)
+    bar = progress.Progress("ingest: sort, deduplicate and write days", len(days), unit="days")
     for day in days:
         df = pl.read_parquet(day, columns=columns)
         n_staged += df.height
@@ -536,6 +537,8 @@ def _write_days(
         ]
         date = day.name.split("=", 1)[1]
         layout.write_day(df.select(order), events_out, date, row_group_size=row_group_size)
+        bar.update(1, rows=df.height)
+    bar.close()
     return n_staged, n_kept
 
 
@@ -585,7 +588,11 @@ def ingest_files(
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     needed = _needed_columns(p)
-    sources = [_scan(f, kind, p, needed) for f in files]
+    sources = []
+    with progress.Progress("ingest: line scan", total=len(files), unit="files") as bar:
+        for f in files:
+            sources.append(_scan(f, kind, p, needed))
+            bar.update(1, rows=sources[-1].rows or 0)
     derive = "user_session" not in p.column_map and not p.session_from_order
     # exact duplicates agree on every canonical column (sessions are derived after dedup)
     keys = [
@@ -595,6 +602,7 @@ def ingest_files(
         _classified(s.frame, p, s.padded, str(f)) for s, f in zip(sources, files, strict=True)
     ]
     staging = work_dir / "staging"
+    bar = progress.Progress("ingest: parse, classify and stage by day", total=1, unit="passes")
     try:
         pl.concat(frames, how="vertical_relaxed").sink_parquet(
             pl.PartitionBy(staging, key="_part", include_key=False),
@@ -606,6 +614,8 @@ def ingest_files(
         )
     except pl.exceptions.PolarsError as e:
         raise IngestError(f"cannot read {[str(f) for f in files]} as {kind}: {e}") from None
+    bar.update(1)
+    bar.close()
     parts = sorted(staging.glob("_part=*")) if staging.exists() else []
     days = [d for d in parts if d.name != f"_part={_REJECTED}"]
     rejected_dir = staging / f"_part={_REJECTED}"

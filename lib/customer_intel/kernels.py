@@ -28,7 +28,8 @@ from typing import Any
 
 import nbformat
 import psutil
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
 
 
 def notebook_imports(notebook: Path) -> str:
@@ -85,10 +86,12 @@ class StageKernel:
         # between choosing and binding it ("Address already in use"), and nothing listens on
         # the network
         self._ipc_dir = tempfile.mkdtemp(prefix="customer_intel_kernel_")
-        self.km = KernelManager(
+        # the async manager, as nbclient (papermill) expects: with a blocking client its wait
+        # for a reply blocks the event loop, and a dead kernel is never noticed
+        self.km = AsyncKernelManager(
             kernel_name=kernel_name, transport="ipc", ip=os.path.join(self._ipc_dir, "ipc")
         )
-        self.km.start_kernel(cwd=str(cwd), env={**os.environ, **(env or {})})
+        run_sync(self.km.start_kernel)(cwd=str(cwd), env={**os.environ, **(env or {})})
         process = getattr(self.km.provisioner, "process", None)
         self.pid: int | None = getattr(process, "pid", None)
         self._popen = process
@@ -98,7 +101,7 @@ class StageKernel:
 
     def _warm_up(self, warm: bool) -> None:
         code = notebook_imports(self.notebook) if warm else ""
-        kc = self.km.client()
+        kc = self.km.blocking_client()
         kc.start_channels()
         try:
             kc.wait_for_ready(timeout=120)
@@ -122,7 +125,7 @@ class StageKernel:
 
     def alive(self) -> bool:
         """Whether the kernel process is still running."""
-        return bool(self.km.is_alive())
+        return bool(run_sync(self.km.is_alive)())
 
     def rss(self) -> int:
         """Resident memory of the kernel process and its children, in bytes."""
@@ -150,20 +153,43 @@ class StageKernel:
         self._warm.join(timeout=5)
         with contextlib.suppress(Exception):
             if self.km.has_kernel:
-                self.km.shutdown_kernel(now=True)
+                run_sync(self.km.shutdown_kernel)(now=True)
         with contextlib.suppress(Exception):
-            self.km.cleanup_resources()
+            run_sync(self.km.cleanup_resources)()
         shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
 
-def death_reason(kernel: StageKernel, peak_rss: int) -> str:
-    """Why a kernel died, in words: the signal, and the out-of-memory killer when it fits."""
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed since boot, if known."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def death_reason(kernel: StageKernel, peak_rss: int, oom_before: int | None = None) -> str:
+    """Why a kernel died, in words: the signal, and whether the out-of-memory killer did it.
+
+    ``oom_before`` is :func:`oom_kills` read when the stage started: if the count went up, the
+    out-of-memory killer acted; without the count, SIGKILL is reported as its likely cause.
+    """
     sig = kernel.exit_signal()
     total = psutil.virtual_memory().total
     peak = f"peak RSS {peak_rss / 2**30:.1f} GB of {total / 2**30:.0f} GB"
     if sig == signal.SIGKILL:
+        after = oom_kills()
+        if oom_before is not None and after is not None:
+            if after > oom_before:
+                return (
+                    f"the system's out-of-memory killer ended the kernel (SIGKILL) at {peak}: "
+                    "the stage needed more memory than the machine had"
+                )
+            return f"the kernel was killed by SIGKILL at {peak}, not by the out-of-memory killer"
         return (
-            f"the kernel was killed by SIGKILL at {peak}: almost certainly the system's "
+            f"the kernel was killed by SIGKILL at {peak}: most likely the system's "
             "out-of-memory killer (the stage needed more memory than the machine had)"
         )
     if sig is not None:

@@ -43,7 +43,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
 from customer_intel import progress, runs
-from customer_intel.kernels import StageKernel, death_reason, watch_peak
+from customer_intel.kernels import StageKernel, death_reason, oom_kills, watch_peak
 from customer_intel.params import Params, ParamsError, load_params, params_hash, stage_parameters
 from customer_intel.paths import NOTEBOOKS_DIR, PARAMS_DIR, PROJECT_ROOT, resolve
 
@@ -470,13 +470,14 @@ class Runner:
         def cell_text() -> str:
             first = (current["source"] or "").strip().splitlines()
             return (
-                f"cell {current['index']} ({_clip(first[0]) if first else ''})"
+                f"cell {current['index'] + 1}/{current['total']} "
+                f"({_clip(first[0]) if first else ''})"
                 if current["index"] is not None
                 else "kernel start"
             )
 
         entry: dict[str, Any] = {"status": "running", "notebook": f"notebooks/{stage.notebook}"}
-        stop, peak = threading.Event(), {"peak": 0}
+        stop, peak, oom_before = threading.Event(), {"peak": 0}, oom_kills()
         watcher = threading.Thread(target=watch_peak, args=(kernel, stop, peak), daemon=True)
         heartbeat = threading.Thread(
             target=self._heartbeat, args=(stage, current, stop, t0), daemon=True
@@ -503,7 +504,7 @@ class Runner:
             first = (e.source or "").strip().splitlines()
             entry["status"] = "failed"
             entry["error"] = (
-                f"stage {stage.name!r} failed in {target} at cell {e.cell_index} "
+                f"stage {stage.name!r} failed in {target} at cell {e.cell_index + 1} "
                 f"(In [{e.exec_count}]: {_clip(first[0]) if first else ''}): {e.ename}: "
                 f"{_clip(str(e.evalue), 2000)}"
             )
@@ -513,7 +514,8 @@ class Runner:
                 time.sleep(0.3)  # let the process be reaped so its exit signal is known
                 entry["error"] = (
                     f"stage {stage.name!r} died at {cell_text()} after "
-                    f"{time.time() - t0:.0f}s: {death_reason(kernel, peak['peak'])}; see {target}"
+                    f"{time.time() - t0:.0f}s: {death_reason(kernel, peak['peak'], oom_before)}; "
+                    f"see {target}"
                 )
             else:
                 entry["error"] = (
