@@ -11,7 +11,7 @@ STAMP      := $(VENV)/.installed
 # Trust the system certificate store (machines behind a TLS-inspecting proxy need it).
 export UV_NATIVE_TLS ?= 1
 
-.PHONY: help setup lock run smoke test test-slow nbval lint format browser-deps dashboards bench clean
+.PHONY: help setup lock run smoke test test-slow nbval lint format browser-deps dashboards bench bench-e2e clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ dashboards: setup ## serve the dashboards of outputs/latest with Voila on 127.0.
 
 bench: setup ## ingest benchmark (EVENTS=2000000)
 	$(PY) -m benchmarks.ingest --events $${EVENTS:-2000000}
+
+bench-e2e: setup ## whole pipeline vs the bare reference script (EVENTS=1000000)
+	$(PY) -m benchmarks.pipeline --events $${EVENTS:-1000000}
 
 clean: ## remove runs, caches and the virtualenv
 	rm -rf outputs/runs outputs/latest outputs/scratch $(VENV) .pytest_cache .ruff_cache
