@@ -22,7 +22,7 @@ $(UV):
 $(STAMP): requirements.lock pyproject.toml | $(UV)
 	@uv_bin=$$(command -v uv || echo $(HOME)/.local/bin/uv); \
 	test -x $(PY) || $$uv_bin venv --quiet --python $(PYTHON_SYS) $(VENV); \
-	$$uv_bin pip sync --quiet --python $(PY) requirements.lock && \
+	$$uv_bin pip sync --quiet --compile-bytecode --python $(PY) requirements.lock && \
 	$$uv_bin pip install --quiet --python $(PY) --no-deps -e . && \
 	$(VENV)/bin/nbstripout --install >/dev/null 2>&1 || true; \
 	touch $(STAMP)
