@@ -180,7 +180,7 @@ def test_cohort_retention_by_hand():
             (3, "2020-02-10 10:00:00", 1.0, "e"),
         ]
     )
-    r = cohorts.cohort_retention(ev, period="month")
+    r = cohorts.cohort_retention(ibis.duckdb.connect().create_table("e", ev), period="month")
     got = {(str(c), i): (a, n) for c, i, a, n, _ in r.iter_rows()}
     assert got == {
         ("2020-01-01", 0): (2, 2),
@@ -190,6 +190,45 @@ def test_cohort_retention_by_hand():
     }
     m = cohorts.retention_matrix(r)
     assert m.columns == ["cohort", "cohort_size", "p0", "p1", "p2"]
+
+
+def test_weekly_visit_cohorts_on_the_engine_equal_a_polars_computation():
+    """ISO weeks from Monday; the visit basis counts any event; 7 users by hand."""
+    rows = [
+        (1, "2020-01-06 09:00:00", "view"),  # Monday: week of Jan 6
+        (1, "2020-01-12 23:00:00", "purchase"),  # Sunday: same week
+        (1, "2020-01-13 00:30:00", "view"),  # next week
+        (2, "2020-01-08 12:00:00", "cart"),
+        (2, "2020-01-29 12:00:00", "view"),  # three weeks later
+        (3, "2020-01-14 12:00:00", "view"),
+        (3, "2020-01-15 12:00:00", "view"),
+        (4, "2020-01-20 12:00:00", "purchase"),
+        (5, "2020-01-07 12:00:00", "view"),
+        (5, "2020-01-21 12:00:00", "purchase"),
+        (6, "2020-01-13 12:00:00", "remove_from_cart"),
+        (7, "2020-01-27 12:00:00", "view"),
+    ]
+    ev = pl.DataFrame(rows, schema=["user_id", "ts", "event_type"], orient="row").with_columns(
+        event_time=pl.col("ts").str.to_datetime().dt.replace_time_zone("UTC")
+    )
+    got = cohorts.cohort_retention(
+        ibis.duckdb.connect().create_table("e", ev), period="week", basis="visit"
+    )
+    per = ev.select("user_id", per=pl.col("event_time").dt.truncate("1w").dt.date()).unique()
+    first = per.group_by("user_id").agg(cohort=pl.col("per").min())
+    want = (
+        per.join(first, on="user_id")
+        .with_columns(period_index=((pl.col("per") - pl.col("cohort")).dt.total_days() // 7))
+        .group_by("cohort", "period_index")
+        .agg(active_users=pl.len())
+        .join(first.group_by("cohort").agg(cohort_size=pl.len()), on="cohort")
+        .sort("cohort", "period_index")
+    )
+    assert got["cohort"].to_list() == want["cohort"].to_list()
+    assert got["period_index"].to_list() == want["period_index"].to_list()
+    assert got["active_users"].to_list() == want["active_users"].to_list() == [3, 1, 1, 1, 2, 1, 1]
+    assert got["cohort_size"].to_list() == [3, 3, 3, 3, 2, 1, 1]
+    assert str(got["cohort"][0]) == "2020-01-06"
 
 
 @pytest.fixture(scope="module")

@@ -1,53 +1,53 @@
-"""Acquisition cohorts and their retention.
+"""Acquisition cohorts and their retention, computed on the engine.
 
-A customer's cohort is the month (or ISO week) of their first purchase (or first visit); for
-each later period ``k`` (0 = the acquisition period) the retention is the share of the cohort
-active in period ``k`` (purchased, or visited, by the same definition).
+A customer's cohort is the month (or ISO week, starting Monday) of their first purchase (or
+first visit); for each later period ``k`` (0 = the acquisition period) the retention is the
+share of the cohort active in period ``k`` (purchased, or visited, by the same definition).
+Only the small result (one row per cohort and period) leaves the engine, so the visit basis
+over every event costs no memory in Python.
 """
 
 from __future__ import annotations
 
+import ibis
 import polars as pl
 
-_TRUNC = {"month": "1mo", "week": "1w"}
+_UNIT = {"month": "M", "week": "W"}
 
 
 def cohort_retention(
-    activity: pl.DataFrame, *, period: str = "month", basis: str = "purchase"
+    events: ibis.Table, *, period: str = "month", basis: str = "purchase"
 ) -> pl.DataFrame:
     """Retention by cohort and period from events (user_id, event_time, event_type).
 
     ``basis`` = ``purchase`` (cohort by first purchase, active = purchased) or ``visit``
     (first event of any type, active = any event). Returns long rows: cohort, period_index,
-    active_users, cohort_size, retention.
+    active_users, cohort_size, retention, sorted by cohort and period index.
     """
-    if period not in _TRUNC:
+    if period not in _UNIT:
         raise ValueError(f"segmentation.cohort_period: expected 'month' or 'week', got {period!r}")
     if basis not in ("purchase", "visit"):
         raise ValueError(
             f"segmentation.cohort_basis: expected 'purchase' or 'visit', got {basis!r}"
         )
-    a = activity
-    if basis == "purchase":
-        a = a.filter(pl.col("event_type") == "purchase")
-    a = a.select("user_id", per=pl.col("event_time").dt.truncate(_TRUNC[period]).dt.date()).unique()
-    first = a.group_by("user_id").agg(cohort=pl.col("per").min())
-    a = a.join(first, on="user_id")
+    e = events.filter(events.event_type == "purchase") if basis == "purchase" else events
+    a = e.select("user_id", per=e.event_time.truncate(_UNIT[period]).date()).distinct()
+    first = a.group_by("user_id").agg(cohort=a.per.min())
+    j = a.join(first, "user_id")
     if period == "month":
-        idx = (pl.col("per").dt.year() - pl.col("cohort").dt.year()) * 12 + (
-            pl.col("per").dt.month() - pl.col("cohort").dt.month()
-        )
+        idx = (j.per.year() - j.cohort.year()) * 12 + (j.per.month() - j.cohort.month())
     else:
-        idx = (pl.col("per") - pl.col("cohort")).dt.total_days() // 7
-    long = (
-        a.with_columns(period_index=idx.cast(pl.Int32))
-        .group_by("cohort", "period_index")
-        .agg(active_users=pl.len())
-    )
-    sizes = first.group_by("cohort").agg(cohort_size=pl.len())
+        idx = j.per.delta(j.cohort, unit="day") // 7
+    j = j.mutate(period_index=idx.cast("int32"))
+    long = j.group_by(["cohort", "period_index"]).agg(active_users=j.count())
+    sizes = first.group_by("cohort").agg(cohort_size=first.count())
+    out = long.join(sizes, "cohort").to_polars()
     return (
-        long.join(sizes, on="cohort")
-        .with_columns(retention=pl.col("active_users") / pl.col("cohort_size"))
+        out.select("cohort", "period_index", "active_users", "cohort_size")
+        .with_columns(
+            pl.col("active_users", "cohort_size").cast(pl.UInt32),
+            retention=pl.col("active_users") / pl.col("cohort_size"),
+        )
         .sort("cohort", "period_index")
     )
 
