@@ -277,6 +277,9 @@ def configure_duckdb(con: ibis.BaseBackend, memory_limit: str = "auto") -> int:
     con.raw_sql(f"SET memory_limit = '{cap // 2**20}MiB'")
     con.raw_sql(f"SET temp_directory = '{spill}'")
     con.raw_sql("SET preserve_insertion_order = false")
+    # in a notebook DuckDB draws an ipywidgets progress bar per query: our own progress lines
+    # report long steps, in the runner's log too
+    con.raw_sql("SET enable_progress_bar = false")
     return cap
 
 

@@ -45,6 +45,13 @@ pio.templates[TEMPLATE_NAME] = go.layout.Template(
 )
 
 
+# The offline renderer, chosen here rather than detected on the first figure shown: the
+# detection imports nbformat's JSON-schema validator (2.4 s), which then happened inside the
+# first plotting cell of every stage; the pipeline's kernels import this module ahead.
+# plotly_mimetype is what JupyterLab gets anyway, and never a CDN-loading "*_connected" one.
+pio.renderers.default = "plotly_mimetype"
+
+
 def styled(fig: go.Figure, *, title: str | None = None, height: int | None = None) -> go.Figure:
     """Apply the house template (and optionally a title and height) to a figure."""
     fig.update_layout(template=TEMPLATE_NAME)
