@@ -85,7 +85,7 @@ def test_filters_are_counted_and_bad_filters_name_the_key(tmp_path):
 
 def test_missing_column_lists_missing_and_present(tmp_path):
     with pytest.raises(
-        ingest.IngestError,
+        ingest.InputError,
         match=r"lacks column\(s\) \['ts'\].*it has \['brand', .*'user_session'\]",
     ):
         _run(
@@ -267,7 +267,7 @@ def test_a_quoted_line_break_is_a_clear_error(tmp_path):
         "user_session\n"
         '2019-10-01 00:00:00 UTC,view,1,2,"two\nlines",acme,1.5,9,s\n'
     )
-    with pytest.raises(ingest.IngestError, match=r"multiline\.csv: line 2 has an unbalanced"):
+    with pytest.raises(ingest.InputError, match=r"multiline\.csv: line 2 has an unbalanced"):
         _run(src, tmp_path)
 
 
@@ -317,8 +317,8 @@ def test_padded_values_are_trimmed_and_clean_files_skip_the_trim(tmp_path, padde
     clean, padded = tmp_path / "clean.csv", tmp_path / "padded.csv"
     clean.write_text(_HEADER + "\n".join(_CLEAN_ROWS) + "\n")
     padded.write_text(_HEADER + "\n".join([padded_row, *_CLEAN_ROWS[1:]]) + "\n")
-    assert ingest._broken_lines(clean, 9, ",")[2] is False
-    assert ingest._broken_lines(padded, 9, ",")[2] is True
+    assert ingest._broken_lines(clean, 9, ",", "clean.csv")[2] is False
+    assert ingest._broken_lines(padded, 9, ",", "padded.csv")[2] is True
     _, want, _ = _run(clean, tmp_path / "c")
     report, got, _ = _run(padded, tmp_path / "p")
     assert report.rows_kept == 3 and report.rows_rejected == 0

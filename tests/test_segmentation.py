@@ -12,7 +12,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from sklearn.metrics import adjusted_rand_score
 
-from customer_intel import clustering, clv, cohorts, ingest, rfm, sqlexpr, synth
+from customer_intel import clustering, clv, cohorts, rfm, sources, sqlexpr, synth
 from customer_intel.params import load_params
 from customer_intel.paths import PARAMS_DIR
 
@@ -315,7 +315,7 @@ def test_bad_expression_names_the_params_key():
 
 def test_marketing_campaign_profile_clusters_an_external_tsv():
     p = load_params(PARAMS_DIR / "marketing_campaign.yaml").segmentation
-    table = ingest.read_table_file(p.attributes_path, separator=p.attributes_separator)
+    table = sources.read_table_file(p.attributes_path, separator=p.attributes_separator)
     spec = clustering.FeatureSpec(
         numeric=p.numeric_features,
         categorical=p.categorical_features,

@@ -212,7 +212,8 @@ def test_read_only_connection_does_not_block_a_second_reader(wh):
 
 
 def test_sizes_and_timings(wh, tmp_path):
-    sizes = warehouse.size_report([wh["sample"].events_path], wh["dir"] / warehouse.EVENTS_DIR)
+    source_bytes = wh["sample"].events_path.stat().st_size
+    sizes = warehouse.size_report(source_bytes, wh["dir"] / warehouse.EVENTS_DIR)
     disk = sizes.filter(pl.col("item").str.starts_with("disk: source")).row(0, named=True)
     assert disk["ratio"] > 3  # CSV -> zstd Parquet
     mem = sizes.filter(pl.col("item") == "memory: event_type").row(0, named=True)

@@ -21,13 +21,9 @@ Filters are SQL conditions checked by :mod:`customer_intel.sqlexpr`, never evalu
 
 from __future__ import annotations
 
-import glob
 import re
 import shutil
 import tempfile
-import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +32,7 @@ import polars as pl
 from customer_intel import layout, progress, sqlexpr
 from customer_intel.columns import CANONICAL_COLUMNS, EVENT_TYPES, OPTIONAL_COLUMNS
 from customer_intel.params.ingest import IngestParams
+from customer_intel.sources import InputError, Inputs, expand_inputs
 
 REASONS = (
     "malformed_line",
@@ -47,24 +44,11 @@ REASONS = (
     "cancelled_order",
     "filtered",
 )
-_FORMATS = {
-    ".csv": "csv",
-    ".gz": "csv.gz",
-    ".parquet": "parquet",
-    ".jsonl": "jsonl",
-    ".json": "jsonl",
-    ".ndjson": "jsonl",
-    ".zip": "zip",
-}
-
-
-class IngestError(ValueError):
-    """The input cannot be ingested as configured (missing file or column, bad format)."""
 
 
 @dataclass
 class IngestReport:
-    """Row accounting of one ingestion."""
+    """Row accounting of one ingestion, and the files read (and skipped, with the reason)."""
 
     files: list[str]
     rows_in: int
@@ -72,6 +56,7 @@ class IngestReport:
     duplicates: int
     rejected: dict[str, int] = field(default_factory=dict)
     file_bytes: list[int] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (archive member, reason)
 
     @property
     def rows_rejected(self) -> int:
@@ -96,55 +81,9 @@ class IngestReport:
             ("rows_rejected", self.rows_rejected),
             *[(f"rejected:{r}", self.rejected.get(r, 0)) for r in REASONS],
             ("files", len(self.files)),
+            ("skipped_archive_members", len(self.skipped)),
         ]
         return pl.DataFrame(rows, schema=["metric", "value"], orient="row")
-
-
-def detect_format(path: str | Path, fmt: str = "auto") -> str:
-    """The input format from params, or from the file extension when ``auto``."""
-    if fmt != "auto":
-        return fmt
-    suffix = Path(str(path)).suffix.lower()
-    if suffix not in _FORMATS:
-        raise IngestError(
-            f"cannot tell the format of {path} from its extension; set ingest.format "
-            f"(one of {sorted(set(_FORMATS.values()))})"
-        )
-    return _FORMATS[suffix]
-
-
-@contextmanager
-def expand_inputs(path_or_glob: str, fmt: str = "auto") -> Iterator[tuple[list[Path], str]]:
-    """Yield the input files and their format; a ZIP is extracted to a temporary folder."""
-    files = sorted(Path(p) for p in glob.glob(str(path_or_glob), recursive=True))
-    if not files:
-        raise IngestError(f"ingest.input_path: no file matches {path_or_glob!r}")
-    formats = {detect_format(f, fmt) for f in files}
-    if len(formats) > 1:
-        raise IngestError(f"ingest.input_path matches files of several formats {sorted(formats)}")
-    (kind,) = formats
-    if kind != "zip":
-        yield files, kind
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="ingest_zip_"))
-    try:
-        inner: list[Path] = []
-        for z in files:
-            with zipfile.ZipFile(z) as archive:
-                for member in archive.infolist():
-                    if member.is_dir() or member.filename.startswith(("__MACOSX", ".")):
-                        continue
-                    target = tmp / z.stem / Path(member.filename).name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with archive.open(member) as src, target.open("wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                    inner.append(target)
-        kinds = {detect_format(p) for p in inner}
-        if len(kinds) != 1 or "zip" in kinds:
-            raise IngestError(f"the ZIP archive(s) {files} hold files of formats {sorted(kinds)}")
-        yield sorted(inner), kinds.pop()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 _UNIT_SEP = "\x1f"  # a byte no text CSV uses: reading with it as separator yields whole lines
@@ -167,7 +106,7 @@ def _csv_header(path: Path, sep: str) -> list[str]:
     return frame.columns
 
 
-def _broken_lines(path: Path, n_fields: int, sep: str) -> tuple[int, pl.DataFrame, bool]:
+def _broken_lines(path: Path, n_fields: int, sep: str, name: str) -> tuple[int, pl.DataFrame, bool]:
     """Data lines of a CSV, those whose field count is not ``n_fields``, and any padding.
 
     The third value tells whether some field may start or end with a blank.
@@ -209,8 +148,8 @@ def _broken_lines(path: Path, n_fields: int, sep: str) -> tuple[int, pl.DataFram
     n = 0 if last is None else int(last) + 1
     if broken["odd"].any():
         first = int(broken.filter("odd")["i"][0]) + 2
-        raise IngestError(
-            f"{path}: line {first} has an unbalanced quote; a quoted field that spans lines is "
+        raise InputError(
+            f"{name}: line {first} has an unbalanced quote; a quoted field that spans lines is "
             "not supported (convert the file to Parquet, or fix the line)"
         )
     broken = broken.select(
@@ -221,16 +160,29 @@ def _broken_lines(path: Path, n_fields: int, sep: str) -> tuple[int, pl.DataFram
     return n, broken, bool(summary["padded"].item())
 
 
-def _scan(path: Path, kind: str, p: IngestParams, needed: list[str]) -> _Source:
-    """Scan one file lazily; CSV lines with the wrong number of fields are taken out."""
+def _scan(path: Path, kind: str, p: IngestParams, needed: list[str], name: str) -> _Source:
+    """Scan one file lazily; CSV lines with the wrong number of fields are taken out.
+
+    ``name`` is how messages call the file (an extracted archive member has a temporary path).
+    """
     none = pl.DataFrame(
         schema={"line_number": pl.Int64, "detail": pl.String, "raw_line": pl.String}
     )
     try:
+        if kind == "csv.gz":
+            with path.open("rb") as fh:
+                if fh.read(2) != b"\x1f\x8b":
+                    raise InputError(
+                        f"{name}: not gzip data (its .gz extension says it should be); "
+                        "decompress it or set ingest.format: csv"
+                    )
         if kind in ("csv", "csv.gz"):
             header = _csv_header(path, p.csv_separator)
-            _check_columns(path, header, needed)
-            n, broken, padded = _broken_lines(path, len(header), p.csv_separator)
+            _check_columns(name, header, needed)
+            if _has_no_data_lines(path):  # a header-only file (a day without events)
+                empty = pl.LazyFrame(schema={c: pl.String for c in header})
+                return _Source(empty.with_columns(_line=pl.lit(0, pl.Int64)), 0, none, False)
+            n, broken, padded = _broken_lines(path, len(header), p.csv_separator, name)
             frame = pl.scan_csv(
                 path,
                 separator=p.csv_separator,
@@ -247,21 +199,37 @@ def _scan(path: Path, kind: str, p: IngestParams, needed: list[str]) -> _Source:
         elif kind == "jsonl":
             frame = pl.scan_ndjson(path, infer_schema_length=10_000)
         else:
-            raise IngestError(f"unsupported format {kind!r}")
-        _check_columns(path, frame.collect_schema().names(), needed)
-    except pl.exceptions.PolarsError as e:
-        raise IngestError(f"cannot read {path} as {kind}: {e}") from None
+            raise InputError(f"unsupported format {kind!r}")
+        _check_columns(name, frame.collect_schema().names(), needed)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        what = "truncated or corrupt gzip data" if kind == "csv.gz" else f"cannot read it as {kind}"
+        raise InputError(f"{name}: {what} ({_clip(str(e))})") from None
     line = (pl.col("_row").cast(pl.Int64) + 1).alias("_line")  # row number in the file
     return _Source(frame.with_row_index("_row").with_columns(line).drop("_row"), None, none)
 
 
-def _check_columns(path: Path, present: list[str], needed: list[str]) -> None:
+def _has_no_data_lines(path: Path) -> bool:
+    """Whether a CSV (plain or gzip) has nothing after its header line."""
+    import gzip
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as fh:
+        fh.readline()
+        return not any(line.strip() for line in iter(lambda: fh.readline(), b""))
+
+
+def _check_columns(name: str, present: list[str], needed: list[str]) -> None:
     missing = [c for c in needed if c not in present]
     if missing:
-        raise IngestError(
-            f"{path} lacks column(s) {missing} named in params (ingest.column_map/"
-            f"carry_columns/cancellation_column); it has {sorted(present)}"
+        raise InputError(
+            f"{name} lacks column(s) {missing} named in params (ingest.column_map/"
+            f"carry_columns/cancellation_column); it has {_clip(str(sorted(present)))}"
         )
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """A value quoted in a message, cut to ``limit`` characters (a 50 MB line is a value)."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}… [{len(text):,} characters]"
 
 
 def _needed_columns(p: IngestParams) -> list[str]:
@@ -543,8 +511,7 @@ def _write_days(
 
 
 def ingest_files(
-    files: list[Path],
-    kind: str,
+    inputs: Inputs,
     p: IngestParams,
     *,
     events_out: Path,
@@ -552,7 +519,7 @@ def ingest_files(
     work_dir: Path,
     row_group_size: int = layout.ROW_GROUP_SIZE,
 ) -> IngestReport:
-    """Ingest ``files`` into ``events_out`` (canonical events) and ``rejects_out``.
+    """Ingest the input files into ``events_out`` (canonical events) and ``rejects_out``.
 
     Two passes, both streaming or bounded by one day of events:
 
@@ -567,8 +534,8 @@ def ingest_files(
 
     Parameters
     ----------
-    files, kind
-        Input files and their format (from :func:`expand_inputs`).
+    inputs
+        Input files, their format and names (from :func:`customer_intel.sources.expand_inputs`).
     p
         The ``ingest`` params.
     events_out
@@ -586,12 +553,15 @@ def ingest_files(
     IngestReport
         Rows in, kept, rejected by reason, duplicates; ``report.check()`` has passed.
     """
+    files, kind = inputs.files, inputs.kind
+    names = [inputs.name(f) for f in files]
     work_dir.mkdir(parents=True, exist_ok=True)
+    events_out.mkdir(parents=True, exist_ok=True)  # empty when every row is rejected
     needed = _needed_columns(p)
     sources = []
     with progress.Progress("ingest: line scan", total=len(files), unit="files") as bar:
-        for f in files:
-            sources.append(_scan(f, kind, p, needed))
+        for f, name in zip(files, names, strict=True):
+            sources.append(_scan(f, kind, p, needed, name))
             bar.update(1, rows=sources[-1].rows or 0)
     derive = "user_session" not in p.column_map and not p.session_from_order
     # exact duplicates agree on every canonical column (sessions are derived after dedup)
@@ -599,7 +569,7 @@ def ingest_files(
         c for c in (*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS) if not (derive and c == "user_session")
     ]
     frames = [
-        _classified(s.frame, p, s.padded, str(f)) for s, f in zip(sources, files, strict=True)
+        _classified(s.frame, p, s.padded, name) for s, name in zip(sources, names, strict=True)
     ]
     staging = work_dir / "staging"
     bar = progress.Progress("ingest: parse, classify and stage by day", total=1, unit="passes")
@@ -612,8 +582,8 @@ def ingest_files(
             row_group_size=_STAGING_ROW_GROUP,
             mkdir=True,
         )
-    except pl.exceptions.PolarsError as e:
-        raise IngestError(f"cannot read {[str(f) for f in files]} as {kind}: {e}") from None
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise InputError(f"cannot read {_clip(str(names))} as {kind}: {_clip(str(e))}") from None
     bar.update(1)
     bar.close()
     parts = sorted(staging.glob("_part=*")) if staging.exists() else []
@@ -622,8 +592,8 @@ def ingest_files(
 
     malformed = pl.concat(
         [
-            s.malformed.with_columns(source_file=pl.lit(str(f)))
-            for s, f in zip(sources, files, strict=True)
+            s.malformed.with_columns(source_file=pl.lit(name))
+            for s, name in zip(sources, names, strict=True)
         ]
     )
     by_reason = _write_rejects(malformed, rejected_dir, list(p.column_map), rejects_out)
@@ -632,17 +602,18 @@ def ingest_files(
     n_rejected = sum(by_reason.values())
     rows_in = n_staged + n_rejected
     if kind in ("csv", "csv.gz") and rows_in != n_lines:
-        raise IngestError(
-            f"{n_lines:,} data lines in {[str(f) for f in files]} but {rows_in:,} rows read: "
+        raise InputError(
+            f"{n_lines:,} data lines in {_clip(str(names))} but {rows_in:,} rows read: "
             "a line break inside a quoted field? (not supported; convert to Parquet)"
         )
     report = IngestReport(
-        files=[str(f) for f in files],
+        files=names,
         rows_in=int(rows_in),
         rows_kept=int(n_kept),
         duplicates=int(n_staged - n_kept),
         rejected={r: int(by_reason.get(r, 0)) for r in REASONS},
         file_bytes=[Path(f).stat().st_size for f in files],
+        skipped=list(inputs.skipped),
     )
     report.check()
     return report
@@ -657,12 +628,11 @@ def ingest(
     work_dir: Path | None = None,
 ) -> IngestReport:
     """Expand ``path_or_glob`` (extracting ZIPs) and ingest it; see :func:`ingest_files`."""
-    with expand_inputs(path_or_glob, p.format) as (files, kind):
+    with expand_inputs(path_or_glob, p.format) as inputs:
         tmp = Path(tempfile.mkdtemp(prefix="ingest_work_", dir=work_dir))
         try:
             return ingest_files(
-                files,
-                kind,
+                inputs,
                 p,
                 events_out=events_out,
                 rejects_out=rejects_out,
@@ -681,54 +651,40 @@ def describe(report: IngestReport) -> str:
         f"({report.rows_kept / max(report.rows_in, 1):.2%}), {report.duplicates:,} exact "
         f"duplicates dropped, {report.rows_rejected:,} rejected"
         + (f" ({parts})." if parts else ".")
+        + (
+            f" Skipped {len(report.skipped)} archive member(s) that are not data: "
+            + "; ".join(f"{name} ({why})" for name, why in report.skipped[:10])
+            + ("; ..." if len(report.skipped) > 10 else "")
+            if report.skipped
+            else ""
+        )
     )
-
-
-def resolve_source(p: IngestParams, *, data_dir: str, seed: int) -> tuple[str, Path | None]:
-    """The input path or glob to ingest, and the generated sample's folder when there is one.
-
-    With no ``input_path`` the built-in sample (``sample_events`` events, ``seed``) is generated
-    once and cached under ``<data_dir>/raw/``.
-    """
-    from customer_intel import synth  # the generator is only needed without an input path
-    from customer_intel.paths import resolve
-
-    if p.input_path:
-        return p.input_path, None
-    folder = synth.ensure_sample(resolve(data_dir), p.sample_events, seed)
-    return str(folder / "events.csv"), folder
-
-
-def sample_side_tables(sample_folder: Path | None) -> dict[str, pl.DataFrame]:
-    """The generated sample's assignments and customers tables (copied into the run).
-
-    Later stages read them from the run folder, never from ``data/`` (and never ``truth/``).
-    """
-    if sample_folder is None:
-        return {}
-    return {
-        "sample_assignments": pl.read_parquet(sample_folder / "assignments.parquet"),
-        "sample_customers": pl.read_csv(sample_folder / "customers.csv", try_parse_dates=True),
-    }
 
 
 def source_files(report: IngestReport) -> pl.DataFrame:
-    """One row per ingested file: path and bytes on disk."""
+    """One row per input file: name, bytes read and status (``read``, or ``skipped: why``)."""
+    skipped = [name for name, _ in report.skipped]
     return pl.DataFrame(
-        {"file": report.files, "bytes": report.file_bytes},
-        schema={"file": pl.String, "bytes": pl.Int64},
+        {
+            "file": [*report.files, *skipped],
+            "bytes": [*report.file_bytes, *[None] * len(skipped)],
+            "status": ["read"] * len(report.files) + [f"skipped: {r}" for _, r in report.skipped],
+        },
+        schema={"file": pl.String, "bytes": pl.Int64, "status": pl.String},
     )
 
 
-def read_table_file(path: str | Path, *, separator: str = ",") -> pl.DataFrame:
-    """Read an external table (CSV, TSV, Parquet) named in params, e.g. customer attributes."""
-    path = Path(path)
-    if not path.exists():
-        raise IngestError(f"file not found: {path}")
-    if path.suffix.lower() == ".parquet":
-        return pl.read_parquet(path)
-    sep = "\t" if path.suffix.lower() == ".tsv" and separator == "," else separator
-    try:
-        return pl.read_csv(path, separator=sep, try_parse_dates=True, infer_schema_length=10_000)
-    except pl.exceptions.PolarsError as e:
-        raise IngestError(f"cannot read {path} as a table (separator {sep!r}): {e}") from None
+def require_rows_kept(report: IngestReport) -> None:
+    """Raise when ingestion kept no row at all, with the counts by reason.
+
+    Called after the rejects and the summary are written, so the reason is in the run folder.
+    """
+    if report.rows_kept:
+        return
+    reasons = ", ".join(f"{r} {n:,}" for r, n in report.rejected.items() if n)
+    dups = f", exact duplicates {report.duplicates:,}" if report.duplicates else ""
+    raise InputError(
+        f"no row of {report.rows_in:,} read from {len(report.files)} file(s) was kept "
+        f"(rejected: {reasons or 'none'}{dups}); the ingest_rejects table has every row "
+        "with its reason: check ingest.column_map, event_type_map and timestamp_format"
+    )
