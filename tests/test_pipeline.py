@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from customer_intel import pipeline
+from customer_intel.params import load_params
 from customer_intel.pipeline import Stage
 
 from conftest import make_notebook
@@ -52,7 +53,7 @@ def _params_file(tmp_path: Path) -> Path:
 
 
 def _run(tmp_path, stages, nbdir, only=None, from_stage=None):
-    params = pipeline.load_params(_params_file(tmp_path))
+    params = load_params(_params_file(tmp_path))
     runner = pipeline.Runner(params, _params_file(tmp_path), stages=stages, notebooks_dir=nbdir)
     return runner.run(only=only, from_stage=from_stage)
 
@@ -162,7 +163,7 @@ def test_killed_run_leaves_latest_on_previous_good_run(tmp_path):
         "stages = tuple(pipeline.Stage(n, f'0{i}_{n}.ipynb', n, n) for i, n in "
         "enumerate(['ingest', 'optimize', 'segmentation'], 1))\n"
         f"pipeline.NOTEBOOKS_DIR = __import__('pathlib').Path({str(nbdir2)!r})\n"
-        "params = pipeline.load_params(sys.argv[1])\n"
+        "from customer_intel.params import load_params\nparams = load_params(sys.argv[1])\n"
         "r = pipeline.Runner(params, sys.argv[1], stages=stages, "
         "notebooks_dir=pipeline.NOTEBOOKS_DIR)\n"
         "sys.exit(r.run().exit_code)\n"
@@ -196,7 +197,7 @@ def test_a_kernel_killed_for_memory_is_named_with_stage_cell_and_peak(tmp_path):
     make_notebook(
         nbdir / "01_ingest.ipynb",
         PARAMS_CELL,
-        "big = bytearray(300 * 2**20)  # some memory, so the peak is visible",
+        'import time\nbig = b"x" * (300 * 2**20)  # touched memory, so the peak is visible\ntime.sleep(0.6)',
         "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
     )
     stages = (Stage("ingest", "01_ingest.ipynb", "ingest", "ingest"),)
@@ -220,7 +221,7 @@ def test_quiet_cells_reach_the_kernel_as_quiet_progress(tmp_path):
         RECORD.format(stage="ingest"),
     )
     stages = (Stage("ingest", "01_ingest.ipynb", "ingest", "ingest"),)
-    params = pipeline.load_params(_params_file(tmp_path))
+    params = load_params(_params_file(tmp_path))
     runner = pipeline.Runner(
         params, _params_file(tmp_path), stages=stages, notebooks_dir=nbdir, cell_progress=False
     )

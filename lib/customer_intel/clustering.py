@@ -62,7 +62,7 @@ def prepare_features(table: pl.DataFrame, spec: FeatureSpec) -> tuple[pl.DataFra
 
     Returns the prepared table (id column + features) and the row counts removed by each step.
     """
-    df = sqlexpr.polars_columns(table, spec.derived, where="segmentation.derived")
+    df = sqlexpr.polars_columns(table, spec.derived, where="segmentation.derived_columns")
     for col, mapping in spec.value_maps.items():
         if col not in df.columns:
             raise FeatureError(
@@ -71,7 +71,7 @@ def prepare_features(table: pl.DataFrame, spec: FeatureSpec) -> tuple[pl.DataFra
         df = df.with_columns(pl.col(col).cast(pl.String).replace(dict(mapping)).alias(col))
     counts = {"rows_in": df.height}
     before = df.height
-    df = sqlexpr.polars_filter(df, spec.filters, where="segmentation.filters")
+    df = sqlexpr.polars_filter(df, spec.filters, where="segmentation.row_filters")
     counts["removed_by_filters"] = before - df.height
     wanted = [spec.id_column, *spec.numeric, *spec.categorical]
     missing_cols = [c for c in wanted if c not in df.columns]
@@ -271,7 +271,7 @@ def predict_segment(frame: pl.DataFrame, model: SegmentModel) -> pl.DataFrame:
     are applied as in training (filters are not: every row gets a prediction).
     """
     spec = model.spec
-    df = sqlexpr.polars_columns(frame, spec.derived, where="segmentation.derived")
+    df = sqlexpr.polars_columns(frame, spec.derived, where="segmentation.derived_columns")
     for col, mapping in spec.value_maps.items():
         df = df.with_columns(pl.col(col).cast(pl.String).replace(dict(mapping)).alias(col))
     cols = [*spec.numeric, *spec.categorical]

@@ -34,3 +34,33 @@ CANONICAL_COLUMNS: Final = (
 OPTIONAL_COLUMNS: Final = (QUANTITY, ORDER_ID)
 #: Columns that must never be null in a kept row.
 REQUIRED_NON_NULL: Final = (EVENT_TIME, EVENT_TYPE, USER_ID, PRODUCT_ID, PRICE)
+
+#: Columns of the per-buyer table that segmentation clusters by default (``cluster_source:
+#: warehouse``): RFM values joined with warehouse behaviour.
+BEHAVIOURAL_FEATURE_COLUMNS: Final = (
+    USER_ID,
+    "recency_days",
+    "frequency",
+    "monetary",
+    "views",
+    "carts",
+    "sessions",
+    "events",
+)
+#: Columns of the unit table built from the sample's assignments and the warehouse.
+UNIT_OUTCOME_COLUMNS: Final = (
+    USER_ID,
+    "experiment_name",
+    "experiment_group",
+    "assigned_at",
+    "purchases",
+    "revenue",
+    "pre_purchases",
+    "pre_revenue",
+    "pre_events",
+    "converted",
+    "pre_converted",
+    "pre_buyer",
+)
+#: Group labels of the built-in sample's experiment.
+SAMPLE_EXPERIMENT_LABELS: Final = ("control", "treatment")

@@ -42,9 +42,15 @@ import yaml
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
-from customer_intel import progress, runs
+from customer_intel import preflight, progress, runs
 from customer_intel.kernels import StageKernel, death_reason, oom_kills, watch_peak
-from customer_intel.params import Params, ParamsError, load_params, params_hash, stage_parameters
+from customer_intel.params import (
+    Params,
+    ParamsError,
+    load_params_with_origin,
+    params_hash,
+    stage_parameters,
+)
 from customer_intel.paths import NOTEBOOKS_DIR, PARAMS_DIR, PROJECT_ROOT, resolve
 
 EXIT_OK, EXIT_STAGE_FAILED, EXIT_USAGE = 0, 1, 2
@@ -672,7 +678,8 @@ def main(argv: list[str] | None = None, *, stages: tuple[Stage, ...] = STAGES) -
         return EXIT_OK
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     try:
-        params = load_params(args.params, args.overrides)
+        params, origin = load_params_with_origin(args.params, args.overrides)
+        preflight.check(params, origin, source=str(Path(args.params).resolve()))
         todo = plan(stages, only=only, from_stage=args.from_stage)
     except (ParamsError, PlanError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -33,6 +33,7 @@ __all__ = [
     "ParamsError",
     "RUNTIME_KEYS",
     "load_params",
+    "load_params_with_origin",
     "params_hash",
     "section_from",
     "stage_parameters",
@@ -180,15 +181,23 @@ def load_params(
     ParamsError
         One message listing every problem, each as ``file: key.path: what was expected``.
     """
+    return load_params_with_origin(path, overrides, base_dir=base_dir)[0]
+
+
+def load_params_with_origin(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, base_dir: Path | None = None
+) -> tuple[Params, dict[tuple[str, ...], str]]:
+    """:func:`load_params`, and which file (or ``-p``) set each key path."""
     path = Path(path)
     origin: dict[tuple, str] = {}
     data = _load_chain(path, origin)
     for text in overrides:
         data = _apply_override(data, origin, text)
     try:
-        return Params.model_validate(data, context={"base_dir": base_dir or PROJECT_ROOT})
+        params = Params.model_validate(data, context={"base_dir": base_dir or PROJECT_ROOT})
     except ValidationError as err:
         raise ParamsError(_format_errors(err, origin, str(path.resolve()))) from None
+    return params, origin
 
 
 def params_hash(params: Params, length: int = 8) -> str:
