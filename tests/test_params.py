@@ -101,8 +101,13 @@ def test_extends_cycle_and_missing_parent(tmp_path):
     with pytest.raises(ParamsError, match="cycle"):
         load_params(a)
     c = _write(tmp_path, "c.yaml", "extends: missing.yaml\n")
-    with pytest.raises(ParamsError, match="params file not found: .*missing.yaml"):
+    with pytest.raises(
+        ParamsError, match=r"extends: .*missing.yaml not found \(extends is resolved"
+    ):
         load_params(c)
+    mine = _write(tmp_path, "mine.yaml", "extends: default.yaml\n")
+    with pytest.raises(ParamsError, match=r"did you mean .*params/default.yaml"):
+        load_params(mine)
 
 
 def test_invalid_yaml_and_non_mapping(tmp_path):
@@ -165,3 +170,37 @@ def test_spark_engine_is_refused_before_anything_runs(tmp_path):
     path = _write(tmp_path, "p.yaml", {"common": {"engine": "spark"}})
     with pytest.raises(ParamsError, match=r"common\.engine: .*engine 'spark' is not available"):
         load_params(path)
+
+
+def test_dates_are_typed_iso_dates(tmp_path):
+    p = load_params(PARAMS_DIR / "smoke.yaml", ["experiments.window_end=2019-11-01"])
+    assert p.experiments.window_end == "2019-11-01"  # YAML read a date; kept as ISO text
+    p = load_params(PARAMS_DIR / "smoke.yaml", ["segmentation.as_of=2019-11-01T12:30:00"])
+    assert p.segmentation.as_of == "2019-11-01T12:30:00"
+    for bad in ("not-a-date", "2019-13-45"):
+        with pytest.raises(
+            ParamsError, match=rf"segmentation.as_of: expected an ISO date.*'{bad}'"
+        ):
+            load_params(PARAMS_DIR / "smoke.yaml", [f"segmentation.as_of={bad}"])
+
+
+def test_a_value_that_is_not_yaml_is_taken_as_text():
+    p = load_params(PARAMS_DIR / "smoke.yaml", ["ingest.timestamp_format=%m/%d/%Y %H:%M"])
+    assert p.ingest.timestamp_format == "%m/%d/%Y %H:%M"
+
+
+def test_time_zone_and_loopback_host_are_checked():
+    with pytest.raises(ParamsError, match=r"ingest.timezone: unknown time zone 'Mars/Base'"):
+        load_params(PARAMS_DIR / "smoke.yaml", ["ingest.timezone=Mars/Base"])
+    assert load_params(PARAMS_DIR / "smoke.yaml", ["ingest.timezone=Europe/Paris"])
+    for host in ("127.0.0.1.evil.com", "0.0.0.0", "10.0.0.1", "localhost.example"):
+        with pytest.raises(ParamsError, match=r"dashboards.host: .* is not a loopback address"):
+            load_params(PARAMS_DIR / "smoke.yaml", [f"dashboards.host={host}"])
+    for host in ("127.0.0.1", "127.1.2.3", "::1"):
+        assert load_params(PARAMS_DIR / "smoke.yaml", [f"dashboards.host={host}"]).dashboards.host
+
+
+def test_a_params_path_that_is_not_a_file_is_a_params_error(tmp_path):
+    blocker = _write(tmp_path, "f", "x")
+    with pytest.raises(ParamsError, match="cannot be read"):
+        load_params(blocker / "p.yaml")

@@ -19,6 +19,7 @@ import polars as pl
 from scipy import optimize, stats
 
 from customer_intel import sqlexpr
+from customer_intel.timeutil import parse_utc
 
 ALTERNATIVES = ("two-sided", "larger", "smaller")
 
@@ -528,8 +529,7 @@ def outcome_window_end(
 ) -> Any:
     """End of the outcome window: params, else last assignment + ``window_days`` (<= data end)."""
     if window_end:
-        t = dt.datetime.fromisoformat(window_end)
-        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+        return parse_utc(window_end, key="experiments.window_end")
     last = assignments["assigned_at"].max() + dt.timedelta(days=window_days)
     return min(last, data_end)
 

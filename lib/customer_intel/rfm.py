@@ -29,6 +29,7 @@ import ibis
 import polars as pl
 
 from customer_intel import sqlexpr
+from customer_intel.timeutil import parse_utc
 
 OTHER = "Other"
 
@@ -196,11 +197,7 @@ def describe(summary: pl.DataFrame) -> str:
 def reference_time(events: ibis.Table, as_of: str | None) -> dt.datetime:
     """The RFM reference time: ``as_of`` (ISO date or time, UTC) or else the last event."""
     if as_of:
-        try:
-            t = dt.datetime.fromisoformat(as_of)
-        except ValueError:
-            raise ValueError(f"segmentation.as_of: expected an ISO date, got {as_of!r}") from None
-        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+        return parse_utc(as_of, key="segmentation.as_of")
     last = events.event_time.max().to_pyarrow().as_py()
     return last if last.tzinfo else last.replace(tzinfo=dt.UTC)
 

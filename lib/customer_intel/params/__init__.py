@@ -26,7 +26,7 @@ from customer_intel.params.optimize import OptimizeParams
 from customer_intel.params.propensity import PropensityParams
 from customer_intel.params.recommendations import RecommendationsParams
 from customer_intel.params.segmentation import SegmentationParams
-from customer_intel.paths import PROJECT_ROOT
+from customer_intel.paths import PARAMS_DIR, PROJECT_ROOT
 
 __all__ = [
     "Params",
@@ -67,7 +67,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"params file not found: {path}") from None
-    except yaml.YAMLError as e:
+    except OSError as e:
+        raise ParamsError(f"params file {path} cannot be read: {e.strerror}") from None
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: a date such as 2019-13-45
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
     if data is None:
         return {}
@@ -104,7 +106,18 @@ def _load_chain(path: Path, origin: dict, seen: tuple[Path, ...] = ()) -> dict:
     if parent is not None:
         if not isinstance(parent, str):
             raise ParamsError(f"{path}: extends: expected a file name, got {parent!r}")
-        merged = _load_chain(path.parent / parent, origin, (*seen, path))
+        target = path.parent / Path(parent).expanduser()
+        if not target.exists():
+            hint = (
+                f"; did you mean {PARAMS_DIR / parent} (use that full path)?"
+                if (PARAMS_DIR / parent).exists()
+                else ""
+            )
+            raise ParamsError(
+                f"{path}: extends: {target} not found (extends is resolved relative to the "
+                f"profile's own folder, {path.parent}){hint}"
+            )
+        merged = _load_chain(target, origin, (*seen, path))
     return _merge(merged, data, origin, str(path))
 
 
@@ -117,8 +130,10 @@ def _apply_override(data: dict, origin: dict, text: str) -> dict:
         raise ParamsError(f"override {text!r}: expected section.key=value (e.g. common.seed=7)")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ParamsError(f"override {text!r}: value is not valid YAML: {e}") from None
+    except (yaml.YAMLError, ValueError):
+        # not YAML ('%m/%d/%Y %H:%M' starts like a YAML directive; 2019-13-45 looks like a
+        # date and is none): the text as it is, for the models to judge
+        value = raw
     out = copy.deepcopy(data)
     node = out
     for part in parts[:-1]:
@@ -147,7 +162,8 @@ def _format_errors(err: ValidationError, origin: dict, default_source: str) -> s
         else:
             got = e.get("input")
             shown = repr(got) if not isinstance(got, dict) else "a mapping"
-            what = f"{e['msg']} (got {shown})"
+            msg = e["msg"].removeprefix("Value error, ")
+            what = msg if "got " in msg else f"{msg} (got {shown})"
         lines.append(f"{source}: {key}: {what}")
     return "invalid params:\n  " + "\n  ".join(lines)
 

@@ -6,9 +6,10 @@ import glob
 from pathlib import Path
 from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 from customer_intel.paths import PROJECT_ROOT
+from customer_intel.timeutil import parse_utc
 
 
 class Section(BaseModel):
@@ -43,3 +44,20 @@ def _existing_path(value: str | None, info: ValidationInfo) -> str | None:
 
 #: A path or glob (relative to the project root) that must exist; ``None`` means "not given".
 InputPath = Annotated[str | None, AfterValidator(_existing_path)]
+
+
+def _date_text(value: object) -> object:
+    """A YAML date (``-p x=2019-11-01`` is read as a date, not text) back to ISO text."""
+    import datetime as dt
+
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def _iso_date(value: str | None) -> str | None:
+    if value is not None:
+        parse_utc(value)  # raises with the expected form
+    return value
+
+
+#: An ISO date or date-time given as text (UTC unless it says otherwise); ``None``: not given.
+IsoDate = Annotated[str | None, BeforeValidator(_date_text), AfterValidator(_iso_date)]

@@ -1,6 +1,8 @@
 """The ``dashboards`` section: what stakeholders see and how the server runs."""
 
-from pydantic import Field
+import ipaddress
+
+from pydantic import Field, field_validator
 
 from customer_intel.params._base import Section
 
@@ -16,6 +18,20 @@ class DashboardsParams(Section):
     period_days: int = Field(
         30, ge=1, le=365, description="KPI period compared with the one before"
     )
-    host: str = Field("127.0.0.1", pattern=r"^127\.", description="loopback address to bind")
+    host: str = Field("127.0.0.1", description="loopback address to bind")
     port: int = Field(8866, ge=1024, le=65535, description="port of the dashboard server")
     pool_size: int = Field(1, ge=0, le=8, description="preheated kernels per dashboard")
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        try:
+            loopback = ipaddress.ip_address(value).is_loopback
+        except ValueError:
+            loopback = False  # a name ("127.0.0.1.evil.com") is never taken as loopback
+        if not loopback:
+            raise ValueError(
+                f"{value!r} is not a loopback address; the dashboards bind only to one such as "
+                "127.0.0.1 or ::1 (put a reverse proxy in front to serve others)"
+            )
+        return value

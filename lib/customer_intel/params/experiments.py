@@ -4,7 +4,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from customer_intel.params._base import InputPath, Section
+from customer_intel.params._base import InputPath, IsoDate, Section
 
 
 class Metric(BaseModel):
@@ -53,7 +53,7 @@ class ExperimentsParams(Section):
         default_factory=lambda: {"control": 0.5, "treatment": 0.5},
         description="intended share of units per group label",
     )
-    window_end: str | None = Field(
+    window_end: IsoDate = Field(
         None, description="end of the outcome window (ISO); null = last assignment + window_days"
     )
     window_days: int = Field(

@@ -83,6 +83,20 @@ class IngestParams(Section):
                 raise ValueError(f"the required canonical column {key!r} is not mapped")
         return value
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; expected an IANA name such as 'UTC' or "
+                "'Europe/London'"
+            ) from None
+        return value
+
     @model_validator(mode="after")
     def _event_type_source(self) -> "IngestParams":
         if self.constant_event_type is None and "event_type" not in self.column_map:

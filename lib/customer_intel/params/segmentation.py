@@ -4,7 +4,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from customer_intel.params._base import InputPath, Section
+from customer_intel.params._base import InputPath, IsoDate, Section
 from customer_intel.rfm import DEFAULT_CODES, DEFAULT_RULES
 
 
@@ -13,7 +13,7 @@ class SegmentationParams(Section):
 
     COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")
 
-    as_of: str | None = Field(None, description="reference date (ISO); null = the last event")
+    as_of: IsoDate = Field(None, description="reference date (ISO); null = the last event")
     rfm_frequency: Literal["days", "orders"] = Field("days", description="what F counts")
     rfm_monetary: Literal["total", "average"] = Field("total", description="what M measures")
     bins: int = Field(5, ge=2, le=10, description="score levels (5 = quintiles)")
