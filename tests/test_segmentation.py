@@ -301,11 +301,11 @@ def test_bad_expression_names_the_params_key():
     df = pl.DataFrame({"user_id": [1], "year_birth": [1980]})
     spec = clustering.FeatureSpec(numeric=["age"], derived={"age": "2021 - yearbirth"})
     with pytest.raises(
-        sqlexpr.ExpressionError, match=r"segmentation\.derived\.age: .*unknown column"
+        sqlexpr.ExpressionError, match=r"segmentation\.derived_columns\.age: .*unknown column"
     ):
         clustering.prepare_features(df, spec)
     spec = clustering.FeatureSpec(numeric=["year_birth"], filters=["year_birth <> "])
-    with pytest.raises(sqlexpr.ExpressionError, match=r"segmentation\.filters\[0\]: cannot parse"):
+    with pytest.raises(sqlexpr.ExpressionError, match=r"segmentation\.row_filters\[0\]: cannot parse"):
         clustering.prepare_features(df, spec)
     with pytest.raises(
         clustering.FeatureError, match=r"segmentation\.features: column\(s\) \['income'\]"
