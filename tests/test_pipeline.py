@@ -188,6 +188,46 @@ def test_killed_run_leaves_latest_on_previous_good_run(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert (tmp_path / "out" / "latest").resolve() == good.run_dir
+    killed = next(d for d in runs_dir.iterdir() if d != good.run_dir)
+    assert json.loads((killed / "manifest.json").read_text())["status"] == "running"
+    # the next run notices the runner is gone and marks that run abandoned
+    after = _run(tmp_path, stages, nbdir)
+    assert after.exit_code == 0
+    m = json.loads((killed / "manifest.json").read_text())
+    assert m["status"] == "abandoned" and "SIGKILL" in m["error"]
+
+
+@pytest.mark.e2e
+def test_sigterm_exits_143_and_records_the_run_as_interrupted(tmp_path):
+    nbdir, _ = _stages(tmp_path, sleep_in="optimize")
+    script = tmp_path / "go.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from customer_intel import pipeline\n"
+        "from customer_intel.params import load_params\n"
+        "stages = tuple(pipeline.Stage(n, f'0{i}_{n}.ipynb', n, n) for i, n in "
+        "enumerate(['ingest', 'optimize', 'segmentation'], 1))\n"
+        "r = pipeline.Runner(load_params(sys.argv[1]), sys.argv[1], stages=stages, "
+        f"notebooks_dir=Path({str(nbdir)!r}))\n"
+        "with pipeline._interrupt_on_sigterm():\n"
+        "    sys.exit(r.run().exit_code)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script), str(_params_file(tmp_path))])
+    runs_dir = tmp_path / "out" / "runs"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        nbs = list(runs_dir.glob("*/notebooks/02_optimize.ipynb")) if runs_dir.exists() else []
+        if nbs:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    (run,) = runs_dir.iterdir()
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "interrupted" and "SIGTERM" in m["error"]
+    assert not (tmp_path / "out" / "latest").exists()
 
 
 @pytest.mark.e2e

@@ -305,7 +305,9 @@ def test_bad_expression_names_the_params_key():
     ):
         clustering.prepare_features(df, spec)
     spec = clustering.FeatureSpec(numeric=["year_birth"], filters=["year_birth <> "])
-    with pytest.raises(sqlexpr.ExpressionError, match=r"segmentation\.row_filters\[0\]: cannot parse"):
+    with pytest.raises(
+        sqlexpr.ExpressionError, match=r"segmentation\.row_filters\[0\]: cannot parse"
+    ):
         clustering.prepare_features(df, spec)
     with pytest.raises(
         clustering.FeatureError, match=r"segmentation\.features: column\(s\) \['income'\]"

@@ -13,7 +13,8 @@ This is the only module that imports papermill. ``run_all.py`` is a thin command
    symlink replaced with ``os.replace``): a failed or killed run never moves it.
 
 Exit codes: 0 success, 1 a stage failed (the message names the stage, the cell and the error;
-the failed executed notebook stays in the run folder), 2 invalid params or usage.
+the failed executed notebook stays in the run folder), 2 invalid params or usage, 130
+interrupted (Ctrl-C, SIGINT), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import papermill
+import psutil
 import yaml
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
@@ -341,6 +343,10 @@ class Runner:
                 f"({latest_link} does not exist) to take their outputs from; "
                 "run the whole pipeline first (python run_all.py)"
             )
+        for abandoned in mark_abandoned_runs(self.output_root / "runs"):
+            self.out.write(
+                f"note: run {abandoned} was left 'running' by a killed runner; marked abandoned\n"
+            )
         run_id, run_dir = _make_run_dir(self.output_root / "runs", new_run_id(self.params))
         console = self.out
         with (run_dir / "run.log").open("w") as log:
@@ -373,6 +379,7 @@ class Runner:
             "versions": package_versions(),
             "git": git_commit(),
             "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "runner_pid": os.getpid(),
             "stages": {},
         }
         manifest_path = run_dir / "manifest.json"
@@ -407,9 +414,16 @@ class Runner:
                 if entry["status"] != "success":
                     result_code, message = EXIT_STAGE_FAILED, entry["error"]
                     break
-        except KeyboardInterrupt:
-            result_code, message = 130, "interrupted; outputs/latest was not moved"
+        except KeyboardInterrupt as e:
+            sig = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+            result_code = 128 + sig
+            message = f"interrupted by {signal.Signals(sig).name}; outputs/latest was not moved"
             manifest["status"] = "interrupted"
+        except OSError as e:  # the run folder itself cannot be written (disk full, read-only)
+            result_code = EXIT_STAGE_FAILED
+            where = f" ({stage.name} stage)" if "stage" in locals() else ""
+            message = f"cannot write {e.filename or run_dir}{where}: {e.strerror or e}"
+            manifest["status"] = "failed"
         finally:
             for kernel in kernels:
                 if kernel is not None:
@@ -423,8 +437,11 @@ class Runner:
             switch_latest(latest_link, run_dir)
             self.say(f"run {run_id} succeeded in {manifest['wall_seconds']:.1f}s")
         else:
-            manifest["status"] = manifest["status"] if result_code == 130 else "failed"
-            runs.write_json(manifest, manifest_path)
+            if manifest["status"] != "interrupted":
+                manifest["status"] = "failed"
+            manifest["error"] = message
+            with contextlib.suppress(OSError):  # a full disk may refuse even this
+                runs.write_json(manifest, manifest_path)
             self.say(f"run {run_id} FAILED: {message}")
             self.say(f"latest still points to {previous.name if previous else 'nothing'}")
         return RunResult(run_id, run_dir, manifest["status"], result_code, manifest, message)
@@ -612,12 +629,48 @@ def switch_latest(link: Path, run_dir: Path) -> None:
     os.replace(tmp, link)
 
 
+class Interrupted(KeyboardInterrupt):
+    """The runner received a termination signal (``signum``); the exit code is 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def mark_abandoned_runs(runs_dir: Path) -> list[str]:
+    """Mark runs whose manifest still says ``running`` but whose runner is gone as abandoned.
+
+    A runner killed with SIGKILL (or a machine that went down) cannot record its end; the next
+    run does it for it, so a manifest never says ``running`` forever. Returns their ids.
+    """
+    marked = []
+    for path in sorted(runs_dir.glob("*/manifest.json")) if runs_dir.exists() else []:
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if manifest.get("status") != "running":
+            continue
+        pid = manifest.get("runner_pid")
+        if pid is not None and psutil.pid_exists(pid) and pid != os.getpid():
+            continue  # still running (a concurrent run)
+        manifest["status"] = "abandoned"
+        manifest["error"] = (
+            "the runner stopped without recording an end (killed with SIGKILL, or the machine "
+            f"went down); marked by a later run at {dt.datetime.now(dt.UTC).isoformat()}"
+        )
+        with contextlib.suppress(OSError):
+            runs.write_json(manifest, path)
+            marked.append(path.parent.name)
+    return marked
+
+
 @contextlib.contextmanager
 def _interrupt_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so a killed run records itself as interrupted."""
+    """Turn SIGTERM into :class:`Interrupted` so a killed run records itself as interrupted."""
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        raise Interrupted(signum)
 
     try:
         old = signal.signal(signal.SIGTERM, handler)
@@ -636,7 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_all.py",
         description="Run the customer_intel stage notebooks in order, each run in its own folder.",
-        epilog="Exit codes: 0 success, 1 a stage failed, 2 invalid params or usage.",
+        epilog="Exit codes: 0 success, 1 a stage failed, 2 invalid params or usage, "
+        "130 interrupted (SIGINT), 143 terminated (SIGTERM).",
     )
     p.add_argument(
         "--params",
