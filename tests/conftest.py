@@ -30,6 +30,34 @@ def make_notebook(path: Path, parameters: str, *cells: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_suite():
+    """Fail the run if a test left a child process behind (a server, a kernel, a worker).
+
+    Children are given a few seconds to exit (kernels notice their parent is gone); whatever is
+    still there is listed, then killed so it cannot outlive the command either.
+    """
+    import time
+
+    import psutil
+
+    yield
+    me = psutil.Process()
+    deadline = time.time() + 10
+    left = me.children(recursive=True)
+    while left and time.time() < deadline:
+        time.sleep(0.5)
+        left = [p for p in me.children(recursive=True) if p.is_running()]
+    described = []
+    for p in left:
+        try:
+            described.append(f"{p.pid} {' '.join(p.cmdline())[:200]}")
+            p.kill()
+        except psutil.Error:
+            continue
+    assert not described, "processes left behind by the tests:\n" + "\n".join(described)
+
+
 @pytest.fixture
 def rees46_head() -> Path:
     """The public REES46 extract in ../shared/data (skips when this clone has no shared/)."""

@@ -83,8 +83,12 @@ def server(smoke_run):
             "the dashboard server did not start:\n" + (proc.stdout.read() if proc.stdout else "")
         )
     yield {"base": base, "run": smoke_run["run_dir"]}
-    proc.terminate()
-    proc.wait(timeout=30)
+    proc.terminate()  # the server itself (the command execs Voila), which stops its kernels
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "load_times.json").write_text(json.dumps(LOAD_TIMES, indent=2))
 

@@ -19,7 +19,6 @@ import hashlib
 import html
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -640,7 +639,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, url in urls(host, port).items():
         print(f"  {name:<12} {url}")
-    return subprocess.call(voila_command(host=host, port=port, pool_size=pool), env=env)
+    cmd = voila_command(host=host, port=port, pool_size=pool)
+    sys.stdout.flush()
+    # become Voila (exec, not a child): a signal to this process reaches the server itself,
+    # which shuts its kernels down; a child would be orphaned with its kernels still running
+    os.execve(cmd[0], cmd, env)
 
 
 if __name__ == "__main__":
