@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import nbformat
 import polars as pl
 import pytest
 from nbclient import NotebookClient
 
 from customer_intel import dashboards
-from customer_intel.paths import DASHBOARDS_DIR
+from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR
 
 
 def _html(obj) -> str:
@@ -79,9 +77,16 @@ def test_urls_and_command_bind_loopback():
     )
 
 
-def test_env_output_root(monkeypatch, tmp_path):
+def test_dashboards_read_the_latest_good_run_of_the_env_output_root(monkeypatch, tmp_path):
+    """CUSTOMER_INTEL_OUTPUT_ROOT decides which runs the dashboards see, and only a run whose
+    manifest says success counts."""
+    good = tmp_path / "runs" / "good"
+    good.mkdir(parents=True)
+    (good / "manifest.json").write_text('{"status": "success"}')
+    (tmp_path / "latest").symlink_to(good)
     monkeypatch.setenv(dashboards.ENV_OUTPUT_ROOT, str(tmp_path))
-    assert dashboards.output_root() == tmp_path
+    assert dashboards.latest_run() == good.resolve()
+    (good / "manifest.json").write_text('{"status": "failed"}')
+    assert dashboards.latest_run() is None
     monkeypatch.delenv(dashboards.ENV_OUTPUT_ROOT)
-    assert dashboards.output_root().name == "outputs"
-    assert os.environ.get(dashboards.ENV_OUTPUT_ROOT) is None
+    assert dashboards.output_root() == OUTPUTS_DIR
