@@ -104,7 +104,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 import numpy as np
 import polars as pl
@@ -1104,17 +1104,21 @@ class _Workers:
             raise
 
     def send(self, w: int, message: object) -> None:
-        pickle.dump(message, self.procs[w].stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        self.procs[w].stdin.flush()
+        try:
+            pickle.dump(message, self.procs[w].stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.procs[w].stdin.flush()
+        except BrokenPipeError:
+            self._died(w)
 
     def receive(self, w: int) -> _Chunk:
         try:
             return pickle.load(self.procs[w].stdout)
         except EOFError:
-            code = self.procs[w].wait()
-            raise RuntimeError(
-                f"synth worker {w} exited with code {code} (its stderr is above)"
-            ) from None
+            self._died(w)
+
+    def _died(self, w: int) -> NoReturn:
+        code = self.procs[w].wait()
+        raise RuntimeError(f"synth worker {w} exited with code {code} (its stderr is above)")
 
     def close(self, kill: bool = False) -> None:
         for proc in self.procs:
@@ -1371,13 +1375,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--format", choices=["csv", "parquet"], default="csv")
     ap.add_argument(
+        "--chunk-users", type=int, default=25_000, help="users generated together (memory)"
+    )
+    ap.add_argument(
         "--workers",
         type=int,
         default=None,
         help=f"worker processes (default {default_workers()}: the CPUs, at most 4)",
     )
     args = ap.parse_args(argv)
-    info = generate(args.out, args.events, args.seed, args.format, workers=args.workers)
+    info = generate(
+        args.out,
+        args.events,
+        args.seed,
+        args.format,
+        chunk_users=args.chunk_users,
+        workers=args.workers,
+    )
     size = info.events_path.stat().st_size
     print(
         json.dumps(
@@ -1393,4 +1407,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: the workers unpickle the chunk
+    # plan as customer_intel.synth classes.
+    from customer_intel.synth import main as _main
+
+    sys.exit(_main())
