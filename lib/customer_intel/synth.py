@@ -93,6 +93,7 @@ import argparse
 import collections
 import datetime as dt
 import io
+import itertools
 import json
 import math
 import os
@@ -754,8 +755,12 @@ class _Plan:
 class _Chunk:
     """One chunk's output, ready to append."""
 
+    first_user: int
+    header: bool  # the files' header lines are in this chunk (the first one)
     n_events: int
     user_events: np.ndarray  # events per user, in user order (to cut the last chunk)
+    row_user: np.ndarray  # the user (index in the chunk) of each event row, as written
+    purchases: np.ndarray  # (n, 3): session, product, user of every purchase event
     events_csv: bytes | None
     events: pl.DataFrame | None  # when writing Parquet
     customers_csv: bytes
@@ -767,11 +772,11 @@ class _Chunk:
     peak_rss_mb: float
 
 
-def _chunk(plan: _Plan, index: int, first_user: int, n_users: int, keep: int | None) -> _Chunk:
+def _chunk(plan: _Plan, index: int, first_user: int, n_users: int) -> _Chunk:
     """Simulate ``n_users`` users over the period, with every planted truth.
 
     Depends only on ``(seed, index, first_user, n_users)``: the same chunk comes out in any
-    process. ``keep`` cuts the output to the first ``keep`` users after simulating them all.
+    process.
     """
     rng = np.random.default_rng(np.random.SeedSequence([plan.seed, 1000 + index]))
     tl, cat = plan.timeline, plan.catalog
@@ -867,10 +872,7 @@ def _chunk(plan: _Plan, index: int, first_user: int, n_users: int, keep: int | N
     pre = np.bincount(obs_user[(obs["type"] == 3) & (obs_t < w_lo)], minlength=n_users)
     pre_events = np.bincount(obs_user[obs_t < w_lo], minlength=n_users)
     customers = _customers_for(seg, USER_ID_BASE + first_user + np.arange(n_users), rng)
-    # Cut to the first `keep` users (the last chunk of a sample), then write.
-    n_kept = n_users if keep is None else keep
-    rows = np.flatnonzero(ev_user < n_kept)
-    order = rows[np.lexsort((etype[rows], ev_user[rows], t[rows]))]
+    order = np.lexsort((etype, ev_user, t))
     ev_sess, ev_user, prod, t, etype = (
         ev_sess[order],
         ev_user[order],
@@ -878,7 +880,7 @@ def _chunk(plan: _Plan, index: int, first_user: int, n_users: int, keep: int | N
         t[order],
         etype[order],
     )
-    user_id = USER_ID_BASE + first_user + np.arange(n_kept, dtype=np.int64)
+    user_id = USER_ID_BASE + first_user + np.arange(n_users, dtype=np.int64)
     price = np.round(cat.base_price[prod] * (1 + cat.drift[prod] * t / end), 2)
     events = pl.DataFrame(
         {
@@ -895,8 +897,10 @@ def _chunk(plan: _Plan, index: int, first_user: int, n_users: int, keep: int | N
         pl.Series("user_id", user_id[ev_user]),
         sess_ids.gather(ev_sess),
     )
-    baskets = _basket_counts(ev_sess[etype == 3], prod[etype == 3], cat)
-    u = slice(0, n_kept)
+    bought = etype == 3
+    purchases = np.stack([ev_sess[bought], prod[bought], ev_user[bought]], axis=1)
+    baskets = _basket_counts(purchases[:, 0], purchases[:, 1], cat)
+    u = slice(0, n_users)
     a_rows = np.flatnonzero(assigned[u])
     assignments = pl.DataFrame(
         {
@@ -923,7 +927,6 @@ def _chunk(plan: _Plan, index: int, first_user: int, n_users: int, keep: int | N
         pl.when(pl.Series(assigned[u])).then(pl.col(c)).alias(c)
         for c in ("experiment_group", "converted_in_experiment")
     )
-    customers = customers.head(n_kept)
     header = index == 0
     events_csv = None
     if plan.fmt == "csv":
@@ -933,8 +936,12 @@ def _chunk(plan: _Plan, index: int, first_user: int, n_users: int, keep: int | N
     buf = io.BytesIO()
     customers.write_csv(buf, include_header=header)
     return _Chunk(
+        first_user=first_user,
+        header=header,
         n_events=len(t),
-        user_events=np.bincount(ev_user, minlength=n_kept),
+        user_events=np.bincount(ev_user, minlength=n_users),
+        row_user=ev_user.astype(np.int32),
+        purchases=purchases,
         events_csv=events_csv,
         events=events,
         customers_csv=buf.getvalue(),
@@ -969,6 +976,44 @@ def _basket_counts(
     both = rows[keys[pos] == wanted] if len(keys) else rows[:0]
     pairs = np.bincount(a_side[b_prod[both]], minlength=N_BUNDLES)
     return n_baskets, items, pairs
+
+
+def _cut(chunk: _Chunk, keep: int, cat: _Catalog) -> _Chunk:
+    """The chunk's first ``keep`` users only (the sample's last chunk, cut at its target).
+
+    Rows are filtered out of what the worker wrote (CSV lines, frames), in the same order, so
+    nothing is generated twice.
+    """
+    rows = chunk.row_user < keep
+    h = int(chunk.header)
+    events_csv, events = chunk.events_csv, chunk.events
+    if events_csv is not None:
+        lines = events_csv.split(b"\n")[:-1]  # the text ends with a newline
+        kept = list(itertools.compress(lines[h:], rows))
+        events_csv = b"\n".join(lines[:h] + kept) + b"\n"
+    else:
+        events = events.filter(pl.Series(rows))
+    customers = b"".join(chunk.customers_csv.splitlines(keepends=True)[: h + keep])
+    last_id = USER_ID_BASE + chunk.first_user + keep
+    buys = chunk.purchases[chunk.purchases[:, 2] < keep]
+    n_baskets, items, pairs = _basket_counts(buys[:, 0], buys[:, 1], cat)
+    return _Chunk(
+        first_user=chunk.first_user,
+        header=chunk.header,
+        n_events=int(rows.sum()),
+        user_events=chunk.user_events[:keep],
+        row_user=chunk.row_user[rows],
+        purchases=buys,
+        events_csv=events_csv,
+        events=events,
+        customers_csv=customers,
+        assignments=chunk.assignments.filter(pl.col("user_id") < last_id),
+        truth=chunk.truth.filter(pl.col("user_id") < last_id),
+        n_baskets=n_baskets,
+        bundle_items=items,
+        bundle_pairs=pairs,
+        peak_rss_mb=chunk.peak_rss_mb,
+    )
 
 
 class _ParquetAppender:
@@ -1149,6 +1194,7 @@ def _worker_main() -> None:
         chunk.peak_rss_mb = peak_rss_mb()
         pickle.dump(chunk, stdout, protocol=pickle.HIGHEST_PROTOCOL)
         stdout.flush()
+        del chunk  # not alive while the next one is generated
 
 
 def default_workers() -> int:
@@ -1179,8 +1225,8 @@ def _write_chunks(
 ) -> None:
     """Generate chunks (``workers`` at a time) and append them in order until ``n_events``.
 
-    Whole users are kept until the target is reached: the chunk that crosses it is generated
-    again with only its first users. At most ``workers`` chunks are in flight, so memory is
+    Whole users are kept until the target is reached: the chunk that crosses it is cut after
+    the user who reaches it. At most ``workers`` chunks are in flight, so memory is
     bounded by a few chunks whatever ``n_events`` is.
     """
     planned = collections.deque(_planned_chunks(n_events, chunk_users))
@@ -1189,11 +1235,11 @@ def _write_chunks(
     free = list(range(workers if pool else 1))
     inflight: collections.deque = collections.deque()
 
-    def run(spec: tuple[int, int, int], keep: int | None, w: int) -> None:
+    def run(spec: tuple[int, int, int], w: int) -> None:
         if pool is None:
-            inflight.append((spec, _chunk(plan, *spec, keep)))
+            inflight.append((spec, _chunk(plan, *spec)))
         else:
-            pool.send(w, (*spec, keep))
+            pool.send(w, spec)
             inflight.append((spec, w))
 
     def result(handle: _Chunk | int) -> _Chunk:
@@ -1207,7 +1253,7 @@ def _write_chunks(
     try:
         while out.n_events < n_events:
             while planned and free:
-                run(planned.popleft(), None, free.pop(0))
+                run(planned.popleft(), free.pop(0))
             if not inflight:  # fewer events per user than planned: more users, sized by need
                 need = int(math.ceil((n_events - out.n_events) / EVENTS_PER_USER * 1.2)) + 20
                 planned.append((next_index, next_user, min(chunk_users, need)))
@@ -1220,10 +1266,9 @@ def _write_chunks(
                 cum = np.cumsum(chunk.user_events) + out.n_events
                 keep = int(np.searchsorted(cum, n_events, side="left")) + 1
                 if keep < spec[2]:
-                    run(spec, keep, free.pop(0))
-                    chunk = result(inflight.pop()[1])
-                    out.worker_peak = max(out.worker_peak, chunk.peak_rss_mb)
+                    chunk = _cut(chunk, keep, plan.catalog)
             out.append(chunk)
+            del chunk  # not alive while the next one is received
         ok = True
     finally:
         if pool is not None:
