@@ -86,9 +86,10 @@ category_code and 38% of brand empty; 44% one-session users; the quietest day ha
 median day's events, the busiest (Black Friday) 1.9; mean events by weekday (Mon..Sun) 1.09,
 1.06, 1.05, 1.03, 1.04, 0.87, 0.87 of the average.
 
-Speed (2 workers, on this project's 2-core machine while other jobs ran): 20M events in 25 s
-of wall time (~800k events/s; ~38 CPU-seconds in all), 2M in 6-9 s (start-up is ~2 s); each
-process peaks at ~0.5 GB with the default 25,000 users per chunk, whatever ``n_events``.
+Speed (2 workers, on this project's 2-core machine while other jobs kept its load average at
+5-6): 20M events in 25-37 s (540k-800k events/s; ~26 CPU-seconds in all), 2M in ~6 s (a
+second of start-up, and the other jobs' share of the cores); a chunk of 25,000 users (520k
+events) costs ~0.6 CPU-seconds. Every process peaks at ~0.5 GB, whatever ``n_events``.
 """
 
 from __future__ import annotations
@@ -537,10 +538,6 @@ class _Sampler:
         return idx
 
 
-def _draw_products(sampler: _Sampler, n: int, rng: np.random.Generator) -> np.ndarray:
-    return sampler.draw(n, rng)
-
-
 @dataclass(frozen=True)
 class _Users:
     seg: np.ndarray
@@ -665,16 +662,16 @@ def _session_events(
     n_ev = len(ev_sess)
     pos = np.arange(n_ev) - first[ev_sess]
     # Products: half from the user's preferred line, half from overall popularity.
-    prod = _draw_products(cat.popular, n_ev, rng)
+    prod = cat.popular.draw(n_ev, rng)
     pref = rng.random(n_ev) < 0.5
     ev_line = users.line[s_user][ev_sess]
     for k in range(len(LINES)):
         m = np.flatnonzero(pref & (ev_line == k))
         if len(m) and len(cat.by_line[k]):
-            prod[m] = cat.by_line[k][_draw_products(cat.by_line_popular[k], len(m), rng)]
+            prod[m] = cat.by_line[k][cat.by_line_popular[k].draw(len(m), rng)]
     # Bargain hunters drift to cheaper products: expensive views are often drawn again.
     cheap = np.flatnonzero((seg[ev_sess] == 2) & cat.expensive[prod] & (rng.random(n_ev) < 0.6))
-    prod[cheap] = _draw_products(cat.popular, len(cheap), rng)
+    prod[cheap] = cat.popular.draw(len(cheap), rng)
     gaps = np.minimum(rng.exponential(60.0, n_ev), MAX_EVENT_GAP)
     gaps[first] = 0.0
     csum = np.cumsum(gaps)
