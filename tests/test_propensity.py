@@ -33,7 +33,10 @@ LGB = {
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    events, info = ingested_sample(tmp_path_factory.mktemp("prop"), 200_000, seed=4)
+    # 600k events: ~17k users seen before the cutoff, ~300 buyers among the test users. At a
+    # store's 22 events per user and 5-15% buying in the last 30 days, 200k events leave ~110
+    # test buyers, an AUC standard error (~0.02) larger than the model's edge over the baselines.
+    events, info = ingested_sample(tmp_path_factory.mktemp("prop"), 600_000, seed=4)
     cutoff, end = propensity.split_times(events)
     frame = propensity.training_frame(events, cutoff, end, DEFAULT_FEATURES)
     frame = frame.with_columns(propensity.assign_splits(frame["user_id"], seed=1))
@@ -80,14 +83,15 @@ def test_calibrated_probabilities_match_observed_rates(planted):
     frame, model = planted["frame"], planted["model"]
     test = frame.filter(pl.col("split") == "test")
     cal = scoring.calibration_table(test["label"].to_numpy(), model.predict(test))
-    # Within 10% where the rate is high enough to measure that (the top two deciles, rates above
-    # 25%: their binomial noise on ~600 users is ~6% of the rate). Lower deciles (rates 1-15%)
-    # have a noise of 10-40% of the rate by themselves, so for every decile the gap must stay
-    # within 3 standard errors of the difference between two binomial estimates: this decile's
-    # test users and the isotonic fit on the calibration users (15% of users vs 25% for test).
-    # A looser bound, but one that still fails on a miscalibrated model (e.g. raw weighted scores).
-    top = cal.filter(pl.col("decile") <= 2)
-    assert (top["relative_error"] < 0.10).all(), top
+    # Within 10% where the rate is high enough to measure that (deciles with rates above 25%:
+    # the top decile here, ~440 users, binomial noise ~5% of the rate). Lower deciles (rates
+    # 1-15%) have a noise of 10-40% of the rate by themselves, so for every decile the gap must
+    # stay within 3 standard errors of the difference between two binomial estimates: this
+    # decile's test users and the isotonic fit on the calibration users (15% of users vs 25% for
+    # test). A looser bound, but one that still fails on a miscalibrated model (e.g. raw weighted
+    # scores).
+    top = cal.filter(pl.col("observed_rate") > 0.25)
+    assert top.height >= 1 and (top["relative_error"] < 0.10).all(), cal
     se = (cal["observed_rate"] * (1 - cal["observed_rate"]) / cal["customers"]).sqrt()
     se_diff = se * (1 + 0.25 / 0.15) ** 0.5
     assert ((cal["mean_predicted"] - cal["observed_rate"]).abs() < 3 * se_diff).all(), cal
