@@ -259,3 +259,29 @@ def test_external_unit_table_needs_only_a_params_file(tmp_path):
     assert set(seg["segment_value"]) == {"mobile", "desktop"}
     spend = results.filter(pl.col("metric") == "spend per visitor").row(0, named=True)
     assert spend["cuped_variance_reduction"] > 0.3  # pre_spend explains much of spend
+
+
+def test_labels_not_in_the_data_are_params_errors_naming_the_labels_found():
+    units = pl.DataFrame({"arm": ["A", "B", "A", "B"], "converted": [1, 0, 0, 1]})
+    metrics = [{"name": "c", "column": "converted", "kind": "binary"}]
+    with pytest.raises(ValueError, match=r"experiments.control_label: label 'control' is not in"):
+        ex.analyze(units, metrics, group="arm", control="control", treatment="B")
+    with pytest.raises(ValueError, match=r"holds \['A', 'B'\]"):
+        ex.analyze(units, metrics, group="arm", control="A", treatment="C")
+    with pytest.raises(ValueError, match=r"intended_split: label\(s\) \['C'\] are not in the data"):
+        ex.srm_check({"A": 2, "B": 2}, {"A": 0.4, "B": 0.4, "C": 0.2})
+
+
+def test_a_group_without_conversions_gives_an_open_odds_ratio_not_an_error():
+    zero = ex.odds_ratio(10, 100, 0, 100)  # treatment never converts
+    assert zero["odds_ratio"] == 0.0 and zero["ci_low"] == 0.0 and np.isnan(zero["ci_high"])
+    units = pl.DataFrame(
+        {"g": ["control"] * 50 + ["treatment"] * 50, "converted": [1] * 5 + [0] * 95}
+    )
+    res, _ = ex.analyze(
+        units,
+        [{"name": "c", "column": "converted", "kind": "binary"}],
+        group="g",
+        n_resamples=200,
+    )
+    assert res["odds_ratio"][0] == 0.0

@@ -86,18 +86,20 @@ def odds_ratio(
 ) -> dict[str, float]:
     """Sample odds ratio of B vs A with Woolf's (log-normal) confidence interval.
 
-    ``OR = (x_b (n_a - x_a)) / (x_a (n_b - x_b))``;
-    ``se(ln OR) = sqrt(1/x_a + 1/(n_a-x_a) + 1/x_b + 1/(n_b-x_b))``;
-    CI = ``exp(ln OR +- z se)``.
+    ``OR = (x_b (n_a - x_a)) / (x_a (n_b - x_b))``, by ``scipy.stats.contingency.odds_ratio``
+    (``kind="sample"``). A group with no (or only) conversions has an odds ratio of 0 or
+    infinity and an open interval (``nan`` where the bound does not exist), not an error.
     """
-    a, b, c, d = x_b, n_b - x_b, x_a, n_a - x_a
-    orr = (a * d) / (b * c)
-    se = math.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
-    z = stats.norm.ppf(0.5 + confidence / 2)
+    from scipy.stats.contingency import odds_ratio as scipy_odds_ratio
+
+    table = np.array([[x_b, n_b - x_b], [x_a, n_a - x_a]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res = scipy_odds_ratio(table, kind="sample")
+        ci = res.confidence_interval(confidence)
     return {
-        "odds_ratio": orr,
-        "ci_low": math.exp(math.log(orr) - z * se),
-        "ci_high": math.exp(math.log(orr) + z * se),
+        "odds_ratio": float(res.statistic),
+        "ci_low": float(ci.low),
+        "ci_high": float(ci.high),
     }
 
 
@@ -313,10 +315,39 @@ def cuped(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, float, float]:
     return adj, theta, float(1 - adj.var(ddof=1) / y.var(ddof=1)) if y.var() > 0 else 0.0
 
 
+def check_labels(units: pl.DataFrame, group: str, labels: dict[str, str]) -> None:
+    """Raise a params error naming the labels found when a configured label is not in the data.
+
+    ``labels`` maps the params key (``control_label``, ...) to the label it sets.
+    """
+    if group not in units.columns:
+        raise ValueError(
+            f"experiments.group_column: {group!r} is not a column of the unit table; it has "
+            f"{units.columns}"
+        )
+    found = sorted(str(v) for v in units[group].drop_nulls().unique().to_list())
+    for key, label in labels.items():
+        if label not in found:
+            raise ValueError(
+                f"experiments.{key}: label {label!r} is not in the data; the group column "
+                f"{group!r} holds {found}"
+            )
+
+
 def srm_check(
     counts: dict[str, int], split: dict[str, float], threshold: float = 0.001
 ) -> dict[str, Any]:
-    """Sample ratio mismatch: chi-square goodness of fit of group sizes to the intended split."""
+    """Sample ratio mismatch: chi-square goodness of fit of group sizes to the intended split.
+
+    A label of ``split`` that no unit has is a params error (it would read as a mismatch that
+    blames the data).
+    """
+    absent = [g for g in split if counts.get(g, 0) == 0]
+    if absent:
+        raise ValueError(
+            f"experiments.intended_split: label(s) {absent} are not in the data; it holds "
+            f"{sorted(g for g, n in counts.items() if n)}"
+        )
     groups = list(split)
     obs = np.array([counts.get(g, 0) for g in groups], float)
     expected = np.array([split[g] for g in groups], float)
@@ -672,7 +703,15 @@ def analyze(
     seed: int = 0,
     p_adjust: str = "holm",
 ) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
-    """The decision table: one row per metric, with adjusted p-values and a verdict in words."""
+    """The decision table: one row per metric, with adjusted p-values and a verdict in words.
+
+    Raises
+    ------
+    ValueError
+        The control or treatment label is not a value of the group column (the message lists
+        the labels found), or a metric's column is missing.
+    """
+    check_labels(units, group, {"control_label": control, "treatment_label": treatment})
     rows, lifts = [], {}
     for m in metrics:
         if m["column"] not in units.columns:
