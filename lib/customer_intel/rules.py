@@ -80,7 +80,8 @@ def baskets(
     Returns
     -------
     tuple[ibis.Table, BasketReport]
-        An unexecuted expression with columns basket_id, item (both strings), and the counts.
+        An expression with columns basket_id, item (both strings) over a temporary table the
+        engine holds while the expression is referenced, and the counts.
 
     Raises
     ------
@@ -111,15 +112,21 @@ def baskets(
     else:
         bid = e.user_id.cast("string") + "|" + e.event_time.date().cast("string")
     pairs = e.select(basket_id=bid, item=e[col].cast("string")).distinct()
-    sizes = pairs.group_by("basket_id").agg(n=pairs.count())
-    large = sizes.filter(sizes.n > max_basket_items)
-    n_large = int(large.count().to_pyarrow().as_py())
-    if large_basket_rule == "skip":
-        kept = pairs.anti_join(large, "basket_id")
-    else:
+    sized = pairs.join(pairs.group_by("basket_id").agg(n=pairs.count()), "basket_id")
+    if large_basket_rule == "cap":
         w = ibis.window(group_by="basket_id", order_by="item")
-        kept = pairs.mutate(rk=ibis.row_number().over(w))
-        kept = kept.filter(kept.rk < max_basket_items).drop("rk")
+        sized = sized.mutate(rk=ibis.row_number().over(w))
+    # Materialised once on the engine (a temporary table): the distinct pairs are the costly
+    # part, and the counts, itemsets and popularity all read them again.
+    sized = sized.cache()
+    n_large = int(
+        sized.filter(sized.n > max_basket_items).basket_id.nunique().to_pyarrow().as_py() or 0
+    )
+    if large_basket_rule == "skip":
+        kept = sized.filter(sized.n <= max_basket_items)
+    else:
+        kept = sized.filter(sized.rk < max_basket_items)
+    kept = kept.select("basket_id", "item")
     counts = kept.aggregate(b=kept.basket_id.nunique(), n=kept.count()).to_pyarrow().to_pylist()[0]
     return kept, BasketReport(
         int(counts["b"] or 0), int(counts["n"] or 0), n_large, large_basket_rule, max_basket_items
@@ -163,7 +170,8 @@ def frequent_itemsets(
     -------
     pl.DataFrame
         itemset (sorted list[str]), length, count (baskets), support (count / n_baskets),
-        sorted by length then support descending.
+        sorted by length, then support descending, then itemset: a total order, so the same
+        baskets give the same rows in the same order whatever order the engine returns them.
     """
     if not 1 <= max_len <= 3:
         raise ValueError(f"recommendations.max_len: expected 1..3, got {max_len}")
@@ -217,7 +225,7 @@ def frequent_itemsets(
     return (
         res.with_columns(length=pl.col("itemset").list.len(), support=pl.col("count") / n)
         .select("itemset", "length", "count", "support")
-        .sort(["length", "support"], descending=[False, True])
+        .sort(["length", "support", "itemset"], descending=[False, True, False])
     )
 
 
@@ -243,7 +251,8 @@ def association_rules(
     pl.DataFrame
         antecedents, consequents (sorted list[str]), antecedent_support, consequent_support,
         support, confidence, lift, leverage, conviction (inf when confidence is 1), count;
-        sorted by lift then support, descending.
+        sorted by lift then support, descending, then by antecedents and consequents (a total
+        order: equal metrics never leave the row order to chance).
     """
     sup = {
         tuple(s): v for s, v in zip(itemsets["itemset"].to_list(), itemsets["support"], strict=True)
@@ -289,7 +298,7 @@ def association_rules(
     }
     df = pl.DataFrame(rows, schema=schema)
     return df.filter((pl.col("confidence") >= min_confidence) & (pl.col("lift") >= min_lift)).sort(
-        ["lift", "support"], descending=True
+        ["lift", "support", "antecedents", "consequents"], descending=[True, True, False, False]
     )
 
 
@@ -298,9 +307,20 @@ def purchase_history(
 ) -> pl.DataFrame:
     """Canonical events in, one row per purchase event out: user_id, event_time, item, category.
 
-    ``item`` is the item level (as in :func:`baskets`), ``category`` the product's category_code
-    (or the item itself at category/brand level). ``start``/``end`` keep event_time in
-    [start, end). Returns a Polars frame (purchases fit in memory).
+    The Polars frame of :func:`purchases`, for small data and tests; at scale keep the
+    expression on the engine and read it per chunk of users
+    (:func:`customer_intel.recommend.user_recommendation_chunks`).
+    """
+    return purchases(events, item=item, start=start, end=end).to_polars()
+
+
+def purchases(events: ibis.Table, *, item: str = "product", start=None, end=None) -> ibis.Table:
+    """Canonical events in, an unexecuted expression of one row per purchase event out.
+
+    Columns user_id, event_time, item (string), category: ``item`` is the item level (as in
+    :func:`baskets`), ``category`` the product's category_code (or the item itself at
+    category/brand level). ``start``/``end`` keep event_time in [start, end); rows without an
+    item are dropped.
     """
     e = events.filter(events.event_type == "purchase")
     if start is not None:
@@ -314,14 +334,15 @@ def purchase_history(
         "event_time",
         item=e[col].cast("string"),
         category=e.category_code if item == "product" else e[col].cast("string"),
-    ).to_polars()
+    )
 
 
 def catalog(events: ibis.Table, *, item: str = "product") -> pl.DataFrame:
     """Canonical events in, one row per item out: item, category.
 
-    At product level the category is the product's most frequent category_code; at category or
-    brand level it is the item itself.
+    At product level the category is the product's most frequent category_code (equal counts:
+    the first code in alphabetical order, a missing code last); at category or brand level it
+    is the item itself.
     """
     col = ITEMS[item]
     e = events.filter(events[col].notnull())
@@ -335,8 +356,8 @@ def catalog(events: ibis.Table, *, item: str = "product") -> pl.DataFrame:
     t = e.group_by([e[col], e.category_code]).agg(n=e.count())
     return (
         t.to_polars()
-        .sort(["n"], descending=True)
-        .unique(col, keep="first")
+        .sort([col, "n", "category_code"], descending=[False, True, False], nulls_last=True)
+        .unique(col, keep="first", maintain_order=True)
         .select(item=pl.col(col).cast(pl.String), category="category_code")
     )
 
