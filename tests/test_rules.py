@@ -253,3 +253,20 @@ def test_itemsets_rules_and_catalog_have_a_total_order():
     )
     cat = rules.catalog(ev).sort("item")
     assert cat.rows() == [("1", "a.cat"), ("2", None)]  # equal counts: the first code
+
+
+@pytest.mark.parametrize("rule", ["skip", "cap"])
+def test_baskets_before_a_time_equal_baskets_of_the_earlier_events(generated, rule):
+    """The evaluation's training baskets come from the stage's basket table (``before=``)."""
+    events, _ = generated
+    cut = events.event_time.max().to_pyarrow().as_py() - pd.Timedelta(days=9).to_pytimedelta()
+    whole, _ = rules.baskets(events, max_basket_items=3, large_basket_rule=rule)
+    got, got_rep = rules.baskets(events, max_basket_items=3, large_basket_rule=rule, before=cut)
+    want, want_rep = rules.baskets(
+        events.filter(events.event_time < cut), max_basket_items=3, large_basket_rule=rule
+    )
+    assert got_rep == want_rep and want_rep.large_baskets > 0
+    assert (
+        got.to_polars().sort("basket_id", "item").equals(want.to_polars().sort("basket_id", "item"))
+    )
+    assert whole.count().to_pyarrow().as_py() > got.count().to_pyarrow().as_py()

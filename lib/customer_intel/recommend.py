@@ -777,13 +777,14 @@ def offline_evaluation(
         raise ValueError("recommendations: the events table is empty; nothing to evaluate")
     split = data_end - dt.timedelta(days=cfg.test_days)
     train = events.filter(events.event_time < ibis.literal(split))
-    train_bi, report = _rules.baskets(
-        train,
+    train_bi, report = _rules.baskets(  # reuses the stage's basket table while it is referenced
+        events,
         basket=cfg.basket,
         item=cfg.item,
         include_carts=cfg.include_carts,
         max_basket_items=cfg.max_basket_items,
         large_basket_rule=cfg.large_basket_rule,
+        before=split,
     )
     if report.baskets == 0:
         raise ValueError(
@@ -798,10 +799,13 @@ def offline_evaluation(
         min_lift=cfg.min_lift,
     )
     train_pop = popularity(train_bi, _rules.catalog(train, item=cfg.item))
-    # One pass over the purchases: which (customer, item) pairs were bought before and after
-    # the cut. The truth is the pairs bought after it (and not before, with exclusion) by
-    # customers who bought anything before; only those pairs stay on the engine.
+    # Which (customer, item) pairs were bought before and after the cut, for the customers who
+    # bought after it (the only possible test users). The truth is the pairs bought after it
+    # (and not before, with exclusion) by customers who bought anything before; only those
+    # pairs stay on the engine.
     bought = _rules.purchases(events, item=cfg.item)
+    after = _rules.purchases(events, item=cfg.item, start=split).select("user_id").distinct()
+    bought = bought.semi_join(after, "user_id")
     early = bought.event_time < ibis.literal(split)
     pairs = bought.group_by(["user_id", "item"]).agg(before=early.max(), after=(~early).max())
     new = pairs.after & ~pairs.before if cfg.exclude_purchased else pairs.after
