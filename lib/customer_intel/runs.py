@@ -176,11 +176,12 @@ class StageRun:
     ) -> int:
         """Write a named table from frames arriving one after another; returns its row count.
 
-        Each part is appended to one zstd Parquet file as its own row group(s), so memory holds
-        a single part, never the table; the file appears under its name only when every part
-        is written (atomically, as :meth:`write_table`). Parts must have the same columns and
-        types as the first; rows keep the order of the parts. With no part at all, an empty
-        table of ``schema`` is written (a ValueError names the table when there is none).
+        Each part is appended to one zstd Parquet file (level 3, as Polars writes) as its own
+        row group(s), so memory holds a single part, never the table; the file appears under
+        its name only when every part is written (atomically, as :meth:`write_table`). Parts
+        must have the same columns and types as the first; rows keep the order of the parts.
+        With no part at all, an empty table of ``schema`` is written (a ValueError names the
+        table when there is none).
         """
         target = self.path(TABLES, f"{name}.parquet")
         rows = 0
@@ -190,7 +191,9 @@ class StageRun:
                 for part in parts:
                     table = part.to_arrow()
                     if writer is None:
-                        writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                        writer = pq.ParquetWriter(
+                            tmp, table.schema, compression="zstd", compression_level=3
+                        )
                         first = table.schema
                     elif not table.schema.equals(first):
                         raise ValueError(
