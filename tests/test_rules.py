@@ -226,3 +226,47 @@ def test_user_day_and_brand_baskets():
     assert got == [["x"], ["x", "y"]]
     bi, rep = rules.baskets(t, basket="user_day", item="brand", include_carts=True)
     assert rep.basket_items == 4  # the cart of brand z joins user 1's day
+
+
+def test_itemsets_rules_and_catalog_have_a_total_order():
+    """Issue 13: equal supports and lifts never leave the row order to the engine."""
+    sets = rules.frequent_itemsets(_bi(BASKETS), min_support=0.15)
+    again = rules.frequent_itemsets(_bi(BASKETS[::-1]), min_support=0.15)
+    assert sets.equals(again)
+    tied = sets.filter(pl.col("length") == 1)
+    assert (
+        tied.equals(tied.sort(["support", "itemset"], descending=[True, False]))
+        and tied["support"].is_duplicated().any()
+    )
+    found, found_again = rules.association_rules(sets), rules.association_rules(again[::-1])
+    assert found.equals(found_again)
+    assert found.select("lift", "support").is_duplicated().any()
+    con = ibis.duckdb.connect()
+    ev = con.create_table(
+        "ev",
+        pl.DataFrame(
+            {
+                "product_id": [1, 1, 1, 1, 2, 2],
+                "category_code": ["z.cat", "a.cat", "z.cat", "a.cat", None, None],
+            }
+        ),
+    )
+    cat = rules.catalog(ev).sort("item")
+    assert cat.rows() == [("1", "a.cat"), ("2", None)]  # equal counts: the first code
+
+
+@pytest.mark.parametrize("rule", ["skip", "cap"])
+def test_baskets_before_a_time_equal_baskets_of_the_earlier_events(generated, rule):
+    """The evaluation's training baskets come from the stage's basket table (``before=``)."""
+    events, _ = generated
+    cut = events.event_time.max().to_pyarrow().as_py() - pd.Timedelta(days=9).to_pytimedelta()
+    whole, _ = rules.baskets(events, max_basket_items=3, large_basket_rule=rule)
+    got, got_rep = rules.baskets(events, max_basket_items=3, large_basket_rule=rule, before=cut)
+    want, want_rep = rules.baskets(
+        events.filter(events.event_time < cut), max_basket_items=3, large_basket_rule=rule
+    )
+    assert got_rep == want_rep and want_rep.large_baskets > 0
+    assert (
+        got.to_polars().sort("basket_id", "item").equals(want.to_polars().sort("basket_id", "item"))
+    )
+    assert whole.count().to_pyarrow().as_py() > got.count().to_pyarrow().as_py()

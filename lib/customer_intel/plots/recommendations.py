@@ -13,10 +13,13 @@ __all__ = ["rules_scatter", "metric_comparison"]
 def rules_scatter(rules: pl.DataFrame, *, top: int = 200, title: str | None = None) -> go.Figure:
     """Rules table in (support, confidence, lift, antecedents, consequents), a scatter out.
 
-    The ``top`` rules by lift: support (log axis) vs confidence, marker size and colour by lift,
-    the rule in the hover text.
+    The ``top`` rules by lift (then support, then the rule itself, so ties pick the same rules
+    every time), at most ``top`` points whatever the number of rules: support (log axis) vs
+    confidence, marker size and colour by lift, the rule in the hover text.
     """
-    r = rules.sort("lift", descending=True).head(top)
+    r = rules.sort(
+        ["lift", "support", "antecedents", "consequents"], descending=[True, True, False, False]
+    ).head(top)
     label = [
         f"{' + '.join(a)} -> {' + '.join(c)}"
         for a, c in zip(r["antecedents"], r["consequents"], strict=True)
