@@ -572,7 +572,7 @@ def ingest_files(
         _classified(s.frame, p, s.padded, name) for s, name in zip(sources, names, strict=True)
     ]
     staging = work_dir / "staging"
-    bar = progress.Progress("ingest: parse, classify and stage by day", total=1, unit="passes")
+    bar = progress.Progress("ingest: parse, classify and stage by day", unit="passes")
     try:
         pl.concat(frames, how="vertical_relaxed").sink_parquet(
             pl.PartitionBy(staging, key="_part", include_key=False),
@@ -584,7 +584,7 @@ def ingest_files(
         )
     except (pl.exceptions.PolarsError, OSError) as e:
         raise InputError(f"cannot read {_clip(str(names))} as {kind}: {_clip(str(e))}") from None
-    bar.update(1)
+    bar.done = 1  # one streaming pass: nothing to report until it ends
     bar.close()
     parts = sorted(staging.glob("_part=*")) if staging.exists() else []
     days = [d for d in parts if d.name != f"_part={_REJECTED}"]

@@ -118,7 +118,7 @@ class Progress:
             parts.append(f"{_count(self.rows)} rows")
         parts.append(duration(elapsed))
         rate_n, rate_unit = (self.rows, "rows") if self.rows else (self.done, self.unit)
-        if elapsed > 0 and rate_n:
+        if elapsed > 0 and (self.rows or self.done >= 2):
             rate = rate_n / elapsed
             parts.append(
                 f"{rate / 1e6:.2f}M {rate_unit}/s" if rate >= 1e6 else f"{rate:,.1f} {rate_unit}/s"
