@@ -120,9 +120,12 @@ class Progress:
         rate_n, rate_unit = (self.rows, "rows") if self.rows else (self.done, self.unit)
         if elapsed > 0 and (self.rows or self.done >= 2):
             rate = rate_n / elapsed
-            parts.append(
-                f"{rate / 1e6:.2f}M {rate_unit}/s" if rate >= 1e6 else f"{rate:,.1f} {rate_unit}/s"
-            )
+            if rate >= 1e6:
+                parts.append(f"{rate / 1e6:.2f}M {rate_unit}/s")
+            elif rate >= 1 or self.rows:
+                parts.append(f"{rate:,.1f} {rate_unit}/s")
+            else:  # slow units: the time each takes reads better than 0.0 per second
+                parts.append(f"{elapsed / self.done:.1f} s each")
         if self.total and 0 < self.done < self.total:
             parts.append(f"ETA {duration(elapsed / self.done * (self.total - self.done))}")
         if self.note:
