@@ -34,7 +34,9 @@ def test_quiet_mode_prints_only_the_closing_line(monkeypatch, capsys):
 def test_line_without_total_or_rows_and_durations():
     bar = progress.Progress("warehouse: tables", unit="tables", interval=1e9)
     bar.done = 2
-    assert bar.line(bar.started + 4).startswith("warehouse: tables 2 tables, 4.0 s, 0.5 tables/s")
+    assert bar.line(bar.started + 4) == "warehouse: tables 2 tables, 4.0 s, 2.0 s each"
+    bar.done = 8
+    assert bar.line(bar.started + 4) == "warehouse: tables 8 tables, 4.0 s, 2.0 tables/s"
     assert progress.duration(59.94) == "59.9 s"
     assert progress.duration(168) == "2m 48s"
     assert progress.duration(3720) == "1h 02m"
