@@ -15,7 +15,7 @@ class OptimizeParams(Section):
     memory_limit: str = Field(
         "auto",
         pattern=r"^(auto|\d+(\.\d+)?\s*[KMGT]i?B)$",
-        description="DuckDB memory cap while building the warehouse (auto: a fifth of the "
+        description="DuckDB memory cap while building the warehouse (auto: 15% of the "
         "available memory); it spills to disk beyond",
     )
     size_sample_rows: int = Field(
