@@ -1,0 +1,42 @@
+"""Same parameters, same results: a second smoke run writes byte-identical tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from customer_intel.paths import PROJECT_ROOT
+
+#: Tables that hold measured seconds, different on every run by nature.
+MEASURED = {"query_timings.parquet"}
+
+
+@pytest.mark.e2e
+def test_a_second_run_with_the_same_params_writes_the_same_bytes(smoke_run, tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "run_all.py"),
+            "--params",
+            str(PROJECT_ROOT / "params" / "smoke.yaml"),
+            "-p",
+            f"common.output_root={tmp_path}",
+            "--quiet-cells",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    first, second = smoke_run["run_dir"] / "tables", (tmp_path / "latest").resolve() / "tables"
+    files = sorted(p.relative_to(first) for p in first.rglob("*.parquet") if p.is_file())
+    assert len(files) > 25
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*.parquet") if p.is_file())
+    differ = [
+        str(f)
+        for f in files
+        if f.name not in MEASURED and (first / f).read_bytes() != (second / f).read_bytes()
+    ]
+    assert not differ, f"tables that changed between two identical runs: {differ}"
