@@ -177,8 +177,11 @@ def _scan(path: Path, kind: str, p: IngestParams, needed: list[str], name: str) 
                         "decompress it or set ingest.format: csv"
                     )
         if kind in ("csv", "csv.gz"):
+            if kind == "csv" and path.stat().st_size == 0:  # an empty export: zero rows
+                empty = pl.LazyFrame(schema={c: pl.String for c in needed})
+                return _Source(empty.with_columns(_line=pl.lit(0, pl.Int64)), 0, none, False)
             header = _csv_header(path, p.csv_separator)
-            _check_columns(name, header, needed)
+            _check_columns(name, header, needed, p.csv_separator)
             if _has_no_data_lines(path):  # a header-only file (a day without events)
                 empty = pl.LazyFrame(schema={c: pl.String for c in header})
                 return _Source(empty.with_columns(_line=pl.lit(0, pl.Int64)), 0, none, False)
@@ -202,6 +205,8 @@ def _scan(path: Path, kind: str, p: IngestParams, needed: list[str], name: str) 
             raise InputError(f"unsupported format {kind!r}")
         _check_columns(name, frame.collect_schema().names(), needed)
     except (pl.exceptions.PolarsError, OSError) as e:
+        if "utf-8" in str(e).lower() or "utf8" in str(e).lower():
+            raise InputError(_not_utf8(path, name)) from None
         what = "truncated or corrupt gzip data" if kind == "csv.gz" else f"cannot read it as {kind}"
         raise InputError(f"{name}: {what} ({_clip(str(e))})") from None
     line = (pl.col("_row").cast(pl.Int64) + 1).alias("_line")  # row number in the file
@@ -218,13 +223,46 @@ def _has_no_data_lines(path: Path) -> bool:
         return not any(line.strip() for line in iter(lambda: fh.readline(), b""))
 
 
-def _check_columns(name: str, present: list[str], needed: list[str]) -> None:
+def _check_columns(name: str, present: list[str], needed: list[str], sep: str = ",") -> None:
+    message = missing_columns_message(name, present, needed, sep)
+    if message:
+        raise InputError(message)
+
+
+def missing_columns_message(name: str, present: list[str], needed: list[str], sep: str) -> str:
+    """Which mapped columns a file lacks, what it has, and a separator hint ("" if none lack)."""
     missing = [c for c in needed if c not in present]
-    if missing:
-        raise InputError(
-            f"{name} lacks column(s) {missing} named in params (ingest.column_map/"
-            f"carry_columns/cancellation_column); it has {_clip(str(sorted(present)))}"
-        )
+    if not missing:
+        return ""
+    hint = ""
+    if len(present) == 1:
+        other = next((c for c in (";", "\t", "|", ",") if c != sep and c in present[0]), None)
+        if other:
+            hint = f"; its header is one column: is the separator {other!r}? (ingest.csv_separator)"
+    return (
+        f"{name} lacks column(s) {missing} named in params (ingest.column_map/"
+        f"carry_columns/cancellation_column); it has {_clip(str(sorted(present)))}{hint}"
+    )
+
+
+def _not_utf8(path: Path, name: str) -> str:
+    """Where a file stops being UTF-8 (line and byte), and what to do about it."""
+    import codecs
+    import gzip
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with opener(path, "rb") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError as e:
+                return (
+                    f"{name}: line {number} is not UTF-8 (byte {line[e.start]:#04x} at position "
+                    f"{e.start + 1}); convert the file to UTF-8 first, e.g. "
+                    "iconv -f latin1 -t utf-8 (CSV is read as UTF-8)"
+                )
+    return f"{name}: not UTF-8 text; convert the file to UTF-8 first"
 
 
 def _clip(text: str, limit: int = 300) -> str:

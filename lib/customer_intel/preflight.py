@@ -109,14 +109,17 @@ def table_columns(path: Path, *, separator: str = ",", name: str | None = None) 
         return _csv_header(fh.readline, separator)
 
 
-def _input_headers(path_or_glob: str, separator: str) -> dict[str, list[str]]:
+def _input_headers(path_or_glob: str, separator: str) -> dict[str, list[str] | Exception]:
     """Columns of every input file (members of ZIP archives included), by file name."""
     import glob
 
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[str] | Exception] = {}
     for f in sorted(Path(p) for p in glob.glob(path_or_glob, recursive=True)):
         if f.suffix.lower() != ".zip":
-            out[str(f)] = table_columns(f, separator=separator)
+            try:
+                out[str(f)] = table_columns(f, separator=separator)
+            except (OSError, UnicodeError, ValueError) as e:  # gzip header, bad JSON ...
+                out[str(f)] = e
             continue
         from customer_intel.sources import metadata_reason
 
@@ -145,16 +148,17 @@ def _ingest(params: Params) -> list[Problem]:
             {*p.column_map.values(), *p.carry_columns}
             | ({p.cancellation_column} if p.cancellation_column else set())
         )
+        from customer_intel.ingest import missing_columns_message
+
         for name, header in _input_headers(p.input_path, p.csv_separator).items():
-            missing = [c for c in needed if c not in header]
-            if missing:
+            if isinstance(header, Exception):
                 problems.append(
-                    (
-                        ("ingest", "column_map"),
-                        f"{name} lacks column(s) {missing} (mapped in column_map/carry_columns/"
-                        f"cancellation_column); its header has {_clip(header)}",
-                    )
+                    (("ingest", "input_path"), f"{name}: cannot read its header: {header}")
                 )
+                continue
+            message = missing_columns_message(name, header, needed, p.csv_separator)
+            if message and header:  # an empty file has no header: it is zero rows
+                problems.append((("ingest", "column_map"), message))
     return problems
 
 
