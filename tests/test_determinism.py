@@ -1,4 +1,8 @@
-"""Same parameters, same results: a second smoke run writes byte-identical tables."""
+"""Same parameters, same results: a second smoke run writes byte-identical tables.
+
+The shared smoke run executes stages side by side (``--jobs`` by default is the cores); the
+second one here runs them one at a time (``--jobs 1``): serial and parallel agree.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ def test_a_second_run_with_the_same_params_writes_the_same_bytes(smoke_run, tmp_
             "-p",
             f"common.output_root={tmp_path}",
             "--quiet-cells",
+            "--jobs",
+            "1",
         ],
         capture_output=True,
         text=True,

@@ -15,7 +15,8 @@ import yaml
 
 from customer_intel import pipeline
 from customer_intel.params import load_params
-from customer_intel.pipeline import Stage
+from customer_intel.paths import PROJECT_ROOT
+from customer_intel.stages import Stage, StageIO
 
 from conftest import make_notebook
 
@@ -42,7 +43,9 @@ def _stages(tmp_path: Path, fail_in: str | None = None, sleep_in: str | None = N
             cells.append("import time; time.sleep(60)")
         cells.append(RECORD.format(stage=name))
         make_notebook(nbdir / f"0{i}_{name}.ipynb", PARAMS_CELL, *cells)
-        stages.append(Stage(name, f"0{i}_{name}.ipynb", name, name))
+        reads = (f"tables/{stages[-1].name}_table",) if stages else ()
+        io = StageIO(reads=reads, writes=(f"tables/{name}_table",))
+        stages.append(Stage(name, f"0{i}_{name}.ipynb", name, name, io))
     return nbdir, tuple(stages)
 
 
@@ -52,9 +55,11 @@ def _params_file(tmp_path: Path) -> Path:
     return path
 
 
-def _run(tmp_path, stages, nbdir, only=None, from_stage=None):
+def _run(tmp_path, stages, nbdir, only=None, from_stage=None, force=None, jobs=None):
     params = load_params(_params_file(tmp_path))
-    runner = pipeline.Runner(params, _params_file(tmp_path), stages=stages, notebooks_dir=nbdir)
+    runner = pipeline.Runner(
+        params, _params_file(tmp_path), stages=stages, notebooks_dir=nbdir, force=force, jobs=jobs
+    )
     return runner.run(only=only, from_stage=from_stage)
 
 
@@ -95,42 +100,81 @@ def test_failed_stage_keeps_latest_and_names_stage_and_cell(tmp_path):
     m = json.loads((bad.run_dir / "manifest.json").read_text())
     assert m["status"] == "failed"
     assert m["stages"]["optimize"]["status"] == "failed"
-    assert "segmentation" not in m["stages"]
+    assert m["stages"]["segmentation"]["status"] == "cancelled"  # never started
     assert (bad.run_dir / "notebooks" / "02_optimize.ipynb").exists()
 
 
 @pytest.mark.e2e
-def test_only_and_from_reuse_outputs_of_other_stages_from_latest(tmp_path):
+def test_only_and_from_take_the_other_stages_from_latest(tmp_path):
     nbdir, stages = _stages(tmp_path)
     first = _run(tmp_path, stages, nbdir)
-    only = _run(tmp_path, stages, nbdir, ["segmentation"])
+    only = _run(tmp_path, stages, nbdir, ["segmentation"], force={"segmentation"})
     assert only.exit_code == 0
     m = only.manifest
     assert m["stages"]["ingest"]["status"] == "reused"
-    assert m["stages"]["ingest"]["from_run"] == first.run_id
+    assert m["stages"]["ingest"]["run"] == first.run_id
     assert m["stages"]["segmentation"]["status"] == "success"
+    assert m["stages"]["segmentation"]["run"] == only.run_id
     # the new folder is complete: reused tables are there (hard links, same content)
     reused = only.run_dir / "tables" / "ingest_table.parquet"
     assert reused.exists()
     assert os.path.samefile(reused, first.run_dir / "tables" / "ingest_table.parquet")
     assert (tmp_path / "out" / "latest").resolve() == only.run_dir
-    frm = _run(tmp_path, stages, nbdir, None, "optimize")
+    frm = _run(tmp_path, stages, nbdir, None, "optimize", force={"optimize", "segmentation"})
     assert [k for k, v in frm.manifest["stages"].items() if v["status"] == "success"] == [
         "optimize",
         "segmentation",
     ]
 
 
-def test_only_without_a_previous_run_is_a_plan_error(tmp_path):
+@pytest.mark.e2e
+def test_a_second_run_with_nothing_changed_executes_nothing(tmp_path):
     nbdir, stages = _stages(tmp_path)
-    with pytest.raises(pipeline.PlanError, match="no previous successful run"):
+    first = _run(tmp_path, stages, nbdir)
+    again = _run(tmp_path, stages, nbdir)
+    assert again.exit_code == 0
+    for name, entry in again.manifest["stages"].items():
+        assert entry["status"] == "reused", name
+        assert entry["run"] == first.run_id
+        assert entry["key"] == first.manifest["stages"][name]["key"]
+    # an edited notebook re-executes that stage and what reads its outputs, nothing else
+    make_notebook(
+        nbdir / "02_optimize.ipynb", PARAMS_CELL, "x = 2", RECORD.format(stage="optimize")
+    )
+    edited = _run(tmp_path, stages, nbdir)
+    status = {k: v["status"] for k, v in edited.manifest["stages"].items()}
+    assert status == {"ingest": "reused", "optimize": "success", "segmentation": "success"}
+    # the manifest keeps the lineage: segmentation's input, the stage and key that made it
+    seg = edited.manifest["stages"]["segmentation"]
+    assert seg["inputs"] == [
+        {
+            "item": "tables/optimize_table",
+            "made_by": "optimize",
+            "key": edited.manifest["stages"]["optimize"]["key"],
+        }
+    ]
+
+
+def test_only_without_its_inputs_names_the_missing_table_and_its_stage(tmp_path):
+    nbdir, stages = _stages(tmp_path)
+    with pytest.raises(pipeline.PlanError) as e:
         _run(tmp_path, stages, nbdir, ["segmentation"])
+    msg = str(e.value)
+    assert "needs tables/optimize_table from optimize" in msg
+    assert "run --only optimize,segmentation" in msg
 
 
-def test_plan_rejects_unknown_stage_and_both_options():
+def test_select_rejects_unknown_stage_and_both_options():
+    ordered = list(pipeline.STAGES)
     with pytest.raises(pipeline.PlanError, match="unknown stage 'nope'"):
-        pipeline.plan(only=["nope"])
-    assert [s.name for s in pipeline.plan(from_stage="propensity")][:1] == ["propensity"]
+        pipeline.select(ordered, only=["nope"])
+    with pytest.raises(pipeline.PlanError, match="either --only or --from"):
+        pipeline.select(ordered, only=["ingest"], from_stage="optimize")
+    assert pipeline.select(ordered, from_stage="propensity") == [
+        "propensity",
+        "recommendations",
+        "experiments",
+    ]
 
 
 def test_cli_invalid_params_exit_2_before_any_notebook(tmp_path, capsys):
@@ -160,7 +204,8 @@ def test_killed_run_leaves_latest_on_previous_good_run(tmp_path):
     script.write_text(
         "import sys\n"
         "from customer_intel import pipeline\n"
-        "stages = tuple(pipeline.Stage(n, f'0{i}_{n}.ipynb', n, n) for i, n in "
+        "from customer_intel.stages import Stage\n"
+        "stages = tuple(Stage(n, f'0{i}_{n}.ipynb', n, n) for i, n in "
         "enumerate(['ingest', 'optimize', 'segmentation'], 1))\n"
         f"pipeline.NOTEBOOKS_DIR = __import__('pathlib').Path({str(nbdir2)!r})\n"
         "from customer_intel.params import load_params\nparams = load_params(sys.argv[1])\n"
@@ -206,7 +251,8 @@ def test_sigterm_exits_143_and_records_the_run_as_interrupted(tmp_path):
         "from pathlib import Path\n"
         "from customer_intel import pipeline\n"
         "from customer_intel.params import load_params\n"
-        "stages = tuple(pipeline.Stage(n, f'0{i}_{n}.ipynb', n, n) for i, n in "
+        "from customer_intel.stages import Stage\n"
+        "stages = tuple(Stage(n, f'0{i}_{n}.ipynb', n, n) for i, n in "
         "enumerate(['ingest', 'optimize', 'segmentation'], 1))\n"
         "r = pipeline.Runner(load_params(sys.argv[1]), sys.argv[1], stages=stages, "
         f"notebooks_dir=Path({str(nbdir)!r}))\n"
@@ -270,3 +316,56 @@ def test_quiet_cells_reach_the_kernel_as_quiet_progress(tmp_path):
     log = (result.run_dir / "run.log").read_text()
     assert "demo step done: 3 things in" in log
     assert "cell 2/" not in log  # no per-cell lines when quiet
+
+
+@pytest.mark.e2e
+def test_external_ab_readout_runs_experiments_alone_on_a_fresh_output_root(tmp_path):
+    """An A/B table of your own needs no event log: one stage runs, nothing else."""
+    code = pipeline.main(
+        [
+            "--params",
+            str(PROJECT_ROOT / "params" / "external_ab.yaml"),
+            "--only",
+            "experiments",
+            "--quiet-cells",
+            "-p",
+            f"common.output_root={tmp_path}",
+        ]
+    )
+    assert code == 0
+    m = json.loads((tmp_path / "latest" / "manifest.json").read_text())
+    status = {k: v["status"] for k, v in m["stages"].items()}
+    assert status["experiments"] == "success"
+    assert {k for k, v in status.items() if v != "skipped"} == {"experiments"}
+    assert (tmp_path / "latest" / "tables" / "experiment_results.parquet").exists()
+
+
+@pytest.mark.e2e
+def test_a_failing_stage_side_by_side_stops_the_other_and_keeps_latest(tmp_path):
+    """Two independent stages under --jobs 2: one fails, the other is stopped (cancelled)."""
+    nbdir = tmp_path / "nbs"
+    make_notebook(nbdir / "01_a.ipynb", PARAMS_CELL, RECORD.format(stage="a"))
+    make_notebook(
+        nbdir / "02_b.ipynb",
+        PARAMS_CELL,
+        "import time; time.sleep(3)",
+        "raise ValueError('b broke')",
+    )
+    make_notebook(
+        nbdir / "03_c.ipynb", PARAMS_CELL, "import time; time.sleep(120)", RECORD.format(stage="c")
+    )
+    ok = (Stage("a", "01_a.ipynb", "ingest", "a", StageIO(writes=("tables/a_table",))),)
+    good = _run(tmp_path, ok, nbdir)
+    assert good.exit_code == 0
+    both = (
+        *ok,
+        Stage("b", "02_b.ipynb", "optimize", "b", StageIO(reads=("tables/a_table",))),
+        Stage("c", "03_c.ipynb", "segmentation", "c", StageIO(reads=("tables/a_table",))),
+    )
+    t0 = time.time()
+    bad = _run(tmp_path, both, nbdir, jobs=2)
+    assert time.time() - t0 < 60  # c was stopped, not waited for
+    assert bad.exit_code == 1 and "b broke" in bad.message
+    status = {k: v["status"] for k, v in bad.manifest["stages"].items()}
+    assert status == {"a": "reused", "b": "failed", "c": "cancelled"}
+    assert (tmp_path / "out" / "latest").resolve() == good.run_dir

@@ -123,6 +123,10 @@ class StageKernel:
         self._warm.join(timeout)
         return not self._warm.is_alive()
 
+    def interrupt(self) -> None:
+        """Interrupt the running cell (SIGINT): the cell fails with KeyboardInterrupt."""
+        run_sync(self.km.interrupt_kernel)()
+
     def alive(self) -> bool:
         """Whether the kernel process is still running."""
         return bool(run_sync(self.km.is_alive)())

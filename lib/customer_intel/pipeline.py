@@ -1,15 +1,24 @@
-"""Run the stage notebooks in order with papermill, each run in its own folder.
+"""Run the stage notebooks with papermill as a graph: only what is needed, side by side.
 
 This is the only module that imports papermill. ``run_all.py`` is a thin command line over
 :func:`main`. A run:
 
-1. validates the params profile (exit code 2 on any problem, before any notebook starts);
-2. creates ``<output_root>/runs/<UTC timestamp>_<params hash>/``; when only some stages run
-   (``--only``/``--from``), the outputs of the others are hard-linked from ``latest`` so the new
-   run folder is complete;
-3. executes each stage notebook with its resolved parameters, showing progress per stage and per
-   cell, and records status, wall time, peak memory, rows in/out and outputs in ``manifest.json``;
-4. on success, and only then, switches ``<output_root>/latest`` to the new run atomically (a
+1. validates the params profile and what it names (exit code 2 on any problem, before any
+   notebook starts; :mod:`customer_intel.params`, :mod:`customer_intel.preflight`);
+2. plans every stage from the declarations of :mod:`customer_intel.stages`: *execute*; *reuse*
+   (a previous run computed it with the same content key: notebook, parameters, library code,
+   inputs; :mod:`customer_intel.reuse`) by hard-linking its outputs; *skip* (no stage makes
+   what it needs, e.g. experiments without assignments or a unit table), with the reason; or,
+   with ``--only``/``--from``, *take from latest* the stages not selected (*stale* when their
+   key differs from what this run's params would make: said loudly);
+3. creates ``<output_root>/runs/<UTC timestamp>_<params hash>/`` and executes the planned
+   stages, each in its own Jupyter kernel (warmed with its imports ahead of time), up to
+   ``--jobs`` at once as their inputs become ready; a failed stage stops the others;
+4. records for every stage its status, the run its outputs come from, its key, inputs (with
+   the keys of the stages that made them) and outputs, time and peak memory in
+   ``manifest.json`` (:class:`customer_intel.contracts.Manifest`), and the graph as Mermaid in
+   ``graph.mmd``;
+5. on success, and only then, switches ``<output_root>/latest`` to the new run atomically (a
    symlink replaced with ``os.replace``): a failed or killed run never moves it.
 
 Exit codes: 0 success, 1 a stage failed (the message names the stage, the cell and the error;
@@ -20,14 +29,13 @@ interrupted (Ctrl-C, SIGINT), 143 terminated (SIGTERM).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import contextlib
 import datetime as dt
-import hashlib
 import importlib.metadata
 import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +52,9 @@ import yaml
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
-from customer_intel import preflight, progress, runs
+from customer_intel import preflight, progress, reuse, runs
+from customer_intel import stages as stage_graph
+from customer_intel.contracts import Manifest, StageEntry, StageInput
 from customer_intel.kernels import StageKernel, death_reason, oom_kills, watch_peak
 from customer_intel.params import (
     Params,
@@ -53,34 +63,14 @@ from customer_intel.params import (
     params_hash,
     stage_parameters,
 )
-from customer_intel.paths import NOTEBOOKS_DIR, PARAMS_DIR, PROJECT_ROOT, resolve
+from customer_intel.paths import NOTEBOOKS_DIR, PARAMS_DIR, PROJECT_ROOT
+from customer_intel.stages import STAGES, Stage
 
 EXIT_OK, EXIT_STAGE_FAILED, EXIT_USAGE = 0, 1, 2
 #: Seconds a cell runs before the runner says it is still running (and again after as long).
 HEARTBEAT_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A pipeline stage: its name, notebook and params section."""
-
-    name: str
-    notebook: str
-    section: str
-    summary: str
-
-
-#: The pipeline, in order. A stage is listed once its notebook exists.
-STAGES: tuple[Stage, ...] = (
-    Stage("ingest", "01_ingest.ipynb", "ingest", "raw events -> canonical events + rejects"),
-    Stage("optimize", "02_optimize.ipynb", "optimize", "optimized Parquet + star-schema warehouse"),
-    Stage("segmentation", "03_segmentation.ipynb", "segmentation", "RFM, CLV, KMeans++, cohorts"),
-    Stage("propensity", "04_propensity.ipynb", "propensity", "purchase propensity (LightGBM)"),
-    Stage(
-        "recommendations", "05_recommendations.ipynb", "recommendations", "association rules, top-N"
-    ),
-    Stage("experiments", "06_experiments.ipynb", "experiments", "A/B test readout"),
-)
+#: Memory one stage may need at most (the scale target); bounds the default ``--jobs``.
+STAGE_MEMORY_BYTES = 6 * 2**30
 
 #: Packages whose versions every manifest records.
 VERSIONED_PACKAGES = (
@@ -103,7 +93,7 @@ VERSIONED_PACKAGES = (
 
 
 class PlanError(ValueError):
-    """The requested stages cannot run (unknown stage, nothing to reuse from ``latest``)."""
+    """The requested stages cannot run (unknown stage, inputs that no run has made)."""
 
 
 @dataclass
@@ -118,25 +108,152 @@ class RunResult:
     message: str = ""
 
 
-# -- planning -------------------------------------------------------------------------------
-def plan(
-    stages: tuple[Stage, ...] = STAGES,
-    *,
-    only: list[str] | None = None,
-    from_stage: str | None = None,
-) -> list[Stage]:
-    """The stages to execute, in pipeline order, for ``--only`` / ``--from`` (or all)."""
-    names = [s.name for s in stages]
+def default_jobs() -> int:
+    """Stages side by side by default: the cores, bounded by memory (6 GB a stage)."""
+    by_memory = psutil.virtual_memory().available // STAGE_MEMORY_BYTES
+    return int(max(1, min(os.cpu_count() or 1, by_memory, 4)))
+
+
+def select(
+    ordered: list[Stage], *, only: list[str] | None = None, from_stage: str | None = None
+) -> list[str]:
+    """The stages asked for: ``--only`` these, ``--from`` this one and all after it, or all."""
+    names = [s.name for s in ordered]
     for name in [*(only or []), *([from_stage] if from_stage else [])]:
         if name not in names:
             raise PlanError(f"unknown stage {name!r}; stages are {names}")
     if only and from_stage:
         raise PlanError("use either --only or --from, not both")
     if only:
-        return [s for s in stages if s.name in only]
+        return [n for n in names if n in only]
     if from_stage:
-        return list(stages[names.index(from_stage) :])
-    return list(stages)
+        return names[names.index(from_stage) :]
+    return names
+
+
+@dataclass
+class Step:
+    """What the plan does with one stage."""
+
+    stage: Stage
+    action: str  # execute, reuse, latest, skip
+    key: str | None = None
+    inputs: list[StageInput] = field(default_factory=list)
+    source: Path | None = None  # folder holding the outputs to link (reuse, latest)
+    source_entry: StageEntry | None = None
+    reason: str = ""
+
+    def describe(self) -> str:
+        """One line for --dry-run and the run's log."""
+        if self.action == "execute":
+            return f"{self.stage.name}: run" + (f" ({self.reason})" if self.reason else "")
+        if self.action in ("reuse", "latest"):
+            origin = self.source_entry.run if self.source_entry else None
+            how = "reuse" if self.action == "reuse" else "take from latest"
+            why = f": {self.reason}" if self.reason else ""
+            return f"{self.stage.name}: {how} (run {origin}){why}"
+        return f"{self.stage.name}: skip ({self.reason})"
+
+
+def plan(
+    params: Params,
+    *,
+    stages: tuple[Stage, ...] = STAGES,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    output_root: Path,
+    only: list[str] | None = None,
+    from_stage: str | None = None,
+    force: set[str] | None = None,
+    versions: dict[str, str] | None = None,
+) -> list[Step]:
+    """What to do with every stage, in dependency order (see the module docstring)."""
+    ordered = stage_graph.order(stages, params)
+    chosen = set(select(ordered, only=only, from_stage=from_stage))
+    partial = only is not None or from_stage is not None
+    made_by = stage_graph.producers(ordered, params)
+    versions = versions if versions is not None else package_versions()
+    runs_dir = output_root / "runs"
+    latest = output_root / "latest"
+    previous = latest.resolve() if latest.exists() else None
+    prev_manifest = _read_manifest(previous)
+    force = force or set()
+    steps: dict[str, Step] = {}
+    for stage in ordered:
+        io = stage.resolve(params)
+        missing, inputs = [], []
+        for item in (*io.reads, *io.optional):
+            maker = made_by.get(item)
+            up = steps.get(maker) if maker else None
+            if up is None or up.action == "skip":
+                if item in io.reads:
+                    missing.append((item, maker, up))
+                continue
+            inputs.append(StageInput(item=item, made_by=maker, key=up.key))
+        if io.files:
+            inputs.append(
+                StageInput(item=f"file:{','.join(io.files)}", key=reuse.files_key(io.files))
+            )
+        parameters = stage_parameters(params, stage.section, run_dir="")
+        key = reuse.stage_key(
+            notebook=notebooks_dir / stage.notebook,
+            parameters=parameters,
+            inputs=[(i.item, i.key) for i in inputs],
+            versions=versions,
+        )
+        step = Step(stage, "execute", key=key, inputs=inputs)
+        if missing:
+            item, maker, up = missing[0]
+            if maker is None:
+                reason = f"needs {item}, which no stage makes with these params{_why_missing(item)}"
+            else:
+                reason = f"needs {item} from {maker}, which is skipped ({up.reason})"
+            if stage.name in chosen and partial:
+                hint = (
+                    f"; run --only {maker},{stage.name}"
+                    if maker and up.stage.name not in chosen
+                    else ""
+                )
+                raise PlanError(f"stage {stage.name!r} cannot run: {reason}{hint}")
+            step.action, step.reason, step.key = "skip", reason, None
+        elif stage.name not in chosen:
+            entry = prev_manifest.stages.get(stage.name) if prev_manifest else None
+            if entry is None or entry.status not in ("success", "reused", "stale"):
+                step.action, step.key = "skip", None
+                step.reason = "not selected, and no earlier successful run has its outputs"
+            else:
+                step.action, step.source, step.source_entry = "latest", previous, entry
+                if entry.key != key:
+                    step.reason = (
+                        "STALE: made with other params, code or inputs than this run's "
+                        "(its content key differs)"
+                    )
+        elif stage.name not in force:
+            found = reuse.find_reusable(runs_dir, stage.name, key)
+            if found is not None:
+                step.action, step.source, step.source_entry = "reuse", found[0], found[1]
+                step.reason = "unchanged"
+        steps[stage.name] = step
+    return list(steps.values())
+
+
+def _why_missing(item: str) -> str:
+    if item == stage_graph.table("sample_assignments"):
+        return (
+            " (ingest writes it only for the built-in sample; an A/B readout of your own data "
+            "needs experiments.units_path)"
+        )
+    if item == stage_graph.table("sample_customers"):
+        return " (ingest writes it only for the built-in sample; use cluster_source: attributes)"
+    return ""
+
+
+def _read_manifest(run_dir: Path | None) -> Manifest | None:
+    if run_dir is None:
+        return None
+    try:
+        return runs.read_manifest(run_dir)
+    except (OSError, ValueError):
+        return None
 
 
 def new_run_id(params: Params, now: dt.datetime | None = None) -> str:
@@ -158,37 +275,14 @@ def _make_run_dir(runs_dir: Path, run_id: str) -> tuple[str, Path]:
 
 
 # -- facts for the manifest -----------------------------------------------------------------
-def fingerprint(path: Path, block: int = 1 << 20) -> dict[str, Any]:
-    """Size, mtime and a SHA-256 of the first and last MiB (cheap even for a 15 GB file)."""
-    st = path.stat()
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        h.update(f.read(block))
-        if st.st_size > 2 * block:
-            f.seek(-block, os.SEEK_END)
-            h.update(f.read(block))
-        elif st.st_size > block:
-            h.update(f.read())
-    return {
-        "path": str(path),
-        "bytes": st.st_size,
-        "modified": dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).isoformat(),
-        "sha256_head_tail": h.hexdigest(),
-    }
-
-
 def input_fingerprints(params: Params) -> list[dict[str, Any]]:
     """Fingerprints of every input file named by a ``*_path`` key of the params."""
     out = []
     for section, values in params.model_dump(mode="json").items():
         for key, value in values.items():
-            if not (key.endswith("_path") and isinstance(value, str) and value):
-                continue
-            p = resolve(value)
-            files = sorted(p.parent.glob(p.name)) if any(c in value for c in "*?[") else [p]
-            for f in files:
-                if f.is_file():
-                    out.append({"key": f"{section}.{key}", **fingerprint(f)})
+            if key.endswith("_path") and isinstance(value, str) and value:
+                for f in reuse.files_of(value):
+                    out.append({"key": f"{section}.{key}", **reuse.file_fingerprint(f)})
     return out
 
 
@@ -223,7 +317,6 @@ def git_commit(root: Path = PROJECT_ROOT) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
-# -- output: console and run.log --------------------------------------------------------------
 class Tee:
     """A text stream writing to several streams (console and ``run.log``)."""
 
@@ -270,49 +363,31 @@ class ProgressEngine(NBClientEngine):
 papermill_engines.register("customer_intel", ProgressEngine)
 
 
-# -- reuse of earlier outputs -----------------------------------------------------------------
-def _link_tree(src: Path, dst: Path) -> None:
-    """Hard-link a file or folder tree (copy where links are impossible)."""
-    if src.is_dir():
-        for item in src.rglob("*"):
-            target = dst / item.relative_to(src)
-            if item.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                _link_tree(item, target)
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+class _Prefixed:
+    """A text stream that prefixes every line (kernel output of stages running side by side)."""
 
+    def __init__(self, out: Callable[[str], None], prefix: str) -> None:
+        self.out, self.prefix, self.buffer = out, prefix, ""
 
-def reuse_stage_outputs(stage: Stage, latest: Path, run_dir: Path) -> dict[str, Any]:
-    """Bring a stage's outputs from the last good run into this run folder (hard links).
+    def write(self, text: str) -> int:
+        """Buffer, and pass on whole lines with the prefix."""
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            self.out(f"{self.prefix}{line}")
+        return len(text)
 
-    Files are never modified in place (every write replaces), so linking is safe.
-    """
-    record_path = latest / runs.STAGES / f"{stage.name}.json"
-    if not record_path.exists():
-        raise PlanError(
-            f"stage {stage.name!r} is not run this time and {latest} has no outputs of it; "
-            "run the whole pipeline first (python run_all.py)"
-        )
-    record = json.loads(record_path.read_text())
-    for rel in [*record.get("outputs", []), f"{runs.STAGES}/{stage.name}.json"]:
-        if (latest / rel).exists():
-            _link_tree(latest / rel, run_dir / rel)
-    nb = latest / "notebooks" / stage.notebook
-    if nb.exists():
-        _link_tree(nb, run_dir / "notebooks" / stage.notebook)
-    return record
+    def flush(self) -> None:
+        """Pass on what is left of a line."""
+        if self.buffer:
+            self.out(f"{self.prefix}{self.buffer}")
+            self.buffer = ""
 
 
 # -- the run ----------------------------------------------------------------------------------
 @dataclass
 class Runner:
-    """Executes stages into a run folder and keeps the manifest."""
+    """Plans and executes the stages of one run into its own folder; keeps the manifest."""
 
     params: Params
     params_file: Path
@@ -321,136 +396,244 @@ class Runner:
     notebooks_dir: Path = NOTEBOOKS_DIR
     out: TextIO = field(default_factory=lambda: sys.stdout)
     cell_progress: bool = True
+    jobs: int | None = None
+    force: set[str] | None = None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._running: dict[str, StageKernel] = {}
 
     @property
     def output_root(self) -> Path:
         """Folder holding ``runs/`` and ``latest``."""
+        from customer_intel.paths import resolve
+
         return resolve(self.params.common.output_root)
 
     def say(self, text: str) -> None:
-        """Print a progress line (it also goes to run.log)."""
-        self.out.write(text + "\n")
+        """Print a progress line (it also goes to run.log); safe from several threads."""
+        with self._lock:
+            self.out.write(text + "\n")
+
+    def plan(self, *, only: list[str] | None = None, from_stage: str | None = None) -> list[Step]:
+        """The plan of this run (nothing is executed)."""
+        return plan(
+            self.params,
+            stages=self.stages,
+            notebooks_dir=self.notebooks_dir,
+            output_root=self.output_root,
+            only=only,
+            from_stage=from_stage,
+            force=self.force,
+        )
 
     def run(self, *, only: list[str] | None = None, from_stage: str | None = None) -> RunResult:
-        """Execute the planned stages; switch ``latest`` only if all succeed."""
-        todo = plan(self.stages, only=only, from_stage=from_stage)
-        latest_link = self.output_root / "latest"
-        reused = [s for s in self.stages if s not in todo]
-        if reused and not latest_link.exists():
-            names = ", ".join(s.name for s in reused)
-            raise PlanError(
-                f"stages {names} are not run this time, and there is no previous successful run "
-                f"({latest_link} does not exist) to take their outputs from; "
-                "run the whole pipeline first (python run_all.py)"
-            )
+        """Plan, then execute; switch ``latest`` only if every planned stage succeeds."""
+        steps = self.plan(only=only, from_stage=from_stage)
+        self._stop.clear()
+        self._running.clear()
         for abandoned in mark_abandoned_runs(self.output_root / "runs"):
-            self.out.write(
-                f"note: run {abandoned} was left 'running' by a killed runner; marked abandoned\n"
+            self.say(
+                f"note: run {abandoned} was left 'running' by a killed runner; marked abandoned"
             )
         run_id, run_dir = _make_run_dir(self.output_root / "runs", new_run_id(self.params))
         console = self.out
         with (run_dir / "run.log").open("w") as log:
             self.out = Tee(console, log)
             try:
-                return self._run(run_id, run_dir, todo, reused, latest_link)
+                return self._run(run_id, run_dir, steps)
             finally:
                 self.out = console
 
-    def _run(
-        self,
-        run_id: str,
-        run_dir: Path,
-        todo: list[Stage],
-        reused: list[Stage],
-        latest_link: Path,
-    ) -> RunResult:
+    def _run(self, run_id: str, run_dir: Path, steps: list[Step]) -> RunResult:
         started = time.time()
-        manifest: dict[str, Any] = {
-            "run_id": run_id,
-            "status": "running",
-            "started_at": dt.datetime.now(dt.UTC).isoformat(),
-            "finished_at": None,
-            "wall_seconds": None,
-            "params_file": str(self.params_file),
-            "overrides": list(self.overrides),
-            "params_hash": params_hash(self.params),
-            "params": self.params.model_dump(mode="json"),
-            "inputs": input_fingerprints(self.params),
-            "versions": package_versions(),
-            "git": git_commit(),
-            "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
-            "runner_pid": os.getpid(),
-            "stages": {},
-        }
-        manifest_path = run_dir / "manifest.json"
+        jobs = self.jobs or default_jobs()
+        manifest = Manifest(
+            run_id=run_id,
+            status="running",
+            started_at=dt.datetime.now(dt.UTC).isoformat(),
+            params_file=str(self.params_file),
+            overrides=list(self.overrides),
+            params_hash=params_hash(self.params),
+            params=self.params.model_dump(mode="json"),
+            inputs=input_fingerprints(self.params),
+            versions=package_versions(),
+            git=git_commit(),
+            host={"platform": platform.platform(), "cpus": os.cpu_count()},
+            runner_pid=os.getpid(),
+            jobs=jobs,
+        )
+        path = run_dir / "manifest.json"
+        previous = self.output_root / "latest"
+        previous_name = previous.resolve().name if previous.exists() else None
         self.say(f"run {run_id} -> {run_dir}")
-        self._write_params(run_dir)
-
-        previous = latest_link.resolve() if latest_link.exists() else None
-        for stage in reused:
-            assert previous is not None
-            record = reuse_stage_outputs(stage, previous, run_dir)
-            manifest["stages"][stage.name] = {
-                "status": "reused",
-                "from_run": previous.name,
-                "rows_in": record.get("rows_in"),
-                "rows_out": record.get("rows_out"),
-                "outputs": record.get("outputs", []),
-            }
-            self.say(f"[{stage.name}] reused from {previous.name}")
-        runs.write_json(manifest, manifest_path)
-
         result_code, message = EXIT_OK, ""
-        kernels: list[StageKernel | None] = [None] * len(todo)
         try:
-            for i, stage in enumerate(todo):
-                kernels[i] = kernels[i] or self._start_kernel(stage)
-                if i + 1 < len(todo):  # the next stage's kernel warms up while this one runs
-                    kernels[i + 1] = self._start_kernel(todo[i + 1])
-                entry = self._run_stage(stage, run_dir, i + 1, len(todo), kernels[i])
-                kernels[i].shutdown()
-                manifest["stages"][stage.name] = entry
-                runs.write_json(manifest, manifest_path)
-                if entry["status"] != "success":
-                    result_code, message = EXIT_STAGE_FAILED, entry["error"]
-                    break
+            self._write_params(run_dir)
+            (run_dir / "graph.mmd").write_text(stage_graph.mermaid(self.stages, self.params))
+            for step in steps:
+                if step.action != "execute":
+                    manifest.stages[step.stage.name] = self._not_executed(step, run_dir)
+            runs.write_model(manifest, path)
+            todo = [s for s in steps if s.action == "execute"]
+            if todo:
+                self.say(
+                    f"{len(todo)} stage(s) to execute, up to {jobs} at once: "
+                    + ", ".join(s.stage.name for s in todo)
+                )
+            result_code, message = self._execute(todo, steps, run_dir, manifest, path, jobs)
         except KeyboardInterrupt as e:
             sig = e.signum if isinstance(e, Interrupted) else signal.SIGINT
             result_code = 128 + sig
             message = f"interrupted by {signal.Signals(sig).name}; outputs/latest was not moved"
-            manifest["status"] = "interrupted"
+            manifest.status = "interrupted"
         except OSError as e:  # the run folder itself cannot be written (disk full, read-only)
             result_code = EXIT_STAGE_FAILED
-            where = f" ({stage.name} stage)" if "stage" in locals() else ""
-            message = f"cannot write {e.filename or run_dir}{where}: {e.strerror or e}"
-            manifest["status"] = "failed"
-        finally:
-            for kernel in kernels:
-                if kernel is not None:
-                    kernel.shutdown()
-
-        manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
-        manifest["wall_seconds"] = round(time.time() - started, 2)
+            message = f"cannot write {e.filename or run_dir}: {e.strerror or e}"
+            manifest.status = "failed"
+        manifest.finished_at = dt.datetime.now(dt.UTC).isoformat()
+        manifest.wall_seconds = round(time.time() - started, 2)
         if result_code == EXIT_OK:
-            manifest["status"] = "success"
-            runs.write_json(manifest, manifest_path)
-            switch_latest(latest_link, run_dir)
-            self.say(f"run {run_id} succeeded in {manifest['wall_seconds']:.1f}s")
+            manifest.status = "success"
+            runs.write_model(manifest, path)
+            switch_latest(self.output_root / "latest", run_dir)
+            self.say(f"run {run_id} succeeded in {manifest.wall_seconds:.1f}s")
         else:
-            if manifest["status"] != "interrupted":
-                manifest["status"] = "failed"
-            manifest["error"] = message
+            if manifest.status != "interrupted":
+                manifest.status = "failed"
+            manifest.error = message
             with contextlib.suppress(OSError):  # a full disk may refuse even this
-                runs.write_json(manifest, manifest_path)
+                runs.write_model(manifest, path)
             self.say(f"run {run_id} FAILED: {message}")
-            self.say(f"latest still points to {previous.name if previous else 'nothing'}")
-        return RunResult(run_id, run_dir, manifest["status"], result_code, manifest, message)
+            self.say(f"latest still points to {previous_name or 'nothing'}")
+        return RunResult(
+            run_id, run_dir, manifest.status, result_code, manifest.model_dump(mode="json"), message
+        )
+
+    def _not_executed(self, step: Step, run_dir: Path) -> StageEntry:
+        """Link a reused (or latest's) stage's outputs into this run; record a skipped one."""
+        name = step.stage.name
+        if step.action == "skip":
+            self.say(f"[{name}] skipped: {step.reason}")
+            return StageEntry(status="skipped", reason=step.reason, inputs=step.inputs)
+        src, entry = step.source, step.source_entry
+        assert src is not None and entry is not None
+        for rel in [
+            *entry.outputs,
+            f"{runs.STAGES}/{name}.json",
+            f"notebooks/{step.stage.notebook}",
+        ]:
+            if (src / rel).exists():
+                runs.link_tree(src / rel, run_dir / rel)
+        stale = step.reason.startswith("STALE")
+        if stale:
+            self.say(
+                f"WARNING [{name}] its outputs, taken from run {entry.run}, were made with other "
+                "params, code or inputs than this run's: this run mixes results of different "
+                f"data or settings. Run it again (--only {name},...) to bring it up to date."
+            )
+        else:
+            origin = "unchanged since" if step.action == "reuse" else "taken from"
+            self.say(f"[{name}] reused: {origin} run {entry.run}")
+        return entry.model_copy(
+            update={
+                "status": "stale" if stale else "reused",
+                "reason": step.reason or None,
+                "wall_seconds": 0.0,
+                "peak_rss_mb": None,
+                "key": entry.key,
+            }
+        )
+
+    def _execute(
+        self,
+        todo: list[Step],
+        steps: list[Step],
+        run_dir: Path,
+        manifest: Manifest,
+        path: Path,
+        jobs: int,
+    ) -> tuple[int, str]:
+        """Run the stages to execute, ``jobs`` at once, each when what it reads is ready."""
+        deps = stage_graph.dependencies([s.stage for s in steps], self.params)
+        pending = list(todo)
+        names = {s.stage.name for s in todo}
+        kernels: dict[str, StageKernel] = {}
+        done: set[str] = set()
+        futures: dict[cf.Future, Step] = {}
+        failure: tuple[int, str] = (EXIT_OK, "")
+        n, started = len(todo), 0
+
+        def warm(upcoming: list[Step]) -> None:
+            # keep a warm kernel for the next stages while others run (imports take seconds)
+            for s in upcoming[: max(1, jobs)]:
+                if s.stage.name not in kernels:
+                    kernels[s.stage.name] = self._start_kernel(s.stage)
+
+        pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage")
+        try:
+            while pending or futures:
+                for step in list(pending):
+                    if self._stop.is_set() or len(futures) >= jobs:
+                        break
+                    if (deps[step.stage.name] & names) <= done:
+                        pending.remove(step)
+                        kernel = kernels.pop(step.stage.name, None) or self._start_kernel(
+                            step.stage
+                        )
+                        started += 1
+                        futures[pool.submit(self._run_stage, step, run_dir, started, n, kernel)] = (
+                            step
+                        )
+                if not self._stop.is_set():
+                    warm(pending)
+                finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    step = futures.pop(fut)
+                    entry = fut.result()
+                    with self._lock:
+                        manifest.stages[step.stage.name] = entry
+                        runs.write_model(manifest, path)
+                    if entry.status == "success":
+                        done.add(step.stage.name)
+                    elif failure[0] == EXIT_OK and entry.status == "failed":
+                        failure = (EXIT_STAGE_FAILED, entry.error or "failed")
+                        self._stop_all()
+                if self._stop.is_set():
+                    for step in pending:
+                        manifest.stages[step.stage.name] = StageEntry(
+                            status="cancelled",
+                            reason="not started: another stage failed",
+                            key=step.key,
+                            inputs=step.inputs,
+                        )
+                    pending = []
+        except BaseException:
+            self._stop_all()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            for kernel in kernels.values():
+                kernel.shutdown()
+        with self._lock:
+            runs.write_model(manifest, path)
+        return failure
+
+    def _stop_all(self) -> None:
+        """Stop every stage still running (their cells are interrupted; they end cancelled)."""
+        self._stop.set()
+        with self._lock:
+            running = list(self._running.values())
+        for kernel in running:
+            with contextlib.suppress(Exception):
+                kernel.interrupt()
 
     def _kernel_env(self) -> dict[str, str]:
         env = {progress.MODE_ENV: "quiet" if not self.cell_progress else "lines"}
-        # OpenMP threads spin while they wait; with a warming kernel beside a running stage
-        # (and stages side by side) spinning threads slow LightGBM and scikit-learn many times
-        env.setdefault("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+        # OpenMP threads spin while they wait: beside a warming kernel or another stage,
+        # spinning made LightGBM and scikit-learn steps up to 10x slower
+        env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
         return env
 
     def _start_kernel(self, stage: Stage) -> StageKernel:
@@ -468,15 +651,16 @@ class Runner:
             (folder / f"{stage.name}.yaml").write_text(yaml.safe_dump(flat, sort_keys=False))
 
     def _run_stage(
-        self, stage: Stage, run_dir: Path, i: int, n: int, kernel: StageKernel
-    ) -> dict[str, Any]:
+        self, step: Step, run_dir: Path, i: int, n: int, kernel: StageKernel
+    ) -> StageEntry:
+        stage = step.stage
         source = self.notebooks_dir / stage.notebook
         target = run_dir / "notebooks" / stage.notebook
         target.parent.mkdir(exist_ok=True)
         parameters = stage_parameters(self.params, stage.section, run_dir=run_dir)
         t0 = time.time()
         self.say(f"[{i}/{n}] {stage.name}: {stage.notebook} ...")
-        current: dict[str, Any] = {"index": None, "source": "", "started": t0}
+        current: dict[str, Any] = {"index": None, "source": "", "started": t0, "total": 0}
 
         def on_cell(event: str, index: int, total: int, cell: Any) -> None:
             if cell.get("cell_type") != "code":
@@ -499,7 +683,13 @@ class Runner:
                 else "kernel start"
             )
 
-        entry: dict[str, Any] = {"status": "running", "notebook": f"notebooks/{stage.notebook}"}
+        entry = StageEntry(
+            status="running",
+            notebook=f"notebooks/{stage.notebook}",
+            key=step.key,
+            run=run_dir.name,
+            inputs=step.inputs,
+        )
         stop, peak, oom_before = threading.Event(), {"peak": 0}, oom_kills()
         watcher = threading.Thread(target=watch_peak, args=(kernel, stop, peak), daemon=True)
         heartbeat = threading.Thread(
@@ -507,8 +697,13 @@ class Runner:
         )
         watcher.start()
         heartbeat.start()
+        stream = _Prefixed(self.say, f"  [{stage.name}] ")
+        with self._lock:
+            self._running[stage.name] = kernel
         try:
             kernel.ready()
+            if self._stop.is_set():
+                raise _Cancelled
             papermill.execute_notebook(
                 str(source),
                 str(target),
@@ -516,61 +711,73 @@ class Runner:
                 engine_name="customer_intel",
                 kernel_name="python3",
                 km=kernel.km,
-                cwd=str(self.notebooks_dir),
                 progress_bar=False,
-                stdout_file=self.out,
-                stderr_file=self.out,
+                stdout_file=stream,
+                stderr_file=stream,
                 on_cell=on_cell,
             )
-            entry["status"] = "success"
+            entry.status = "success"
+        except _Cancelled:
+            entry.status, entry.reason = "cancelled", "not started: another stage failed"
         except PapermillExecutionError as e:
-            first = (e.source or "").strip().splitlines()
-            entry["status"] = "failed"
-            entry["error"] = (
-                f"stage {stage.name!r} failed in {target} at cell {e.cell_index + 1} "
-                f"(In [{e.exec_count}]: {_clip(first[0]) if first else ''}): {e.ename}: "
-                f"{_clip(str(e.evalue), 2000)}"
-            )
+            if self._stop.is_set() and e.ename == "KeyboardInterrupt":
+                entry.status, entry.reason = "cancelled", "stopped: another stage failed"
+            else:
+                first = (e.source or "").strip().splitlines()
+                entry.status = "failed"
+                entry.error = (
+                    f"stage {stage.name!r} failed in {target} at cell {e.cell_index + 1} "
+                    f"(In [{e.exec_count}]: {_clip(first[0]) if first else ''}): {e.ename}: "
+                    f"{_clip(str(e.evalue), 2000)}"
+                )
         except Exception as e:  # kernel died, notebook missing, ...
-            entry["status"] = "failed"
+            entry.status = "failed"
             if not kernel.alive():
                 time.sleep(0.3)  # let the process be reaped so its exit signal is known
-                entry["error"] = (
+                reason = death_reason(kernel, peak["peak"], oom_before)
+                entry.error = (
                     f"stage {stage.name!r} died at {cell_text()} after "
-                    f"{time.time() - t0:.0f}s: {death_reason(kernel, peak['peak'], oom_before)}; "
-                    f"see {target}"
+                    f"{time.time() - t0:.0f}s: {reason}; see {target}"
                 )
             else:
-                entry["error"] = (
+                entry.error = (
                     f"stage {stage.name!r} failed ({target}): {type(e).__name__}: "
                     f"{_clip(str(e), 2000)}"
                 )
         finally:
+            stream.flush()
+            with self._lock:
+                self._running.pop(stage.name, None)
             stop.set()
             watcher.join()
             heartbeat.join()
-        entry["wall_seconds"] = round(time.time() - t0, 2)
-        entry["peak_rss_mb"] = round(peak["peak"] / 2**20, 1)
-        record_path = run_dir / runs.STAGES / f"{stage.name}.json"
-        if entry["status"] == "success" and record_path.exists():
-            record = json.loads(record_path.read_text())
-            for key in ("rows_in", "rows_out", "outputs", "metrics", "kernel_peak_rss_mb"):
-                entry[key] = record.get(key)
-        elif entry["status"] == "success":
-            entry["status"] = "failed"
-            entry["error"] = (
-                f"stage {stage.name!r} finished without recording its outputs "
-                f"(its last cell must call run.finish(...)); see {target}"
-            )
-        if entry["status"] == "success":
+            kernel.shutdown()
+        entry.wall_seconds = round(time.time() - t0, 2)
+        entry.peak_rss_mb = round(peak["peak"] / 2**20, 1)
+        if entry.status == "success":
+            try:
+                record = runs.read_stage_record(run_dir, stage.name)
+            except (OSError, ValueError):
+                entry.status = "failed"
+                entry.error = (
+                    f"stage {stage.name!r} finished without recording its outputs "
+                    f"(its last cell must call run.finish(...)); see {target}"
+                )
+            else:
+                entry.rows_in, entry.rows_out = record.rows_in, record.rows_out
+                entry.outputs, entry.metrics = record.outputs, record.metrics
+                entry.kernel_peak_rss_mb = record.kernel_peak_rss_mb
+        if entry.status == "success":
             self.say(
-                f"[{i}/{n}] {stage.name}: ok in {entry['wall_seconds']:.1f}s, "
-                f"peak {entry['peak_rss_mb']:.0f} MiB, rows in {entry.get('rows_in')}, "
-                f"rows out {entry.get('rows_out')}"
+                f"[{i}/{n}] {stage.name}: ok in {entry.wall_seconds:.1f}s, "
+                f"peak {entry.peak_rss_mb:.0f} MiB, rows in {entry.rows_in}, "
+                f"rows out {entry.rows_out}"
             )
+        elif entry.status == "cancelled":
+            self.say(f"[{i}/{n}] {stage.name}: cancelled ({entry.reason})")
         else:
-            self.say(f"[{i}/{n}] {stage.name}: FAILED after {entry['wall_seconds']:.1f}s")
-            self.say("    " + entry["error"])
+            self.say(f"[{i}/{n}] {stage.name}: FAILED after {entry.wall_seconds:.1f}s")
+            self.say("    " + (entry.error or ""))
         return entry
 
     def _heartbeat(
@@ -587,6 +794,10 @@ class Runner:
                     f"    {stage.name} cell {current['index'] + 1}/{current['total']} running "
                     f"for {progress.duration(running)} (stage {stage_time})"
                 )
+
+
+class _Cancelled(Exception):
+    """A stage was stopped before it started (another stage failed)."""
 
 
 def _clip(text: str, limit: int = 120) -> str:
@@ -688,7 +899,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``run_all.py`` argument parser."""
     p = argparse.ArgumentParser(
         prog="run_all.py",
-        description="Run the customer_intel stage notebooks in order, each run in its own folder.",
+        description="Run the customer_intel stage notebooks as a graph, each run in its own "
+        "folder: stages whose inputs, params and code are unchanged are reused, independent "
+        "stages run side by side.",
         epilog="Exit codes: 0 success, 1 a stage failed, 2 invalid params or usage, "
         "130 interrupted (SIGINT), 143 terminated (SIGTERM).",
     )
@@ -708,10 +921,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one key, e.g. -p propensity.n_estimators=200 (repeatable)",
     )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--only", help="run only these stages (comma-separated); others from latest")
+    g.add_argument(
+        "--only", help="run only these stages (comma-separated); the others come from latest"
+    )
     g.add_argument("--from", dest="from_stage", help="run this stage and the ones after it")
+    p.add_argument(
+        "--force",
+        nargs="*",
+        metavar="STAGE",
+        help="execute these stages (all, without a name) even when an earlier run has them",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="stages side by side (default: the cores, bounded by memory at 6 GB a stage)",
+    )
     p.add_argument("--list", action="store_true", help="list the stages and exit")
-    p.add_argument("--dry-run", action="store_true", help="validate params and inputs; run nothing")
+    p.add_argument("--graph", action="store_true", help="print the stage graph (Mermaid) and exit")
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate params and inputs, print the plan"
+    )
     p.add_argument("--quiet-cells", action="store_true", help="no per-cell progress lines")
     p.add_argument(
         "--prepare-only",
@@ -731,30 +961,52 @@ def main(argv: list[str] | None = None, *, stages: tuple[Stage, ...] = STAGES) -
             print(f"{i}. {s.name:<16} notebooks/{s.notebook:<26} {s.summary}")
         return EXIT_OK
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
+    if args.jobs is not None and args.jobs < 1:
+        print("error: --jobs must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
     try:
         params, origin = load_params_with_origin(args.params, args.overrides)
         preflight.check(params, origin, source=str(Path(args.params).resolve()))
-        todo = plan(stages, only=only, from_stage=args.from_stage)
+        names = {s.name for s in stages}
+        force = None if args.force is None else set(args.force or names)
+        unknown = sorted((force or set()) - names)
+        if unknown:
+            raise PlanError(f"--force: unknown stage(s) {unknown}; stages are {sorted(names)}")
+        runner = Runner(
+            params,
+            Path(args.params),
+            tuple(args.overrides),
+            stages=stages,
+            cell_progress=not args.quiet_cells,
+            jobs=args.jobs,
+            force=force,
+        )
+        if args.graph:
+            print(stage_graph.mermaid(stages, params), end="")
+            return EXIT_OK
+        if args.prepare_only:
+            chosen = select(
+                stage_graph.order(stages, params), only=only, from_stage=args.from_stage
+            )
+            todo = [s for s in stage_graph.order(stages, params) if s.name in chosen]
+            for path in prepare_notebooks(params, todo, args.prepare_only):
+                print(path)
+            return EXIT_OK
+        steps = runner.plan(only=only, from_stage=args.from_stage)
     except (ParamsError, PlanError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    if args.prepare_only:
-        for path in prepare_notebooks(params, todo, args.prepare_only):
-            print(path)
-        return EXIT_OK
     if args.dry_run:
         print(f"params {args.params}: valid (hash {params_hash(params)})")
         for f in input_fingerprints(params):
             print(f"input {f['key']}: {f['path']} ({f['bytes']:,} bytes)")
-        print("would run: " + ", ".join(s.name for s in todo))
+        for step in steps:
+            print("  " + step.describe())
+        print(
+            "would run: "
+            + (", ".join(s.stage.name for s in steps if s.action == "execute") or "nothing")
+        )
         return EXIT_OK
-    runner = Runner(
-        params,
-        Path(args.params),
-        tuple(args.overrides),
-        stages=stages,
-        cell_progress=not args.quiet_cells,
-    )
     try:
         with _interrupt_on_sigterm():
             result = runner.run(only=only, from_stage=args.from_stage)

@@ -29,11 +29,13 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 
+from customer_intel.contracts import Manifest, StageRecord
 from customer_intel.paths import OUTPUTS_DIR
 
 TABLES = "tables"
@@ -67,6 +69,27 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             os.replace(tmp_target, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Hard-link a file or a folder tree at ``dst`` (copying where a link is impossible).
+
+    Outputs are never modified in place (every write replaces its file), so a run folder can
+    share files with the run it reuses them from.
+    """
+
+    def link_or_copy(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:  # another file system
+            shutil.copy2(a, b)
+
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True)
+    else:
+        link_or_copy(str(src), str(dst))
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
@@ -252,17 +275,41 @@ class StageRun:
 
         The pipeline merges this record into the run's ``manifest.json``.
         """
-        record = {
-            "stage": self.stage,
-            "rows_in": rows_in,
-            "rows_out": rows_out,
-            "outputs": sorted(self._outputs),
-            "metrics": metrics or {},
-            "kernel_peak_rss_mb": round(peak_rss_mb(), 1),
-            "kernel_seconds": round(time.time() - self.started, 2),
-        }
-        write_json(record, self.path(STAGES, f"{self.stage}.json"))
-        return record
+        record = StageRecord(
+            stage=self.stage,
+            rows_in=rows_in,
+            rows_out=rows_out,
+            outputs=sorted(self._outputs),
+            metrics=metrics or {},
+            kernel_peak_rss_mb=round(peak_rss_mb(), 1),
+            kernel_seconds=round(time.time() - self.started, 2),
+        )
+        write_model(record, self.path(STAGES, f"{self.stage}.json"))
+        return record.model_dump(mode="json")
+
+
+# -- typed documents ----------------------------------------------------------------------------
+M = TypeVar("M", bound=BaseModel)
+
+
+def write_model(model: BaseModel, path: str | Path) -> Path:
+    """Write a typed document (:mod:`customer_intel.contracts`) as JSON, atomically."""
+    return write_json(model.model_dump(mode="json"), path)
+
+
+def read_model(kind: type[M], path: str | Path) -> M:
+    """Read a typed document; a document that does not fit its model raises ``ValueError``."""
+    return kind.model_validate_json(Path(path).read_text())
+
+
+def read_manifest(run_dir: str | Path) -> Manifest:
+    """The manifest of a run folder."""
+    return read_model(Manifest, Path(run_dir) / "manifest.json")
+
+
+def read_stage_record(run_dir: str | Path, stage: str) -> StageRecord:
+    """What a stage recorded in a run folder (``stages/<stage>.json``)."""
+    return read_model(StageRecord, Path(run_dir) / STAGES / f"{stage}.json")
 
 
 def open_stage(run_dir: str | Path, stage: str, output_root: str | Path | None = None) -> StageRun:
