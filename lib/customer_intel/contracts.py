@@ -70,6 +70,7 @@ class StageEntry(_Doc):
     rows_out: Rows = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     wall_seconds: float | None = None
+    startup_seconds: float | None = None  # waiting for the kernel and its imports
     peak_rss_mb: float | None = None
     kernel_peak_rss_mb: float | None = None
 

@@ -566,8 +566,13 @@ class Runner:
         n, started = len(todo), 0
 
         def warm(upcoming: list[Step]) -> None:
-            # keep a warm kernel for the next stages while others run (imports take seconds)
-            for s in upcoming[: max(1, jobs)]:
+            # keep warm kernels for the stages that will start next (ready ones first) while
+            # others run: starting a kernel and importing its libraries takes seconds
+            running = {s.stage.name for s in futures.values()}
+            soon = sorted(
+                upcoming, key=lambda s: not (deps[s.stage.name] & names) <= done | running
+            )
+            for s in soon[: max(1, jobs)]:
                 if s.stage.name not in kernels:
                     kernels[s.stage.name] = self._start_kernel(s.stage)
 
@@ -702,6 +707,7 @@ class Runner:
             self._running[stage.name] = kernel
         try:
             kernel.ready()
+            entry.startup_seconds = round(time.time() - t0, 2)
             if self._stop.is_set():
                 raise _Cancelled
             papermill.execute_notebook(
