@@ -78,7 +78,7 @@ def run_ours(
         )
     )
     cmd = [sys.executable, str(PROJECT_ROOT / "run_all.py"), "--params", str(params)]
-    cmd += ["--quiet-cells", *extra]
+    cmd += ["--quiet-cells", "--force", *extra]  # a fresh output root: --force only says so
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT)
     wall = time.perf_counter() - t0
@@ -98,6 +98,7 @@ def run_ours(
     return {
         "total_wall_s": round(wall, 2),
         "stages_wall_s": round(sum(s["wall_s"] or 0 for s in stages.values()), 2),
+        "jobs": manifest.get("jobs"),
         "peak_rss_mb": max((s["peak_rss_mb"] or 0) for s in stages.values()),
         "stages": stages,
         "run_id": manifest["run_id"],

@@ -26,7 +26,8 @@ def test_pipeline_benchmark_compares_every_stage_with_the_bare_script(tmp_path):
         assert r["bare_wall_s"] > 0 and r["bare_peak_rss_mb"] > 0
         assert r["ratio"] == round(r["ours_wall_s"] / r["bare_wall_s"], 2)
     total = rows["total (process wall)"]
-    assert total["ours_wall_s"] >= res["ours"]["stages_wall_s"]
+    # stages run side by side: the process takes at least its longest stage
+    assert total["ours_wall_s"] >= max(r["ours_wall_s"] for r in res["comparison"][:6])
     assert res["ratio_total"] == round(total["ours_wall_s"] / total["bare_wall_s"], 2)
     # the same data went through both: the bare script's kept rows equal ours
     assert res["bare"]["checks"]["rows_after_dedup"] == res["ours"]["rows_out"]["ingest"]

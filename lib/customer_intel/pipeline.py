@@ -492,6 +492,8 @@ class Runner:
             result_code = EXIT_STAGE_FAILED
             message = f"cannot write {e.filename or run_dir}: {e.strerror or e}"
             manifest.status = "failed"
+        order = [s.stage.name for s in steps]  # pipeline order, whatever finished first
+        manifest.stages = dict(sorted(manifest.stages.items(), key=lambda kv: order.index(kv[0])))
         manifest.finished_at = dt.datetime.now(dt.UTC).isoformat()
         manifest.wall_seconds = round(time.time() - started, 2)
         if result_code == EXIT_OK:
