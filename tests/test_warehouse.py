@@ -354,3 +354,14 @@ def test_a_session_across_midnight_counts_each_product_once(tmp_path):
     overall = con.table("fact_funnel").filter(lambda t: t.level == "overall").to_polars()
     assert overall.sort("step_order")["sessions"].to_list() == [2, 0, 1]
     con.disconnect()
+
+
+def test_funnel_sentence_reads_right_without_views_or_carts():
+    f = lambda steps: pl.DataFrame({"step": list(steps), "users": list(steps.values())})  # noqa: E731
+    assert warehouse.describe_funnel(f({"purchase": 4339})) == (
+        "The data has no view events (an order table, for example): 4,339 users bought."
+    )
+    text = warehouse.describe_funnel(f({"view": 1000, "cart": 100, "purchase": 60}))
+    assert text.startswith("Of 1,000 users who viewed a product, 100 (10.0%) added one to a cart")
+    assert "60 (6.0%) bought" in text and "60% as many" in text
+    assert "%" not in warehouse.describe_funnel(f({}))

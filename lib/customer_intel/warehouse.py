@@ -525,10 +525,22 @@ def describe_sizes(sizes: pl.DataFrame) -> str:
 
 
 def describe_funnel(funnel_overall: pl.DataFrame) -> str:
-    """One sentence on the overall funnel (``fact_funnel`` rows with level 'overall')."""
+    """One sentence on the overall funnel (``fact_funnel`` rows with level 'overall').
+
+    Only the steps the data has are described, and a share is given only against a step that
+    has users (an order table has purchases only: no views to divide by).
+    """
     f = {r["step"]: r for r in funnel_overall.iter_rows(named=True)}
-    v, c, p = (f.get(s, {}).get("users", 0) for s in ("view", "cart", "purchase"))
-    return (
-        f"Of {v:,} users who viewed a product, {c:,} ({c / max(v, 1):.1%}) added one to a cart "
-        f"and {p:,} ({p / max(v, 1):.1%}) bought."
-    )
+    v, c, p = (int(f.get(s, {}).get("users", 0) or 0) for s in ("view", "cart", "purchase"))
+    if v:
+        said = [f"{c:,} ({c / v:.1%}) added one to a cart"] if c else []
+        said.append(f"{p:,} ({p / v:.1%}) bought" if p <= v else f"{p:,} bought")
+        text = f"Of {v:,} users who viewed a product, " + " and ".join(said) + "."
+        if c and p:
+            text += f" Buyers are {p / c:.0%} as many as the users who added to a cart."
+        return text
+    if not (c or p):
+        return "The data has no view, cart or purchase events."
+    steps = [f"{c:,} users added to a cart"] if c else []
+    steps.append(f"{p:,} users bought")
+    return "The data has no view events (an order table, for example): " + " and ".join(steps) + "."
