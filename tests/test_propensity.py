@@ -157,3 +157,72 @@ def test_score_table_and_recommendation():
         1.0,
     )
     assert text.startswith("Contact the top 2 of 4 scored customers (50%)")
+
+
+def _tiny_events():
+    """Two users before the cutoff (2019-10-10) and one purchase after it, by hand."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    def t(day, hh, mm, ss=0):
+        return dt.datetime(2019, 10, day, hh, mm, ss, tzinfo=dt.UTC)
+
+    rows = [
+        # user, session, time, type, product, category, brand, price
+        (1, "s1", t(1, 10, 0), "view", 1, "a", "x", 10.0),
+        (1, "s1", t(1, 10, 5), "cart", 1, "a", "x", 10.0),
+        (1, "s1", t(1, 10, 10), "purchase", 1, "a", "x", 10.0),
+        (1, "s2", t(3, 12, 0), "view", 2, "b", "y", 5.0),
+        (1, "s2", t(3, 12, 0, 30), "view", 3, "b", None, 7.0),
+        (1, "s3", t(20, 9, 0), "purchase", 2, "b", "y", 5.0),  # label window
+        # user 2: category b and a once each (b first): the tie goes to the smallest, "a"
+        (2, "s4", t(2, 8, 0), "view", 2, "b", "y", 5.0),
+        (2, "s4", t(2, 8, 1), "view", 1, "a", "x", 10.0),
+        (2, None, t(5, 9, 0), "view", 1, None, None, 10.0),  # no session: not a session
+    ]
+    cols = list(zip(*rows, strict=True))
+    table = pa.table(
+        {
+            "user_id": pa.array(cols[0], pa.int64()),
+            "user_session": pa.array(cols[1], pa.string()),
+            "event_time": pa.array(cols[2], pa.timestamp("us", tz="UTC")),
+            "event_type": pa.array(cols[3], pa.string()),
+            "product_id": pa.array(cols[4], pa.int64()),
+            "category_code": pa.array(cols[5], pa.string()),
+            "brand": pa.array(cols[6], pa.string()),
+            "price": pa.array(cols[7], pa.float32()),
+        }
+    )
+    return ibis.duckdb.connect().create_table("events", table), t(10, 0, 0)
+
+
+def test_features_by_hand():
+    events, cutoff = _tiny_events()
+    names = [*DEFAULT_FEATURES, "active_days", "removals", "spend", "events_per_session"]
+    f = propensity.features(events, cutoff, names).to_polars().sort("user_id")
+    day = 86400.0
+    expected = {
+        "user_id": [1, 2],
+        "events": [5, 3],
+        "views": [3, 3],
+        "carts": [1, 0],
+        "purchases": [1, 0],
+        "sessions": [2, 1],
+        "unique_products": [3, 2],
+        "active_days": [2, 2],
+        "removals": [0, 0],
+        "spend": [10.0, 0.0],
+        "avg_session_duration_s": [(600 + 30) / 2, 60.0],
+        "active_span_days": [2 + (2 * 3600 + 30) / day, 3 + 3600 / day],
+        "recency_days": [6 + (11 * 3600 + 59 * 60 + 30) / day, 4 + 15 * 3600 / day],
+        "tenure_days": [8 + 14 * 3600 / day, 7 + 16 * 3600 / day],
+        "cart_to_view": [1 / 3, 0.0],
+        "events_per_session": [5 / 2, 3.0],
+        "rfm_score": [3, 0],  # the only buyer scores 1+1+1; non-buyers 0
+        "has_prior_purchase": [1, 0],
+        "primary_category": ["a", "a"],
+        "preferred_brand": ["x", "x"],
+    }
+    for name, values in expected.items():
+        assert f[name].to_list() == pytest.approx(values), name

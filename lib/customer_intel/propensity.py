@@ -49,30 +49,67 @@ def split_times(
     return t_end - dt.timedelta(days=label_days), t_end
 
 
-def _user_aggregates(obs: ibis.Table, cutoff: dt.datetime) -> ibis.Table:
-    c = ibis.literal(cutoff)
-    is_buy = obs.event_type == "purchase"
-    return (
-        obs.group_by("user_id")
-        .agg(
-            events=obs.count(),
-            views=(obs.event_type == "view").sum(),
-            carts=(obs.event_type == "cart").sum(),
-            removals=(obs.event_type == "remove_from_cart").sum(),
-            purchases=is_buy.sum(),
-            sessions=obs.user_session.nunique(),
-            unique_products=obs.product_id.nunique(),
-            active_days=obs.event_time.date().nunique(),
-            spend=is_buy.ifelse(obs.price.cast("float64"), 0.0).sum(),
-            first_seen=obs.event_time.min(),
-            last_seen=obs.event_time.max(),
-            last_purchase=is_buy.ifelse(obs.event_time, ibis.null()).max(),
+def _observed(events: ibis.Table, cutoff: dt.datetime, observation_days: int | None) -> ibis.Table:
+    """Events of the observation window: before ``cutoff``, at most ``observation_days`` back."""
+    obs = events.filter(events.event_time < ibis.literal(cutoff))
+    if observation_days:
+        obs = obs.filter(
+            obs.event_time >= ibis.literal(cutoff - dt.timedelta(days=observation_days))
         )
-        .mutate(_cutoff_s=c.epoch_seconds())
+    return obs
+
+
+def _user_aggregates(obs: ibis.Table, cutoff: dt.datetime) -> ibis.Table:
+    """Per user counts, spend, first/last times, sessions and mean session duration.
+
+    Aggregated in two steps, per (user, session) and then per user, so that ``sessions`` and
+    the session durations need no ``COUNT(DISTINCT)`` and no second pass over the events, and
+    the timestamp arithmetic runs once per session instead of once per event. Events without
+    a session count in every total but not as a session.
+    """
+    is_buy = obs.event_type == "purchase"
+    s = obs.group_by(["user_id", "user_session"]).agg(
+        events=obs.count(),
+        views=(obs.event_type == "view").sum(),
+        carts=(obs.event_type == "cart").sum(),
+        removals=(obs.event_type == "remove_from_cart").sum(),
+        purchases=is_buy.sum(),
+        spend=is_buy.ifelse(obs.price.cast("float64"), 0.0).sum(),
+        first_seen=obs.event_time.min(),
+        last_seen=obs.event_time.max(),
+        last_purchase=is_buy.ifelse(obs.event_time, ibis.null()).max(),
+    )
+    duration = s.user_session.notnull().ifelse(
+        s.last_seen.epoch_seconds() - s.first_seen.epoch_seconds(), ibis.null()
+    )
+    return (
+        s.group_by("user_id")
+        .agg(
+            events=s.events.sum(),
+            views=s.views.sum(),
+            carts=s.carts.sum(),
+            removals=s.removals.sum(),
+            purchases=s.purchases.sum(),
+            sessions=s.user_session.count(),
+            spend=s.spend.sum(),
+            first_seen=s.first_seen.min(),
+            last_seen=s.last_seen.max(),
+            last_purchase=s.last_purchase.max(),
+            avg_session_duration_s=duration.mean(),
+        )
+        .mutate(_cutoff_s=ibis.literal(cutoff).epoch_seconds())
     )
 
 
+def _distinct_count(obs: ibis.Table, value: ibis.Value, name: str) -> ibis.Table:
+    """``user_id, name``: distinct non-null ``value`` per user (a group-by, not COUNT DISTINCT)."""
+    pairs = obs.select("user_id", v=value)
+    pairs = pairs.filter(pairs.v.notnull()).distinct()
+    return pairs.group_by("user_id").agg(**{name: pairs.count()})
+
+
 def _mode(obs: ibis.Table, column: str, name: str) -> ibis.Table:
+    """``user_id, name``: the user's most frequent non-null ``column``; ties go to the smallest."""
     t = obs.filter(obs[column].notnull())
     counts = t.group_by(["user_id", column]).agg(n=t.count())
     w = ibis.window(group_by="user_id", order_by=[ibis.desc("n"), column])
@@ -122,32 +159,25 @@ def features(
         raise ValueError(
             f"propensity.features: unknown feature(s) {unknown}; known: {sorted(FEATURES)}"
         )
-    c = ibis.literal(cutoff)
-    obs = events.filter(events.event_time < c)
-    if observation_days:
-        obs = obs.filter(
-            obs.event_time >= ibis.literal(cutoff - dt.timedelta(days=observation_days))
-        )
+    obs = _observed(events, cutoff, observation_days)
     a = _user_aggregates(obs, cutoff)
-    s = obs.group_by("user_session").agg(
-        user_id=obs.user_id.min(),
-        dur=obs.event_time.max().epoch_seconds() - obs.event_time.min().epoch_seconds(),
-    )
-    dur = s.group_by("user_id").agg(avg_session_duration_s=s.dur.mean())
-    buys = obs.filter(obs.event_type == "purchase")
-    scores = rfm.rfm_scores(rfm.rfm_base(buys, as_of=cutoff), bins=5)
-    scores = scores.select("user_id", rfm_score=scores.rfm_score.cast("int32"))
-    a = (
-        a.left_join(dur, "user_id")
-        .drop("user_id_right")
-        .left_join(scores, "user_id")
-        .drop("user_id_right")
-        .left_join(_mode(obs, "category_code", "primary_category"), "user_id")
-        .drop("user_id_right")
-        .left_join(_mode(obs, "brand", "preferred_brand"), "user_id")
-        .drop("user_id_right")
-    )
-    a = a.mutate(rfm_score=a.rfm_score.fill_null(0))
+    parts: list[ibis.Table] = []
+    if "unique_products" in names:
+        parts.append(_distinct_count(obs, obs.product_id, "unique_products"))
+    if "active_days" in names:
+        parts.append(_distinct_count(obs, obs.event_time.date(), "active_days"))
+    if "rfm_score" in names:
+        buys = obs.filter(obs.event_type == "purchase")
+        scores = rfm.rfm_scores(rfm.rfm_base(buys, as_of=cutoff), bins=5)
+        parts.append(scores.select("user_id", rfm_score=scores.rfm_score.cast("int32")))
+    if "primary_category" in names:
+        parts.append(_mode(obs, "category_code", "primary_category"))
+    if "preferred_brand" in names:
+        parts.append(_mode(obs, "brand", "preferred_brand"))
+    for part in parts:
+        a = a.left_join(part, "user_id").drop("user_id_right")
+    if "rfm_score" in names:
+        a = a.mutate(rfm_score=a.rfm_score.fill_null(0))
     return a.select("user_id", **{n: FEATURES[n](a) for n in names})
 
 
