@@ -65,12 +65,7 @@ def test_model_recovers_planted_propensity_and_beats_baselines(planted):
         y, test.join(planted["truth"], on="user_id", maintain_order="left")["p_purchase_final30"]
     )
     auc = roc_auc_score(y, p)
-    lr = roc_auc_score(
-        y,
-        propensity.logistic_baseline(frame, DEFAULT_FEATURES, seed=1)[
-            frame["split"].to_numpy() == "test"
-        ],
-    )
+    lr = roc_auc_score(y, propensity.logistic_baseline(frame, DEFAULT_FEATURES, seed=1))
     rule = roc_auc_score(y, propensity.rfm_rule_baseline(test))
     assert auc >= 0.95 * oracle, (auc, oracle)
     assert auc > lr and auc > rule, (auc, lr, rule)
@@ -139,6 +134,66 @@ def test_shap_contributions_add_up_to_the_raw_log_odds(planted):
     raw = m.booster.predict_proba(m._x(sample), raw_score=True)
     assert np.allclose(contrib.sum_horizontal().to_numpy(), raw, atol=1e-6)
     assert m.importance()["feature"].to_list()[0] in DEFAULT_FEATURES
+
+
+def test_training_users_sample_is_stratified_seeded_and_keeps_every_test_user():
+    rng = np.random.default_rng(0)
+    pop = pl.DataFrame(
+        {"user_id": rng.permutation(200_000), "label": (rng.random(200_000) < 0.12).astype(np.int8)}
+    )
+    full = propensity.training_users(pop, seed=7)
+    users = propensity.training_users(pop, seed=7, max_train_users=30_000)
+    assert users["user_id"].is_sorted()
+    # the test share is untouched: the same users as without a sample, all of them
+    assert ((users["split"] == "test") == (full["split"] == "test")).all()
+    fit = users.filter(pl.col("split").is_in(["train", "validation", "calibration"]))
+    pool = full.filter(pl.col("split") != "test")
+    assert fit.height == 30_000
+    # stratified: the sample's buyers are the pool's share of 30,000, to the user
+    assert abs(fit["label"].sum() - 30_000 * pool["label"].mean()) < 1
+    # sampled users keep the split they were drawn into
+    kept = fit.join(full, on="user_id", suffix="_full")
+    assert (kept["split"] == kept["split_full"]).all()
+    assert users.equals(propensity.training_users(pop, seed=7, max_train_users=30_000))
+    other = propensity.training_users(pop, seed=8, max_train_users=30_000)
+    assert not other.equals(users)
+    # no sample when the pool is small enough; None means all
+    assert propensity.training_users(pop, seed=7, max_train_users=10**6).equals(full)
+    assert "sample of 30,000 of the" in propensity.describe_training_users(users)
+    assert propensity.describe_training_users(full).startswith("The model learns from all")
+
+
+def test_stratified_sample_sizes_add_up_and_follow_the_shares():
+    y = np.array([0] * 7 + [1] * 3)
+    rows = propensity.stratified_sample(y, 5, seed=1)
+    assert len(rows) == 5 and len(set(rows)) == 5 and (np.diff(rows) > 0).all()
+    assert y[rows].sum() in (1, 2)  # 1.5 buyers expected: largest remainder gives 1 or 2
+    assert (propensity.stratified_sample(y, 5, seed=1) == rows).all()
+    with pytest.raises(ValueError, match="cannot sample 11 of 10"):
+        propensity.stratified_sample(y, 11, seed=1)
+
+
+def test_training_frame_of_sampled_users_equals_the_full_frame_on_those_users(planted):
+    events, cutoff, end = planted["events"], planted["cutoff"], planted["end"]
+    pop = propensity.population(events, cutoff, end)
+    full = planted["frame"]
+    assert pop.equals(full.select("user_id", "label"))
+    users = propensity.training_users(pop, seed=1, max_train_users=1_000)
+    sample = propensity.training_frame(events, cutoff, end, DEFAULT_FEATURES, users=users)
+    kept = users.filter(pl.col("split") != "unsampled")
+    assert sample["user_id"].equals(kept["user_id"])
+    # the same features as computed for everyone (rfm_score still ranks among all buyers)
+    expected = full.join(kept.select("user_id"), on="user_id").drop("split")
+    assert sample.select(expected.columns).equals(expected)
+
+
+def test_predictions_in_chunks_equal_predictions_in_one_go(planted):
+    model = planted["model"]
+    test = planted["frame"].filter(pl.col("split") == "test")
+    x = model._x(test)
+    one_go = model.calibrator.predict_proba(x)[:, 1]
+    assert np.array_equal(propensity._chunked(model.predict, test, rows=1000), one_go)
+    assert np.array_equal(model.predict(test), one_go)
 
 
 def test_score_table_and_recommendation():

@@ -152,14 +152,24 @@ def features(
     names: Sequence[str],
     *,
     observation_days: int | None = None,
+    users: pl.DataFrame | None = None,
 ) -> ibis.Table:
-    """One row per user active before ``cutoff``: ``user_id`` and the named features."""
+    """One row per user active before ``cutoff``: ``user_id`` and the named features.
+
+    ``users`` (a frame with ``user_id``) restricts the rows to those users, and the engine
+    aggregates only their events; ``rfm_score`` still ranks each buyer among all buyers, so a
+    user's features do not depend on which other users are asked for.
+    """
     unknown = sorted(set(names) - set(FEATURES))
     if unknown:
         raise ValueError(
             f"propensity.features: unknown feature(s) {unknown}; known: {sorted(FEATURES)}"
         )
-    obs = _observed(events, cutoff, observation_days)
+    everyone = _observed(events, cutoff, observation_days)
+    obs = everyone
+    if users is not None:
+        ids = ibis.memtable(users.select("user_id").to_arrow())
+        obs = everyone.filter(everyone.user_id.isin(ids.user_id))
     a = _user_aggregates(obs, cutoff)
     parts: list[ibis.Table] = []
     if "unique_products" in names:
@@ -167,9 +177,10 @@ def features(
     if "active_days" in names:
         parts.append(_distinct_count(obs, obs.event_time.date(), "active_days"))
     if "rfm_score" in names:
-        buys = obs.filter(obs.event_type == "purchase")
+        buys = everyone.filter(everyone.event_type == "purchase")  # ranks among all buyers
         scores = rfm.rfm_scores(rfm.rfm_base(buys, as_of=cutoff), bins=5)
         parts.append(scores.select("user_id", rfm_score=scores.rfm_score.cast("int32")))
+        # the left join onto ``a`` keeps only the requested users' scores
     if "primary_category" in names:
         parts.append(_mode(obs, "category_code", "primary_category"))
     if "preferred_brand" in names:
@@ -191,6 +202,23 @@ def labels(events: ibis.Table, cutoff: dt.datetime, end: dt.datetime) -> ibis.Ta
     return w.select("user_id").distinct().mutate(label=ibis.literal(1, "int8"))
 
 
+def population(
+    events: ibis.Table,
+    cutoff: dt.datetime,
+    end: dt.datetime,
+    *,
+    observation_days: int | None = None,
+) -> pl.DataFrame:
+    """``user_id, label`` of every user active before ``cutoff``, sorted by ``user_id``.
+
+    These are the users a model can learn from and be tested on; ``label`` is 1 if the user
+    purchased in ``[cutoff, end]``. One narrow row per user, so it fits in memory at any size.
+    """
+    users = _observed(events, cutoff, observation_days).select("user_id").distinct()
+    joined = users.left_join(labels(events, cutoff, end), "user_id").drop("user_id_right")
+    return joined.mutate(label=joined.label.fill_null(0)).to_polars().sort("user_id")
+
+
 def training_frame(
     events: ibis.Table,
     cutoff: dt.datetime,
@@ -198,12 +226,27 @@ def training_frame(
     names: Sequence[str],
     *,
     observation_days: int | None = None,
+    users: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Features of users active before ``cutoff`` joined with their label (0 if none)."""
+    """Features of users active before ``cutoff`` joined with their label (0 if none).
+
+    With ``users`` (``user_id, label, split`` from :func:`training_users`), only the users not
+    ``unsampled`` are computed and they keep their ``label`` and ``split``.
+    """
+    if users is not None:
+        kept = users.filter(pl.col("split") != "unsampled")
+        f = features(events, cutoff, names, observation_days=observation_days, users=kept)
+        out = f.to_polars().join(kept, on="user_id", how="inner")
+        return out.sort("user_id")
     f = features(events, cutoff, names, observation_days=observation_days)
     joined = f.left_join(labels(events, cutoff, end), "user_id").drop("user_id_right")
     out = joined.mutate(label=joined.label.fill_null(0)).to_polars()
     return out.sort("user_id")
+
+
+#: Split names, in display order; ``unsampled`` marks users outside the test share that the
+#: training sample left out (:func:`training_users`).
+SPLITS = pl.Enum(["train", "validation", "calibration", "test", "unsampled"])
 
 
 def assign_splits(
@@ -214,14 +257,104 @@ def assign_splits(
     calibration: float = 0.15,
     validation: float = 0.15,
 ) -> pl.Series:
-    """A seeded random split of users into train / validation / calibration / test."""
+    """A seeded random split of users into train / validation / calibration / test.
+
+    One uniform draw per user in the order given (sort the users first for a split that does
+    not depend on row order); returned as the :data:`SPLITS` enum.
+    """
     rng = np.random.default_rng(seed)
     u = rng.random(len(user_ids))
-    cut = np.cumsum([test, calibration, validation])
-    split = np.select(
-        [u < cut[0], u < cut[1], u < cut[2]], ["test", "calibration", "validation"], "train"
+    code = np.searchsorted(np.cumsum([test, calibration, validation]), u, side="right")
+    names = {0: "test", 1: "calibration", 2: "validation", 3: "train"}
+    return pl.Series("split", code.astype(np.uint8)).replace_strict(names, return_dtype=SPLITS)
+
+
+def stratified_sample(labels: np.ndarray, n: int, *, seed: int | Sequence[int]) -> np.ndarray:
+    """Sorted positions of ``n`` of the rows, drawn at random within each label value.
+
+    Each label value gets its share of ``n`` (largest remainder, so the sizes add up to ``n``
+    exactly and each differs from ``n x share`` by less than one); same seed, same rows.
+    """
+    labels = np.asarray(labels)
+    if not 0 <= n <= len(labels):
+        raise ValueError(f"cannot sample {n} of {len(labels)} rows")
+    values, counts = np.unique(labels, return_counts=True)
+    exact = n * counts / counts.sum()
+    sizes = np.floor(exact).astype(np.int64)
+    sizes[np.argsort(-(exact - sizes), kind="stable")[: n - sizes.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    picked = [
+        rng.choice(np.flatnonzero(labels == v), size=k, replace=False)
+        for v, k in zip(values, sizes, strict=True)
+    ]
+    return np.sort(np.concatenate(picked))
+
+
+def training_users(
+    population: pl.DataFrame,
+    *,
+    seed: int,
+    test: float = 0.25,
+    calibration: float = 0.15,
+    validation: float = 0.15,
+    max_train_users: int | None = None,
+) -> pl.DataFrame:
+    """``population`` (user_id, label) plus ``split``: who trains, validates, calibrates, tests.
+
+    Every user gets a seeded random split (:func:`assign_splits`, users in ``user_id`` order).
+    The test share is always every test user. When more than ``max_train_users`` users are
+    left for train, validation and calibration, a sample of that size stratified by label
+    (seed ``(seed, 1)``) keeps its split and the rest become ``unsampled``; ``None`` keeps all.
+    """
+    pop = population.sort("user_id")
+    split = assign_splits(
+        pop["user_id"], seed=seed, test=test, calibration=calibration, validation=validation
     )
-    return pl.Series("split", split)
+    out = pop.with_columns(split)
+    if max_train_users is None:
+        return out
+    is_test = (split == "test").to_numpy()
+    pool = np.flatnonzero(~is_test)
+    if len(pool) <= max_train_users:
+        return out
+    keep = pool[stratified_sample(pop["label"].to_numpy()[pool], max_train_users, seed=(seed, 1))]
+    unsampled = ~is_test
+    unsampled[keep] = False
+    return out.with_columns(
+        split=pl.when(pl.Series(unsampled)).then(pl.lit("unsampled", SPLITS)).otherwise("split")
+    )
+
+
+def describe_training_users(users: pl.DataFrame) -> str:
+    """One sentence: how many users train (all, or a stratified sample) and how many test."""
+    counts = dict(users.group_by("split").len().iter_rows())
+    n_test = counts.get("test", 0)
+    n_fit = sum(counts.get(s, 0) for s in ("train", "validation", "calibration"))
+    n_out = counts.get("unsampled", 0)
+    if n_out:
+        fit = users.filter(pl.col("split").is_in(["train", "validation", "calibration"]))
+        pool = users.filter(pl.col("split") != "test")
+        return (
+            f"The model learns from a sample of {n_fit:,} of the {n_fit + n_out:,} users outside "
+            f"the test share, stratified by label and seeded (buyer rate {fit['label'].mean():.2%}"
+            f" in the sample, {pool['label'].mean():.2%} in all of them); every metric below is "
+            f"on all {n_test:,} test users."
+        )
+    return (
+        f"The model learns from all {n_fit:,} users outside the test share; every metric below "
+        f"is on all {n_test:,} test users."
+    )
+
+
+#: Rows per chunk when predicting: the pandas copy of a chunk is a few hundred MB at most.
+CHUNK_ROWS = 500_000
+
+
+def _chunked(fn: Any, frame: pl.DataFrame, rows: int = CHUNK_ROWS) -> np.ndarray:
+    """``fn`` applied to ``frame`` in slices of ``rows`` rows, results stacked in order."""
+    if frame.height <= rows:
+        return fn(frame)
+    return np.concatenate([fn(frame.slice(i, rows)) for i in range(0, frame.height, rows)])
 
 
 def _pandas(frame: pl.DataFrame, names: Sequence[str]) -> pd.DataFrame:
@@ -250,16 +383,16 @@ class PropensityModel:
         return df
 
     def raw_scores(self, frame: pl.DataFrame) -> np.ndarray:
-        """Uncalibrated LightGBM probabilities."""
-        return self.booster.predict_proba(self._x(frame))[:, 1]
+        """Uncalibrated LightGBM probabilities (computed in chunks of rows)."""
+        return _chunked(lambda f: self.booster.predict_proba(self._x(f))[:, 1], frame)
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
-        """Calibrated purchase probabilities."""
-        return self.calibrator.predict_proba(self._x(frame))[:, 1]
+        """Calibrated purchase probabilities (computed in chunks of rows)."""
+        return _chunked(lambda f: self.calibrator.predict_proba(self._x(f))[:, 1], frame)
 
     def contributions(self, frame: pl.DataFrame) -> pl.DataFrame:
         """SHAP values (LightGBM ``pred_contrib``, log-odds) per feature, plus ``bias``."""
-        c = self.booster.booster_.predict(self._x(frame), pred_contrib=True)
+        c = _chunked(lambda f: self.booster.booster_.predict(self._x(f), pred_contrib=True), frame)
         return pl.DataFrame(c, schema=[*self.features, "bias"], orient="row")
 
     def importance(self) -> pl.DataFrame:
@@ -331,7 +464,11 @@ def fit_model(
 
 
 def logistic_baseline(frame: pl.DataFrame, names: Sequence[str], *, seed: int = 42) -> np.ndarray:
-    """A logistic regression on the same features and split; scores for every row."""
+    """A logistic regression on the same features; scores of the test users, in frame order.
+
+    Fit on the ``train`` and ``validation`` users (the training sample when there is one),
+    scored on every ``test`` user in chunks of rows.
+    """
     names = list(names)
     cat = [c for c in names if c in CATEGORICAL]
     num = [c for c in names if c not in CATEGORICAL]
@@ -358,9 +495,9 @@ def logistic_baseline(frame: pl.DataFrame, names: Sequence[str], *, seed: int = 
     )
     model = Pipeline([("pre", pre), ("lr", LogisticRegression(max_iter=2000, random_state=seed))])
     train = frame.filter(pl.col("split").is_in(["train", "validation"]))
-    x = frame.select(names).to_pandas()
     model.fit(train.select(names).to_pandas(), train["label"].to_numpy())
-    return model.predict_proba(x)[:, 1]
+    test = frame.filter(pl.col("split") == "test")
+    return _chunked(lambda f: model.predict_proba(f.select(names).to_pandas())[:, 1], test)
 
 
 def rfm_rule_baseline(frame: pl.DataFrame) -> np.ndarray:
