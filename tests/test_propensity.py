@@ -196,6 +196,20 @@ def test_predictions_in_chunks_equal_predictions_in_one_go(planted):
     assert np.array_equal(model.predict(test), one_go)
 
 
+def test_shap_on_a_sample_of_rows(planted):
+    test = planted["frame"].filter(pl.col("split") == "test")
+    rows = propensity.sample_rows(test, 100, seed=3)
+    assert rows.height == 100 and rows["user_id"].is_sorted()
+    assert rows.equals(propensity.sample_rows(test, 100, seed=3))
+    assert propensity.sample_rows(test, 10**6, seed=3).equals(test)
+    shap = planted["model"].contributions(rows)
+    mean = propensity.mean_abs_shap(shap)
+    assert mean["feature"].to_list() == DEFAULT_FEATURES
+    assert mean["mean_abs_shap"].to_list() == pytest.approx(
+        [float(shap[f].abs().mean()) for f in DEFAULT_FEATURES]
+    )
+
+
 def test_score_table_and_recommendation():
     t = propensity.score_table(
         pl.Series([1, 2, 3, 4]),

@@ -346,6 +346,14 @@ def describe_training_users(users: pl.DataFrame) -> str:
     )
 
 
+def sample_rows(frame: pl.DataFrame, n: int, *, seed: int) -> pl.DataFrame:
+    """A seeded random sample of ``n`` rows of ``frame`` (all rows if it has fewer), in order."""
+    if frame.height <= n:
+        return frame
+    rows = np.sort(np.random.default_rng(seed).choice(frame.height, size=n, replace=False))
+    return frame[rows]
+
+
 #: Rows per chunk when predicting: the pandas copy of a chunk is a few hundred MB at most.
 CHUNK_ROWS = 500_000
 
@@ -391,7 +399,10 @@ class PropensityModel:
         return _chunked(lambda f: self.calibrator.predict_proba(self._x(f))[:, 1], frame)
 
     def contributions(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """SHAP values (LightGBM ``pred_contrib``, log-odds) per feature, plus ``bias``."""
+        """SHAP values (LightGBM ``pred_contrib``, log-odds) per feature, plus ``bias``.
+
+        One row per row of ``frame``; pass a sample (:func:`sample_rows`) for large frames.
+        """
         c = _chunked(lambda f: self.booster.booster_.predict(self._x(f), pred_contrib=True), frame)
         return pl.DataFrame(c, schema=[*self.features, "bias"], orient="row")
 
@@ -567,6 +578,14 @@ def describe_comparison(table: pl.DataFrame) -> str:
         gap = (first["roc_auc"] - r["roc_auc"]) * 100
         parts.append(f"{gap:+.1f} AUC points against the {r['model']}{extra}")
     return f"{first['model']} reaches ROC-AUC {first['roc_auc']:.3f}: " + "; ".join(parts) + "."
+
+
+def mean_abs_shap(shap: pl.DataFrame) -> pl.DataFrame:
+    """``feature, mean_abs_shap`` from :meth:`PropensityModel.contributions` (bias left out)."""
+    feats = [c for c in shap.columns if c != "bias"]
+    return pl.DataFrame(
+        {"feature": feats, "mean_abs_shap": [float(shap[f].abs().mean()) for f in feats]}
+    )
 
 
 def score_table(

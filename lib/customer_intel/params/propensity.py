@@ -63,6 +63,11 @@ class PropensityParams(Section):
         "none", description="class imbalance handling"
     )
     calibration: Literal["isotonic", "sigmoid"] = Field("isotonic", description="calibration")
+    shap_sample: int = Field(
+        20_000,
+        ge=100,
+        description="test users (a seeded random sample) whose SHAP values are computed",
+    )
     lift_fractions: list[float] = Field(
         default_factory=lambda: [0.01, 0.05, 0.1, 0.2], description="top fractions for lift@k"
     )
