@@ -187,13 +187,16 @@ def test_training_frame_of_sampled_users_equals_the_full_frame_on_those_users(pl
     assert sample.select(expected.columns).equals(expected)
 
 
-def test_predictions_in_chunks_equal_predictions_in_one_go(planted):
-    model = planted["model"]
-    test = planted["frame"].filter(pl.col("split") == "test")
-    x = model._x(test)
-    one_go = model.calibrator.predict_proba(x)[:, 1]
-    assert np.array_equal(propensity._chunked(model.predict, test, rows=1000), one_go)
-    assert np.array_equal(model.predict(test), one_go)
+def test_chunked_scoring_equals_scoring_in_one_go(planted):
+    model, events, end = planted["model"], planted["events"], planted["end"]
+    current = propensity.features(events, end, DEFAULT_FEATURES)
+    whole = current.to_polars().sort("user_id")
+    one_go = model.predict(whole)
+    chunked = propensity.score_users(model, current, chunk_rows=997)
+    assert chunked["user_id"].equals(whole["user_id"])
+    assert np.array_equal(chunked["probability"].to_numpy(), one_go)
+    # predictions in slices of rows equal predictions of the whole frame
+    assert np.array_equal(propensity._chunked(model.predict, whole, rows=1000), one_go)
 
 
 def test_shap_on_a_sample_of_rows(planted):
@@ -208,6 +211,16 @@ def test_shap_on_a_sample_of_rows(planted):
     assert mean["mean_abs_shap"].to_list() == pytest.approx(
         [float(shap[f].abs().mean()) for f in DEFAULT_FEATURES]
     )
+
+
+def test_score_table_breaks_ties_by_user_id_whatever_the_row_order():
+    ids = pl.Series([5, 3, 9, 1, 7])
+    p = np.array([0.2, 0.5, 0.5, 0.2, 0.9])
+    t = propensity.score_table(ids, p, None)
+    assert t["user_id"].to_list() == [7, 3, 9, 1, 5]
+    assert t["decile"].to_list() == [1, 3, 5, 7, 9]
+    order = np.array([4, 2, 0, 3, 1])
+    assert propensity.score_table(ids[order], p[order], None).equals(t)
 
 
 def test_score_table_and_recommendation():

@@ -588,16 +588,48 @@ def mean_abs_shap(shap: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def score_table(
-    user_ids: pl.Series, probability: np.ndarray, segments: pl.DataFrame | None
+def score_users(
+    model: PropensityModel, features: ibis.Table, *, chunk_rows: int = CHUNK_ROWS
 ) -> pl.DataFrame:
-    """``propensity_scores``: user_id, probability, decile (1 = most likely), segment."""
-    order = np.argsort(-probability, kind="stable")
-    decile = np.empty(len(probability), dtype=np.int8)
-    decile[order] = (np.arange(len(probability)) * 10 // max(len(probability), 1)) + 1
-    out = pl.DataFrame({"user_id": user_ids, "probability": probability, "decile": decile})
-    if segments is not None:
-        out = out.join(segments.select("user_id", "segment"), on="user_id", how="left")
-    else:
-        out = out.with_columns(segment=pl.lit(None, pl.String))
-    return out.sort("probability", descending=True)
+    """``user_id, probability`` for every row of a feature table, sorted by ``user_id``.
+
+    The engine streams the features in batches of ``chunk_rows``; each batch is predicted and
+    dropped, so memory holds one batch of features plus two columns per user, not the full
+    feature frame.
+    """
+    schema = features.schema().to_polars()  # batches come in the engine's own types
+    ids: list[pl.Series] = []
+    probs: list[np.ndarray] = []
+    with features.to_pyarrow_batches(chunk_size=chunk_rows) as batches:
+        for batch in batches:
+            df = pl.DataFrame(batch).cast(dict(schema))
+            ids.append(df["user_id"])
+            probs.append(model.predict(df))
+    if not ids:  # nobody to score: an empty table of the same schema
+        empty = features.select("user_id").limit(0).to_polars()
+        return empty.with_columns(probability=pl.lit(None, pl.Float64))
+    out = pl.DataFrame({"user_id": pl.concat(ids), "probability": np.concatenate(probs)})
+    return out.sort("user_id")
+
+
+def score_table(
+    user_ids: pl.Series,
+    probability: np.ndarray,
+    segments: pl.DataFrame | pl.LazyFrame | None,
+) -> pl.DataFrame:
+    """``propensity_scores``: user_id, probability, decile (1 = most likely), segment.
+
+    Sorted by probability, highest first, ties by ``user_id`` (a total order, so the deciles
+    do not depend on row order); deciles cut that order into ten groups of (nearly) equal size.
+    ``segments`` (``user_id, segment``, e.g. the ``rfm`` table, lazily) gives each user's segment.
+    """
+    n = len(probability)
+    out = (
+        pl.DataFrame({"user_id": user_ids, "probability": np.asarray(probability, dtype=float)})
+        .sort(["probability", "user_id"], descending=[True, False])
+        .with_columns(decile=(pl.int_range(n, dtype=pl.Int64) * 10 // max(n, 1) + 1).cast(pl.Int8))
+    )
+    if segments is None:
+        return out.with_columns(segment=pl.lit(None, pl.String))
+    seg = segments.lazy().select("user_id", "segment").collect()
+    return out.join(seg, on="user_id", how="left", maintain_order="left")
