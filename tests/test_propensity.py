@@ -127,6 +127,14 @@ def test_imbalance_weighting_is_recalibrated(planted):
     assert abs(cal.mean() - rate) < 0.02  # calibration brings them back
 
 
+def test_one_pass_predictions_equal_predict_and_raw_scores(planted):
+    model = planted["model"]
+    test = planted["frame"].filter(pl.col("split") == "test")
+    calibrated, raw = model.predict_with_raw(test)
+    assert np.array_equal(calibrated, model.predict(test))
+    assert np.allclose(raw, model.raw_scores(test), rtol=1e-12, atol=0)
+
+
 def test_shap_contributions_add_up_to_the_raw_log_odds(planted):
     m, frame = planted["model"], planted["frame"]
     sample = frame.head(200)
