@@ -195,14 +195,31 @@ def test_training_frame_of_sampled_users_equals_the_full_frame_on_those_users(pl
     assert sample.select(expected.columns).equals(expected)
 
 
-def test_chunked_scoring_equals_scoring_in_one_go(planted):
+def test_feature_batches_equal_features_in_one_query(planted):
+    events, cutoff = planted["events"], planted["cutoff"]
+    names = [*DEFAULT_FEATURES, "active_days", "days_since_purchase"]
+    whole = propensity.features(events, cutoff, names).to_polars().sort("user_id")
+    batches = list(propensity.feature_batches(events, cutoff, names, batch_users=4_000))
+    assert len(batches) > 3
+    assert pl.concat(batches).sort("user_id").equals(whole)
+    # a subset of users, in batches, in any order: their rows of the whole
+    some = whole["user_id"].sample(3_000, seed=2).shuffle(seed=3)
+    subset = propensity.feature_batches(events, cutoff, names, user_ids=some, batch_users=1_000)
+    assert (
+        pl.concat(list(subset))
+        .sort("user_id")
+        .equals(whole.filter(pl.col("user_id").is_in(some.implode())))
+    )
+
+
+def test_scoring_in_batches_equals_scoring_in_one_go(planted):
     model, events, end = planted["model"], planted["events"], planted["end"]
-    current = propensity.features(events, end, DEFAULT_FEATURES)
-    whole = current.to_polars().sort("user_id")
+    whole = propensity.features(events, end, DEFAULT_FEATURES).to_polars().sort("user_id")
     one_go = model.predict(whole)
-    chunked = propensity.score_users(model, current, chunk_rows=997)
-    assert chunked["user_id"].equals(whole["user_id"])
-    assert np.array_equal(chunked["probability"].to_numpy(), one_go)
+    batches = propensity.feature_batches(events, end, DEFAULT_FEATURES, batch_users=997)
+    scored = propensity.score_users(model, batches)
+    assert scored["user_id"].equals(whole["user_id"])
+    assert np.array_equal(scored["probability"].to_numpy(), one_go)
     # predictions in slices of rows equal predictions of the whole frame
     assert np.array_equal(propensity._chunked(model.predict, whole, rows=1000), one_go)
 

@@ -15,7 +15,7 @@ probabilities) and test (all reported metrics).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +147,56 @@ FEATURES: dict[str, Any] = {
 }
 
 
+def _check_names(names: Sequence[str]) -> None:
+    unknown = sorted(set(names) - set(FEATURES))
+    if unknown:
+        raise ValueError(
+            f"propensity.features: unknown feature(s) {unknown}; known: {sorted(FEATURES)}"
+        )
+
+
+def _rfm_part(everyone: ibis.Table, cutoff: dt.datetime) -> ibis.Table:
+    """``user_id, rfm_score`` of every buyer in the observation window (ranked among all)."""
+    buys = everyone.filter(everyone.event_type == "purchase")
+    scores = rfm.rfm_scores(rfm.rfm_base(buys, as_of=cutoff), bins=5)
+    return scores.select("user_id", rfm_score=scores.rfm_score.cast("int32"))
+
+
+def _only(obs: ibis.Table, user_ids: pl.Series, *, whole_range: bool = False) -> ibis.Table:
+    """Events of the given users only.
+
+    The id range comes first, so that Parquet files sorted by user skip the other row groups;
+    ``whole_range`` says every active user in that range is wanted (no membership test).
+    """
+    in_range = (obs.user_id >= user_ids.min()) & (obs.user_id <= user_ids.max())
+    if whole_range:
+        return obs.filter(in_range)
+    ids = ibis.memtable(user_ids.to_frame("user_id").to_arrow())
+    return obs.filter(in_range & obs.user_id.isin(ids.user_id))
+
+
+def _feature_table(
+    obs: ibis.Table, cutoff: dt.datetime, names: Sequence[str], rfm_part: ibis.Table | None
+) -> ibis.Table:
+    a = _user_aggregates(obs, cutoff)
+    parts: list[ibis.Table] = []
+    if "unique_products" in names:
+        parts.append(_distinct_count(obs, obs.product_id, "unique_products"))
+    if "active_days" in names:
+        parts.append(_distinct_count(obs, obs.event_time.date(), "active_days"))
+    if "rfm_score" in names and rfm_part is not None:
+        parts.append(rfm_part)  # the left join keeps the scores of the users in ``obs``
+    if "primary_category" in names:
+        parts.append(_mode(obs, "category_code", "primary_category"))
+    if "preferred_brand" in names:
+        parts.append(_mode(obs, "brand", "preferred_brand"))
+    for part in parts:
+        a = a.left_join(part, "user_id").drop("user_id_right")
+    if "rfm_score" in names:
+        a = a.mutate(rfm_score=a.rfm_score.fill_null(0))
+    return a.select("user_id", **{n: FEATURES[n](a) for n in names})
+
+
 def features(
     events: ibis.Table,
     cutoff: dt.datetime,
@@ -161,36 +211,49 @@ def features(
     aggregates only their events; ``rfm_score`` still ranks each buyer among all buyers, so a
     user's features do not depend on which other users are asked for.
     """
-    unknown = sorted(set(names) - set(FEATURES))
-    if unknown:
-        raise ValueError(
-            f"propensity.features: unknown feature(s) {unknown}; known: {sorted(FEATURES)}"
-        )
+    _check_names(names)
     everyone = _observed(events, cutoff, observation_days)
-    obs = everyone
-    if users is not None:
-        ids = ibis.memtable(users.select("user_id").to_arrow())
-        obs = everyone.filter(everyone.user_id.isin(ids.user_id))
-    a = _user_aggregates(obs, cutoff)
-    parts: list[ibis.Table] = []
-    if "unique_products" in names:
-        parts.append(_distinct_count(obs, obs.product_id, "unique_products"))
-    if "active_days" in names:
-        parts.append(_distinct_count(obs, obs.event_time.date(), "active_days"))
-    if "rfm_score" in names:
-        buys = everyone.filter(everyone.event_type == "purchase")  # ranks among all buyers
-        scores = rfm.rfm_scores(rfm.rfm_base(buys, as_of=cutoff), bins=5)
-        parts.append(scores.select("user_id", rfm_score=scores.rfm_score.cast("int32")))
-        # the left join onto ``a`` keeps only the requested users' scores
-    if "primary_category" in names:
-        parts.append(_mode(obs, "category_code", "primary_category"))
-    if "preferred_brand" in names:
-        parts.append(_mode(obs, "brand", "preferred_brand"))
-    for part in parts:
-        a = a.left_join(part, "user_id").drop("user_id_right")
-    if "rfm_score" in names:
-        a = a.mutate(rfm_score=a.rfm_score.fill_null(0))
-    return a.select("user_id", **{n: FEATURES[n](a) for n in names})
+    obs = everyone if users is None else _only(everyone, users["user_id"])
+    rfm_part = _rfm_part(everyone, cutoff) if "rfm_score" in names else None
+    return _feature_table(obs, cutoff, names, rfm_part)
+
+
+#: Users per engine query when features come in batches (:func:`feature_batches`).
+BATCH_USERS = 500_000
+
+
+def feature_batches(
+    events: ibis.Table,
+    cutoff: dt.datetime,
+    names: Sequence[str],
+    *,
+    observation_days: int | None = None,
+    user_ids: pl.Series | None = None,
+    batch_users: int = BATCH_USERS,
+) -> Iterator[pl.DataFrame]:
+    """:func:`features` as Polars frames, one engine query per range of ``batch_users`` users.
+
+    ``user_ids`` (default: every user active before ``cutoff``) are sorted and cut into
+    ranges; each query aggregates only the events of its range, so the engine's hash tables
+    hold one batch of users, not all of them, and user-sorted Parquet files are read only
+    where the range lies. RFM scores are ranked once among all buyers and handed to each
+    batch, so the rows equal :func:`features` exactly (tested).
+    """
+    _check_names(names)
+    everyone = _observed(events, cutoff, observation_days)
+    whole_range = user_ids is None
+    if user_ids is None:
+        user_ids = everyone.select("user_id").distinct().to_polars()["user_id"]
+    ids = user_ids.sort()
+    rfm_all = _rfm_part(everyone, cutoff).to_polars() if "rfm_score" in names else None
+    for start in range(0, len(ids), batch_users):
+        batch = ids.slice(start, batch_users)
+        rfm_part = None
+        if rfm_all is not None:
+            mine = rfm_all.filter(pl.col("user_id").is_in(batch.implode()))
+            rfm_part = ibis.memtable(mine.to_arrow())
+        obs = _only(everyone, batch, whole_range=whole_range)
+        yield _feature_table(obs, cutoff, names, rfm_part).to_polars()
 
 
 def labels(events: ibis.Table, cutoff: dt.datetime, end: dt.datetime) -> ibis.Table:
@@ -232,12 +295,15 @@ def training_frame(
     """Features of users active before ``cutoff`` joined with their label (0 if none).
 
     With ``users`` (``user_id, label, split`` from :func:`training_users`), only the users not
-    ``unsampled`` are computed and they keep their ``label`` and ``split``.
+    ``unsampled`` are computed (in batches, :func:`feature_batches`) and they keep their
+    ``label`` and ``split``.
     """
     if users is not None:
         kept = users.filter(pl.col("split") != "unsampled")
-        f = features(events, cutoff, names, observation_days=observation_days, users=kept)
-        out = f.to_polars().join(kept, on="user_id", how="inner")
+        batches = feature_batches(
+            events, cutoff, names, observation_days=observation_days, user_ids=kept["user_id"]
+        )
+        out = pl.concat(list(batches)).join(kept, on="user_id", how="inner")
         return out.sort("user_id")
     f = features(events, cutoff, names, observation_days=observation_days)
     joined = f.left_join(labels(events, cutoff, end), "user_id").drop("user_id_right")
@@ -610,28 +676,23 @@ def mean_abs_shap(shap: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def score_users(
-    model: PropensityModel, features: ibis.Table, *, chunk_rows: int = CHUNK_ROWS
-) -> pl.DataFrame:
-    """``user_id, probability`` for every row of a feature table, sorted by ``user_id``.
+def score_users(model: PropensityModel, batches: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """``user_id, probability`` for every row of feature batches, sorted by ``user_id``.
 
-    The engine streams the features in batches of ``chunk_rows``; each batch is predicted and
-    dropped, so memory holds one batch of features plus two columns per user, not the full
-    feature frame.
+    Each batch (:func:`feature_batches`) is predicted and dropped, so memory holds one batch
+    of features plus two columns per user, never the full feature frame.
     """
-    schema = features.schema().to_polars()  # batches come in the engine's own types
-    ids: list[pl.Series] = []
+    ids: list[np.ndarray] = []
     probs: list[np.ndarray] = []
-    with features.to_pyarrow_batches(chunk_size=chunk_rows) as batches:
-        for batch in batches:
-            df = pl.DataFrame(batch).cast(dict(schema))
-            ids.append(df["user_id"])
-            probs.append(model.predict(df))
-    if not ids:  # nobody to score: an empty table of the same schema
-        empty = features.select("user_id").limit(0).to_polars()
-        return empty.with_columns(probability=pl.lit(None, pl.Float64))
-    out = pl.DataFrame({"user_id": pl.concat(ids), "probability": np.concatenate(probs)})
-    return out.sort("user_id")
+    dtype: pl.DataType = pl.Int64()
+    for batch in batches:
+        # a copy: a column of the batch would keep all of the batch's buffers alive
+        ids.append(batch["user_id"].to_numpy(writable=True))
+        dtype = batch.schema["user_id"]
+        probs.append(model.predict(batch))
+    user_id = pl.Series("user_id", np.concatenate(ids) if ids else [], dtype=dtype)
+    probability = np.concatenate(probs) if probs else np.empty(0)
+    return pl.DataFrame({"user_id": user_id, "probability": probability}).sort("user_id")
 
 
 def score_table(
