@@ -68,12 +68,7 @@ def test_model_recovers_planted_propensity_and_beats_baselines(planted):
         y, test.join(planted["truth"], on="user_id", maintain_order="left")["p_purchase_final30"]
     )
     auc = roc_auc_score(y, p)
-    lr = roc_auc_score(
-        y,
-        propensity.logistic_baseline(frame, DEFAULT_FEATURES, seed=1)[
-            frame["split"].to_numpy() == "test"
-        ],
-    )
+    lr = roc_auc_score(y, propensity.logistic_baseline(frame, DEFAULT_FEATURES, seed=1))
     rule = roc_auc_score(y, propensity.rfm_rule_baseline(test))
     assert auc >= 0.95 * oracle, (auc, oracle)
     assert auc > lr and auc > rule, (auc, lr, rule)
@@ -136,6 +131,14 @@ def test_imbalance_weighting_is_recalibrated(planted):
     assert abs(cal.mean() - rate) < 0.02  # calibration brings them back
 
 
+def test_one_pass_predictions_equal_predict_and_raw_scores(planted):
+    model = planted["model"]
+    test = planted["frame"].filter(pl.col("split") == "test")
+    calibrated, raw = model.predict_with_raw(test)
+    assert np.array_equal(calibrated, model.predict(test))
+    assert np.allclose(raw, model.raw_scores(test), rtol=1e-12, atol=0)
+
+
 def test_shap_contributions_add_up_to_the_raw_log_odds(planted):
     m, frame = planted["model"], planted["frame"]
     sample = frame.head(200)
@@ -143,6 +146,110 @@ def test_shap_contributions_add_up_to_the_raw_log_odds(planted):
     raw = m.booster.predict_proba(m._x(sample), raw_score=True)
     assert np.allclose(contrib.sum_horizontal().to_numpy(), raw, atol=1e-6)
     assert m.importance()["feature"].to_list()[0] in DEFAULT_FEATURES
+
+
+def test_training_users_sample_is_stratified_seeded_and_keeps_every_test_user():
+    rng = np.random.default_rng(0)
+    pop = pl.DataFrame(
+        {"user_id": rng.permutation(200_000), "label": (rng.random(200_000) < 0.12).astype(np.int8)}
+    )
+    full = propensity.training_users(pop, seed=7)
+    users = propensity.training_users(pop, seed=7, max_train_users=30_000)
+    assert users["user_id"].is_sorted()
+    # the test share is untouched: the same users as without a sample, all of them
+    assert ((users["split"] == "test") == (full["split"] == "test")).all()
+    fit = users.filter(pl.col("split").is_in(["train", "validation", "calibration"]))
+    pool = full.filter(pl.col("split") != "test")
+    assert fit.height == 30_000
+    # stratified: the sample's buyers are the pool's share of 30,000, to the user
+    assert abs(fit["label"].sum() - 30_000 * pool["label"].mean()) < 1
+    # sampled users keep the split they were drawn into
+    kept = fit.join(full, on="user_id", suffix="_full")
+    assert (kept["split"] == kept["split_full"]).all()
+    assert users.equals(propensity.training_users(pop, seed=7, max_train_users=30_000))
+    other = propensity.training_users(pop, seed=8, max_train_users=30_000)
+    assert not other.equals(users)
+    # no sample when the pool is small enough; None means all
+    assert propensity.training_users(pop, seed=7, max_train_users=10**6).equals(full)
+    assert "sample of 30,000 of the" in propensity.describe_training_users(users)
+    assert propensity.describe_training_users(full).startswith("The model learns from all")
+
+
+def test_stratified_sample_sizes_add_up_and_follow_the_shares():
+    y = np.array([0] * 7 + [1] * 3)
+    rows = propensity.stratified_sample(y, 5, seed=1)
+    assert len(rows) == 5 and len(set(rows)) == 5 and (np.diff(rows) > 0).all()
+    assert y[rows].sum() in (1, 2)  # 1.5 buyers expected: largest remainder gives 1 or 2
+    assert (propensity.stratified_sample(y, 5, seed=1) == rows).all()
+    with pytest.raises(ValueError, match="cannot sample 11 of 10"):
+        propensity.stratified_sample(y, 11, seed=1)
+
+
+def test_training_frame_of_sampled_users_equals_the_full_frame_on_those_users(planted):
+    events, cutoff, end = planted["events"], planted["cutoff"], planted["end"]
+    pop = propensity.population(events, cutoff, end)
+    full = planted["frame"]
+    assert pop.equals(full.select("user_id", "label"))
+    users = propensity.training_users(pop, seed=1, max_train_users=1_000)
+    sample = propensity.training_frame(events, cutoff, end, DEFAULT_FEATURES, users=users)
+    kept = users.filter(pl.col("split") != "unsampled")
+    assert sample["user_id"].equals(kept["user_id"])
+    # the same features as computed for everyone (rfm_score still ranks among all buyers)
+    expected = full.join(kept.select("user_id"), on="user_id").drop("split")
+    assert sample.select(expected.columns).equals(expected)
+
+
+def test_feature_batches_equal_features_in_one_query(planted):
+    events, cutoff = planted["events"], planted["cutoff"]
+    names = [*DEFAULT_FEATURES, "active_days", "days_since_purchase"]
+    whole = propensity.features(events, cutoff, names).to_polars().sort("user_id")
+    batches = list(propensity.feature_batches(events, cutoff, names, batch_users=4_000))
+    assert len(batches) > 3
+    assert pl.concat(batches).sort("user_id").equals(whole)
+    # a subset of users, in batches, in any order: their rows of the whole
+    some = whole["user_id"].sample(3_000, seed=2).shuffle(seed=3)
+    subset = propensity.feature_batches(events, cutoff, names, user_ids=some, batch_users=1_000)
+    assert (
+        pl.concat(list(subset))
+        .sort("user_id")
+        .equals(whole.filter(pl.col("user_id").is_in(some.implode())))
+    )
+
+
+def test_scoring_in_batches_equals_scoring_in_one_go(planted):
+    model, events, end = planted["model"], planted["events"], planted["end"]
+    whole = propensity.features(events, end, DEFAULT_FEATURES).to_polars().sort("user_id")
+    one_go = model.predict(whole)
+    batches = propensity.feature_batches(events, end, DEFAULT_FEATURES, batch_users=997)
+    scored = propensity.score_users(model, batches)
+    assert scored["user_id"].equals(whole["user_id"])
+    assert np.array_equal(scored["probability"].to_numpy(), one_go)
+    # predictions in slices of rows equal predictions of the whole frame
+    assert np.array_equal(propensity._chunked(model.predict, whole, rows=1000), one_go)
+
+
+def test_shap_on_a_sample_of_rows(planted):
+    test = planted["frame"].filter(pl.col("split") == "test")
+    rows = propensity.sample_rows(test, 100, seed=3)
+    assert rows.height == 100 and rows["user_id"].is_sorted()
+    assert rows.equals(propensity.sample_rows(test, 100, seed=3))
+    assert propensity.sample_rows(test, 10**6, seed=3).equals(test)
+    shap = planted["model"].contributions(rows)
+    mean = propensity.mean_abs_shap(shap)
+    assert mean["feature"].to_list() == DEFAULT_FEATURES
+    assert mean["mean_abs_shap"].to_list() == pytest.approx(
+        [float(shap[f].abs().mean()) for f in DEFAULT_FEATURES]
+    )
+
+
+def test_score_table_breaks_ties_by_user_id_whatever_the_row_order():
+    ids = pl.Series([5, 3, 9, 1, 7])
+    p = np.array([0.2, 0.5, 0.5, 0.2, 0.9])
+    t = propensity.score_table(ids, p, None)
+    assert t["user_id"].to_list() == [7, 3, 9, 1, 5]
+    assert t["decile"].to_list() == [1, 3, 5, 7, 9]
+    order = np.array([4, 2, 0, 3, 1])
+    assert propensity.score_table(ids[order], p[order], None).equals(t)
 
 
 def test_score_table_and_recommendation():
@@ -161,3 +268,72 @@ def test_score_table_and_recommendation():
         1.0,
     )
     assert text.startswith("Contact the top 2 of 4 scored customers (50%)")
+
+
+def _tiny_events():
+    """Two users before the cutoff (2019-10-10) and one purchase after it, by hand."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    def t(day, hh, mm, ss=0):
+        return dt.datetime(2019, 10, day, hh, mm, ss, tzinfo=dt.UTC)
+
+    rows = [
+        # user, session, time, type, product, category, brand, price
+        (1, "s1", t(1, 10, 0), "view", 1, "a", "x", 10.0),
+        (1, "s1", t(1, 10, 5), "cart", 1, "a", "x", 10.0),
+        (1, "s1", t(1, 10, 10), "purchase", 1, "a", "x", 10.0),
+        (1, "s2", t(3, 12, 0), "view", 2, "b", "y", 5.0),
+        (1, "s2", t(3, 12, 0, 30), "view", 3, "b", None, 7.0),
+        (1, "s3", t(20, 9, 0), "purchase", 2, "b", "y", 5.0),  # label window
+        # user 2: category b and a once each (b first): the tie goes to the smallest, "a"
+        (2, "s4", t(2, 8, 0), "view", 2, "b", "y", 5.0),
+        (2, "s4", t(2, 8, 1), "view", 1, "a", "x", 10.0),
+        (2, None, t(5, 9, 0), "view", 1, None, None, 10.0),  # no session: not a session
+    ]
+    cols = list(zip(*rows, strict=True))
+    table = pa.table(
+        {
+            "user_id": pa.array(cols[0], pa.int64()),
+            "user_session": pa.array(cols[1], pa.string()),
+            "event_time": pa.array(cols[2], pa.timestamp("us", tz="UTC")),
+            "event_type": pa.array(cols[3], pa.string()),
+            "product_id": pa.array(cols[4], pa.int64()),
+            "category_code": pa.array(cols[5], pa.string()),
+            "brand": pa.array(cols[6], pa.string()),
+            "price": pa.array(cols[7], pa.float32()),
+        }
+    )
+    return ibis.duckdb.connect().create_table("events", table), t(10, 0, 0)
+
+
+def test_features_by_hand():
+    events, cutoff = _tiny_events()
+    names = [*DEFAULT_FEATURES, "active_days", "removals", "spend", "events_per_session"]
+    f = propensity.features(events, cutoff, names).to_polars().sort("user_id")
+    day = 86400.0
+    expected = {
+        "user_id": [1, 2],
+        "events": [5, 3],
+        "views": [3, 3],
+        "carts": [1, 0],
+        "purchases": [1, 0],
+        "sessions": [2, 1],
+        "unique_products": [3, 2],
+        "active_days": [2, 2],
+        "removals": [0, 0],
+        "spend": [10.0, 0.0],
+        "avg_session_duration_s": [(600 + 30) / 2, 60.0],
+        "active_span_days": [2 + (2 * 3600 + 30) / day, 3 + 3600 / day],
+        "recency_days": [6 + (11 * 3600 + 59 * 60 + 30) / day, 4 + 15 * 3600 / day],
+        "tenure_days": [8 + 14 * 3600 / day, 7 + 16 * 3600 / day],
+        "cart_to_view": [1 / 3, 0.0],
+        "events_per_session": [5 / 2, 3.0],
+        "rfm_score": [3, 0],  # the only buyer scores 1+1+1; non-buyers 0
+        "has_prior_purchase": [1, 0],
+        "primary_category": ["a", "a"],
+        "preferred_brand": ["x", "x"],
+    }
+    for name, values in expected.items():
+        assert f[name].to_list() == pytest.approx(values), name

@@ -68,3 +68,33 @@ def test_profit_curve_optimum_by_hand():
     assert curve["expected_profit"][0] == 0
     never = scoring.optimal_depth(scoring.profit_curve(P, contact_cost=100.0, margin=10.0))
     assert never["depth"] == 0
+
+
+def test_bounded_profit_curve_holds_the_exact_optimum_of_the_full_curve():
+    rng = np.random.default_rng(5)
+    p = rng.beta(0.6, 3.0, 250_000)
+    p[rng.integers(0, len(p), 5_000)] = 0.05  # ties right at the break-even probability
+    full = scoring.profit_curve(p, contact_cost=1.0, margin=20.0, max_points=None)
+    assert full.height == len(p) + 1
+    best = scoring.optimal_depth(full)
+    for cap in (2000, 101, 3):
+        curve = scoring.profit_curve(p, contact_cost=1.0, margin=20.0, max_points=cap)
+        assert curve.height <= cap
+        assert curve["depth"].is_sorted() and curve["depth"].n_unique() == curve.height
+        assert curve["depth"][0] == 0 and curve["depth"][-1] == len(p)
+        assert scoring.optimal_depth(curve) == best
+        # every kept row is the full curve's row at that depth, to the bit
+        assert curve.equals(full[curve["depth"].to_numpy()])
+    assert scoring.profit_curve(p, contact_cost=1.0, margin=20.0).height <= scoring.PROFIT_POINTS
+    with pytest.raises(ValueError, match="max_points"):
+        scoring.profit_curve(p, contact_cost=1.0, margin=20.0, max_points=2)
+
+
+def test_profit_optimum_at_the_ends():
+    p = np.array([0.9, 0.8, 0.7])
+    assert (
+        scoring.optimal_depth(scoring.profit_curve(p, contact_cost=0.1, margin=1.0))["depth"] == 3
+    )
+    assert (
+        scoring.optimal_depth(scoring.profit_curve(p, contact_cost=5.0, margin=1.0))["depth"] == 0
+    )

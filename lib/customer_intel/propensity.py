@@ -15,7 +15,7 @@ probabilities) and test (all reported metrics).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import polars as pl
+from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.frozen import FrozenEstimator
@@ -49,30 +50,67 @@ def split_times(
     return t_end - dt.timedelta(days=label_days), t_end
 
 
-def _user_aggregates(obs: ibis.Table, cutoff: dt.datetime) -> ibis.Table:
-    c = ibis.literal(cutoff)
-    is_buy = obs.event_type == "purchase"
-    return (
-        obs.group_by("user_id")
-        .agg(
-            events=obs.count(),
-            views=(obs.event_type == "view").sum(),
-            carts=(obs.event_type == "cart").sum(),
-            removals=(obs.event_type == "remove_from_cart").sum(),
-            purchases=is_buy.sum(),
-            sessions=obs.user_session.nunique(),
-            unique_products=obs.product_id.nunique(),
-            active_days=obs.event_time.date().nunique(),
-            spend=is_buy.ifelse(obs.price.cast("float64"), 0.0).sum(),
-            first_seen=obs.event_time.min(),
-            last_seen=obs.event_time.max(),
-            last_purchase=is_buy.ifelse(obs.event_time, ibis.null()).max(),
+def _observed(events: ibis.Table, cutoff: dt.datetime, observation_days: int | None) -> ibis.Table:
+    """Events of the observation window: before ``cutoff``, at most ``observation_days`` back."""
+    obs = events.filter(events.event_time < ibis.literal(cutoff))
+    if observation_days:
+        obs = obs.filter(
+            obs.event_time >= ibis.literal(cutoff - dt.timedelta(days=observation_days))
         )
-        .mutate(_cutoff_s=c.epoch_seconds())
+    return obs
+
+
+def _user_aggregates(obs: ibis.Table, cutoff: dt.datetime) -> ibis.Table:
+    """Per user counts, spend, first/last times, sessions and mean session duration.
+
+    Aggregated in two steps, per (user, session) and then per user, so that ``sessions`` and
+    the session durations need no ``COUNT(DISTINCT)`` and no second pass over the events, and
+    the timestamp arithmetic runs once per session instead of once per event. Events without
+    a session count in every total but not as a session.
+    """
+    is_buy = obs.event_type == "purchase"
+    s = obs.group_by(["user_id", "user_session"]).agg(
+        events=obs.count(),
+        views=(obs.event_type == "view").sum(),
+        carts=(obs.event_type == "cart").sum(),
+        removals=(obs.event_type == "remove_from_cart").sum(),
+        purchases=is_buy.sum(),
+        spend=is_buy.ifelse(obs.price.cast("float64"), 0.0).sum(),
+        first_seen=obs.event_time.min(),
+        last_seen=obs.event_time.max(),
+        last_purchase=is_buy.ifelse(obs.event_time, ibis.null()).max(),
+    )
+    duration = s.user_session.notnull().ifelse(
+        s.last_seen.epoch_seconds() - s.first_seen.epoch_seconds(), ibis.null()
+    )
+    return (
+        s.group_by("user_id")
+        .agg(
+            events=s.events.sum(),
+            views=s.views.sum(),
+            carts=s.carts.sum(),
+            removals=s.removals.sum(),
+            purchases=s.purchases.sum(),
+            sessions=s.user_session.count(),
+            spend=s.spend.sum(),
+            first_seen=s.first_seen.min(),
+            last_seen=s.last_seen.max(),
+            last_purchase=s.last_purchase.max(),
+            avg_session_duration_s=duration.mean(),
+        )
+        .mutate(_cutoff_s=ibis.literal(cutoff).epoch_seconds())
     )
 
 
+def _distinct_count(obs: ibis.Table, value: ibis.Value, name: str) -> ibis.Table:
+    """``user_id, name``: distinct non-null ``value`` per user (a group-by, not COUNT DISTINCT)."""
+    pairs = obs.select("user_id", v=value)
+    pairs = pairs.filter(pairs.v.notnull()).distinct()
+    return pairs.group_by("user_id").agg(**{name: pairs.count()})
+
+
 def _mode(obs: ibis.Table, column: str, name: str) -> ibis.Table:
+    """``user_id, name``: the user's most frequent non-null ``column``; ties go to the smallest."""
     t = obs.filter(obs[column].notnull())
     counts = t.group_by(["user_id", column]).agg(n=t.count())
     w = ibis.window(group_by="user_id", order_by=[ibis.desc("n"), column])
@@ -109,46 +147,113 @@ FEATURES: dict[str, Any] = {
 }
 
 
+def _check_names(names: Sequence[str]) -> None:
+    unknown = sorted(set(names) - set(FEATURES))
+    if unknown:
+        raise ValueError(
+            f"propensity.features: unknown feature(s) {unknown}; known: {sorted(FEATURES)}"
+        )
+
+
+def _rfm_part(everyone: ibis.Table, cutoff: dt.datetime) -> ibis.Table:
+    """``user_id, rfm_score`` of every buyer in the observation window (ranked among all)."""
+    buys = everyone.filter(everyone.event_type == "purchase")
+    scores = rfm.rfm_scores(rfm.rfm_base(buys, as_of=cutoff), bins=5)
+    return scores.select("user_id", rfm_score=scores.rfm_score.cast("int32"))
+
+
+def _only(obs: ibis.Table, user_ids: pl.Series, *, whole_range: bool = False) -> ibis.Table:
+    """Events of the given users only.
+
+    The id range comes first, so that Parquet files sorted by user skip the other row groups;
+    ``whole_range`` says every active user in that range is wanted (no membership test).
+    """
+    in_range = (obs.user_id >= user_ids.min()) & (obs.user_id <= user_ids.max())
+    if whole_range:
+        return obs.filter(in_range)
+    ids = ibis.memtable(user_ids.to_frame("user_id").to_arrow())
+    return obs.filter(in_range & obs.user_id.isin(ids.user_id))
+
+
+def _feature_table(
+    obs: ibis.Table, cutoff: dt.datetime, names: Sequence[str], rfm_part: ibis.Table | None
+) -> ibis.Table:
+    a = _user_aggregates(obs, cutoff)
+    parts: list[ibis.Table] = []
+    if "unique_products" in names:
+        parts.append(_distinct_count(obs, obs.product_id, "unique_products"))
+    if "active_days" in names:
+        parts.append(_distinct_count(obs, obs.event_time.date(), "active_days"))
+    if "rfm_score" in names and rfm_part is not None:
+        parts.append(rfm_part)  # the left join keeps the scores of the users in ``obs``
+    if "primary_category" in names:
+        parts.append(_mode(obs, "category_code", "primary_category"))
+    if "preferred_brand" in names:
+        parts.append(_mode(obs, "brand", "preferred_brand"))
+    for part in parts:
+        a = a.left_join(part, "user_id").drop("user_id_right")
+    if "rfm_score" in names:
+        a = a.mutate(rfm_score=a.rfm_score.fill_null(0))
+    return a.select("user_id", **{n: FEATURES[n](a) for n in names})
+
+
 def features(
     events: ibis.Table,
     cutoff: dt.datetime,
     names: Sequence[str],
     *,
     observation_days: int | None = None,
+    users: pl.DataFrame | None = None,
 ) -> ibis.Table:
-    """One row per user active before ``cutoff``: ``user_id`` and the named features."""
-    unknown = sorted(set(names) - set(FEATURES))
-    if unknown:
-        raise ValueError(
-            f"propensity.features: unknown feature(s) {unknown}; known: {sorted(FEATURES)}"
-        )
-    c = ibis.literal(cutoff)
-    obs = events.filter(events.event_time < c)
-    if observation_days:
-        obs = obs.filter(
-            obs.event_time >= ibis.literal(cutoff - dt.timedelta(days=observation_days))
-        )
-    a = _user_aggregates(obs, cutoff)
-    s = obs.group_by("user_session").agg(
-        user_id=obs.user_id.min(),
-        dur=obs.event_time.max().epoch_seconds() - obs.event_time.min().epoch_seconds(),
-    )
-    dur = s.group_by("user_id").agg(avg_session_duration_s=s.dur.mean())
-    buys = obs.filter(obs.event_type == "purchase")
-    scores = rfm.rfm_scores(rfm.rfm_base(buys, as_of=cutoff), bins=5)
-    scores = scores.select("user_id", rfm_score=scores.rfm_score.cast("int32"))
-    a = (
-        a.left_join(dur, "user_id")
-        .drop("user_id_right")
-        .left_join(scores, "user_id")
-        .drop("user_id_right")
-        .left_join(_mode(obs, "category_code", "primary_category"), "user_id")
-        .drop("user_id_right")
-        .left_join(_mode(obs, "brand", "preferred_brand"), "user_id")
-        .drop("user_id_right")
-    )
-    a = a.mutate(rfm_score=a.rfm_score.fill_null(0))
-    return a.select("user_id", **{n: FEATURES[n](a) for n in names})
+    """One row per user active before ``cutoff``: ``user_id`` and the named features.
+
+    ``users`` (a frame with ``user_id``) restricts the rows to those users, and the engine
+    aggregates only their events; ``rfm_score`` still ranks each buyer among all buyers, so a
+    user's features do not depend on which other users are asked for.
+    """
+    _check_names(names)
+    everyone = _observed(events, cutoff, observation_days)
+    obs = everyone if users is None else _only(everyone, users["user_id"])
+    rfm_part = _rfm_part(everyone, cutoff) if "rfm_score" in names else None
+    return _feature_table(obs, cutoff, names, rfm_part)
+
+
+#: Users per engine query when features come in batches (:func:`feature_batches`).
+BATCH_USERS = 500_000
+
+
+def feature_batches(
+    events: ibis.Table,
+    cutoff: dt.datetime,
+    names: Sequence[str],
+    *,
+    observation_days: int | None = None,
+    user_ids: pl.Series | None = None,
+    batch_users: int = BATCH_USERS,
+) -> Iterator[pl.DataFrame]:
+    """:func:`features` as Polars frames, one engine query per range of ``batch_users`` users.
+
+    ``user_ids`` (default: every user active before ``cutoff``) are sorted and cut into
+    ranges; each query aggregates only the events of its range, so the engine's hash tables
+    hold one batch of users, not all of them, and user-sorted Parquet files are read only
+    where the range lies. RFM scores are ranked once among all buyers and handed to each
+    batch, so the rows equal :func:`features` exactly (tested).
+    """
+    _check_names(names)
+    everyone = _observed(events, cutoff, observation_days)
+    whole_range = user_ids is None
+    if user_ids is None:
+        user_ids = everyone.select("user_id").distinct().to_polars()["user_id"]
+    ids = user_ids.sort()
+    rfm_all = _rfm_part(everyone, cutoff).to_polars() if "rfm_score" in names else None
+    for start in range(0, len(ids), batch_users):
+        batch = ids.slice(start, batch_users)
+        rfm_part = None
+        if rfm_all is not None:
+            mine = rfm_all.filter(pl.col("user_id").is_in(batch.implode()))
+            rfm_part = ibis.memtable(mine.to_arrow())
+        obs = _only(everyone, batch, whole_range=whole_range)
+        yield _feature_table(obs, cutoff, names, rfm_part).to_polars()
 
 
 def labels(events: ibis.Table, cutoff: dt.datetime, end: dt.datetime) -> ibis.Table:
@@ -161,6 +266,23 @@ def labels(events: ibis.Table, cutoff: dt.datetime, end: dt.datetime) -> ibis.Ta
     return w.select("user_id").distinct().mutate(label=ibis.literal(1, "int8"))
 
 
+def population(
+    events: ibis.Table,
+    cutoff: dt.datetime,
+    end: dt.datetime,
+    *,
+    observation_days: int | None = None,
+) -> pl.DataFrame:
+    """``user_id, label`` of every user active before ``cutoff``, sorted by ``user_id``.
+
+    These are the users a model can learn from and be tested on; ``label`` is 1 if the user
+    purchased in ``[cutoff, end]``. One narrow row per user, so it fits in memory at any size.
+    """
+    users = _observed(events, cutoff, observation_days).select("user_id").distinct()
+    joined = users.left_join(labels(events, cutoff, end), "user_id").drop("user_id_right")
+    return joined.mutate(label=joined.label.fill_null(0)).to_polars().sort("user_id")
+
+
 def training_frame(
     events: ibis.Table,
     cutoff: dt.datetime,
@@ -168,12 +290,30 @@ def training_frame(
     names: Sequence[str],
     *,
     observation_days: int | None = None,
+    users: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Features of users active before ``cutoff`` joined with their label (0 if none)."""
+    """Features of users active before ``cutoff`` joined with their label (0 if none).
+
+    With ``users`` (``user_id, label, split`` from :func:`training_users`), only the users not
+    ``unsampled`` are computed (in batches, :func:`feature_batches`) and they keep their
+    ``label`` and ``split``.
+    """
+    if users is not None:
+        kept = users.filter(pl.col("split") != "unsampled")
+        batches = feature_batches(
+            events, cutoff, names, observation_days=observation_days, user_ids=kept["user_id"]
+        )
+        out = pl.concat(list(batches)).join(kept, on="user_id", how="inner")
+        return out.sort("user_id")
     f = features(events, cutoff, names, observation_days=observation_days)
     joined = f.left_join(labels(events, cutoff, end), "user_id").drop("user_id_right")
     out = joined.mutate(label=joined.label.fill_null(0)).to_polars()
     return out.sort("user_id")
+
+
+#: Split names, in display order; ``unsampled`` marks users outside the test share that the
+#: training sample left out (:func:`training_users`).
+SPLITS = pl.Enum(["train", "validation", "calibration", "test", "unsampled"])
 
 
 def assign_splits(
@@ -184,14 +324,112 @@ def assign_splits(
     calibration: float = 0.15,
     validation: float = 0.15,
 ) -> pl.Series:
-    """A seeded random split of users into train / validation / calibration / test."""
+    """A seeded random split of users into train / validation / calibration / test.
+
+    One uniform draw per user in the order given (sort the users first for a split that does
+    not depend on row order); returned as the :data:`SPLITS` enum.
+    """
     rng = np.random.default_rng(seed)
     u = rng.random(len(user_ids))
-    cut = np.cumsum([test, calibration, validation])
-    split = np.select(
-        [u < cut[0], u < cut[1], u < cut[2]], ["test", "calibration", "validation"], "train"
+    code = np.searchsorted(np.cumsum([test, calibration, validation]), u, side="right")
+    names = {0: "test", 1: "calibration", 2: "validation", 3: "train"}
+    return pl.Series("split", code.astype(np.uint8)).replace_strict(names, return_dtype=SPLITS)
+
+
+def stratified_sample(labels: np.ndarray, n: int, *, seed: int | Sequence[int]) -> np.ndarray:
+    """Sorted positions of ``n`` of the rows, drawn at random within each label value.
+
+    Each label value gets its share of ``n`` (largest remainder, so the sizes add up to ``n``
+    exactly and each differs from ``n x share`` by less than one); same seed, same rows.
+    """
+    labels = np.asarray(labels)
+    if not 0 <= n <= len(labels):
+        raise ValueError(f"cannot sample {n} of {len(labels)} rows")
+    values, counts = np.unique(labels, return_counts=True)
+    exact = n * counts / counts.sum()
+    sizes = np.floor(exact).astype(np.int64)
+    sizes[np.argsort(-(exact - sizes), kind="stable")[: n - sizes.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    picked = [
+        rng.choice(np.flatnonzero(labels == v), size=k, replace=False)
+        for v, k in zip(values, sizes, strict=True)
+    ]
+    return np.sort(np.concatenate(picked))
+
+
+def training_users(
+    population: pl.DataFrame,
+    *,
+    seed: int,
+    test: float = 0.25,
+    calibration: float = 0.15,
+    validation: float = 0.15,
+    max_train_users: int | None = None,
+) -> pl.DataFrame:
+    """``population`` (user_id, label) plus ``split``: who trains, validates, calibrates, tests.
+
+    Every user gets a seeded random split (:func:`assign_splits`, users in ``user_id`` order).
+    The test share is always every test user. When more than ``max_train_users`` users are
+    left for train, validation and calibration, a sample of that size stratified by label
+    (seed ``(seed, 1)``) keeps its split and the rest become ``unsampled``; ``None`` keeps all.
+    """
+    pop = population.sort("user_id")
+    split = assign_splits(
+        pop["user_id"], seed=seed, test=test, calibration=calibration, validation=validation
     )
-    return pl.Series("split", split)
+    out = pop.with_columns(split)
+    if max_train_users is None:
+        return out
+    is_test = (split == "test").to_numpy()
+    pool = np.flatnonzero(~is_test)
+    if len(pool) <= max_train_users:
+        return out
+    keep = pool[stratified_sample(pop["label"].to_numpy()[pool], max_train_users, seed=(seed, 1))]
+    unsampled = ~is_test
+    unsampled[keep] = False
+    return out.with_columns(
+        split=pl.when(pl.Series(unsampled)).then(pl.lit("unsampled", SPLITS)).otherwise("split")
+    )
+
+
+def describe_training_users(users: pl.DataFrame) -> str:
+    """One sentence: how many users train (all, or a stratified sample) and how many test."""
+    counts = dict(users.group_by("split").len().iter_rows())
+    n_test = counts.get("test", 0)
+    n_fit = sum(counts.get(s, 0) for s in ("train", "validation", "calibration"))
+    n_out = counts.get("unsampled", 0)
+    if n_out:
+        fit = users.filter(pl.col("split").is_in(["train", "validation", "calibration"]))
+        pool = users.filter(pl.col("split") != "test")
+        return (
+            f"The model learns from a sample of {n_fit:,} of the {n_fit + n_out:,} users outside "
+            f"the test share, stratified by label and seeded (buyer rate {fit['label'].mean():.2%}"
+            f" in the sample, {pool['label'].mean():.2%} in all of them); every metric below is "
+            f"on all {n_test:,} test users."
+        )
+    return (
+        f"The model learns from all {n_fit:,} users outside the test share; every metric below "
+        f"is on all {n_test:,} test users."
+    )
+
+
+def sample_rows(frame: pl.DataFrame, n: int, *, seed: int) -> pl.DataFrame:
+    """A seeded random sample of ``n`` rows of ``frame`` (all rows if it has fewer), in order."""
+    if frame.height <= n:
+        return frame
+    rows = np.sort(np.random.default_rng(seed).choice(frame.height, size=n, replace=False))
+    return frame[rows]
+
+
+#: Rows per chunk when predicting: the pandas copy of a chunk is a few hundred MB at most.
+CHUNK_ROWS = 500_000
+
+
+def _chunked(fn: Any, frame: pl.DataFrame, rows: int = CHUNK_ROWS) -> np.ndarray:
+    """``fn`` applied to ``frame`` in slices of ``rows`` rows, results stacked in order."""
+    if frame.height <= rows:
+        return fn(frame)
+    return np.concatenate([fn(frame.slice(i, rows)) for i in range(0, frame.height, rows)])
 
 
 def _pandas(frame: pl.DataFrame, names: Sequence[str]) -> pd.DataFrame:
@@ -220,16 +458,37 @@ class PropensityModel:
         return df
 
     def raw_scores(self, frame: pl.DataFrame) -> np.ndarray:
-        """Uncalibrated LightGBM probabilities."""
-        return self.booster.predict_proba(self._x(frame))[:, 1]
+        """Uncalibrated LightGBM probabilities (computed in chunks of rows)."""
+        return _chunked(lambda f: self.booster.predict_proba(self._x(f))[:, 1], frame)
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
-        """Calibrated purchase probabilities."""
-        return self.calibrator.predict_proba(self._x(frame))[:, 1]
+        """Calibrated purchase probabilities (computed in chunks of rows)."""
+        return _chunked(lambda f: self.calibrator.predict_proba(self._x(f))[:, 1], frame)
+
+    def predict_with_raw(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """``(calibrated, raw)`` probabilities from one pass of the booster over ``frame``.
+
+        ``calibrated`` equals :meth:`predict`; ``raw`` is the logistic of the booster's margin
+        (:meth:`raw_scores` up to the last bit). Half the work of calling both.
+        """
+        (calibrated_classifier,) = self.calibrator.calibrated_classifiers_  # frozen booster
+        (calibrator,) = calibrated_classifier.calibrators
+
+        def both(f: pl.DataFrame) -> np.ndarray:
+            margin = self.booster.predict(self._x(f), raw_score=True)  # the calibrator's input
+            p = calibrator.predict(margin)
+            p[(p > 1.0) & (p <= 1.0 + 1e-5)] = 1.0  # as CalibratedClassifierCV.predict_proba
+            return np.column_stack([p, expit(margin)])
+
+        out = _chunked(both, frame)
+        return out[:, 0], out[:, 1]
 
     def contributions(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """SHAP values (LightGBM ``pred_contrib``, log-odds) per feature, plus ``bias``."""
-        c = self.booster.booster_.predict(self._x(frame), pred_contrib=True)
+        """SHAP values (LightGBM ``pred_contrib``, log-odds) per feature, plus ``bias``.
+
+        One row per row of ``frame``; pass a sample (:func:`sample_rows`) for large frames.
+        """
+        c = _chunked(lambda f: self.booster.booster_.predict(self._x(f), pred_contrib=True), frame)
         return pl.DataFrame(c, schema=[*self.features, "bias"], orient="row")
 
     def importance(self) -> pl.DataFrame:
@@ -301,7 +560,11 @@ def fit_model(
 
 
 def logistic_baseline(frame: pl.DataFrame, names: Sequence[str], *, seed: int = 42) -> np.ndarray:
-    """A logistic regression on the same features and split; scores for every row."""
+    """A logistic regression on the same features; scores of the test users, in frame order.
+
+    Fit on the ``train`` and ``validation`` users (the training sample when there is one),
+    scored on every ``test`` user in chunks of rows.
+    """
     names = list(names)
     cat = [c for c in names if c in CATEGORICAL]
     num = [c for c in names if c not in CATEGORICAL]
@@ -326,11 +589,14 @@ def logistic_baseline(frame: pl.DataFrame, names: Sequence[str], *, seed: int = 
             ),
         ]
     )
-    model = Pipeline([("pre", pre), ("lr", LogisticRegression(max_iter=2000, random_state=seed))])
+    # Newton-Cholesky: the same L2-penalised fit as lbfgs, in ~5 iterations instead of ~260 on
+    # the ~3,000 one-hot columns of the brands (20M events: 6 s instead of 11 s, same AUC to 1e-4)
+    lr = LogisticRegression(max_iter=2000, random_state=seed, solver="newton-cholesky")
+    model = Pipeline([("pre", pre), ("lr", lr)])
     train = frame.filter(pl.col("split").is_in(["train", "validation"]))
-    x = frame.select(names).to_pandas()
     model.fit(train.select(names).to_pandas(), train["label"].to_numpy())
-    return model.predict_proba(x)[:, 1]
+    test = frame.filter(pl.col("split") == "test")
+    return _chunked(lambda f: model.predict_proba(f.select(names).to_pandas())[:, 1], test)
 
 
 def rfm_rule_baseline(frame: pl.DataFrame) -> np.ndarray:
@@ -402,16 +668,51 @@ def describe_comparison(table: pl.DataFrame) -> str:
     return f"{first['model']} reaches ROC-AUC {first['roc_auc']:.3f}: " + "; ".join(parts) + "."
 
 
+def mean_abs_shap(shap: pl.DataFrame) -> pl.DataFrame:
+    """``feature, mean_abs_shap`` from :meth:`PropensityModel.contributions` (bias left out)."""
+    feats = [c for c in shap.columns if c != "bias"]
+    return pl.DataFrame(
+        {"feature": feats, "mean_abs_shap": [float(shap[f].abs().mean()) for f in feats]}
+    )
+
+
+def score_users(model: PropensityModel, batches: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """``user_id, probability`` for every row of feature batches, sorted by ``user_id``.
+
+    Each batch (:func:`feature_batches`) is predicted and dropped, so memory holds one batch
+    of features plus two columns per user, never the full feature frame.
+    """
+    ids: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
+    dtype: pl.DataType = pl.Int64()
+    for batch in batches:
+        # a copy: a column of the batch would keep all of the batch's buffers alive
+        ids.append(batch["user_id"].to_numpy(writable=True))
+        dtype = batch.schema["user_id"]
+        probs.append(model.predict(batch))
+    user_id = pl.Series("user_id", np.concatenate(ids) if ids else [], dtype=dtype)
+    probability = np.concatenate(probs) if probs else np.empty(0)
+    return pl.DataFrame({"user_id": user_id, "probability": probability}).sort("user_id")
+
+
 def score_table(
-    user_ids: pl.Series, probability: np.ndarray, segments: pl.DataFrame | None
+    user_ids: pl.Series,
+    probability: np.ndarray,
+    segments: pl.DataFrame | pl.LazyFrame | None,
 ) -> pl.DataFrame:
-    """``propensity_scores``: user_id, probability, decile (1 = most likely), segment."""
-    order = np.argsort(-probability, kind="stable")
-    decile = np.empty(len(probability), dtype=np.int8)
-    decile[order] = (np.arange(len(probability)) * 10 // max(len(probability), 1)) + 1
-    out = pl.DataFrame({"user_id": user_ids, "probability": probability, "decile": decile})
-    if segments is not None:
-        out = out.join(segments.select("user_id", "segment"), on="user_id", how="left")
-    else:
-        out = out.with_columns(segment=pl.lit(None, pl.String))
-    return out.sort("probability", descending=True)
+    """``propensity_scores``: user_id, probability, decile (1 = most likely), segment.
+
+    Sorted by probability, highest first, ties by ``user_id`` (a total order, so the deciles
+    do not depend on row order); deciles cut that order into ten groups of (nearly) equal size.
+    ``segments`` (``user_id, segment``, e.g. the ``rfm`` table, lazily) gives each user's segment.
+    """
+    n = len(probability)
+    out = (
+        pl.DataFrame({"user_id": user_ids, "probability": np.asarray(probability, dtype=float)})
+        .sort(["probability", "user_id"], descending=[True, False])
+        .with_columns(decile=(pl.int_range(n, dtype=pl.Int64) * 10 // max(n, 1) + 1).cast(pl.Int8))
+    )
+    if segments is None:
+        return out.with_columns(segment=pl.lit(None, pl.String))
+    seg = segments.lazy().select("user_id", "segment").collect()
+    return out.join(seg, on="user_id", how="left", maintain_order="left")

@@ -123,21 +123,50 @@ def calibration_table(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> pl.Data
     )
 
 
-def profit_curve(p: np.ndarray, *, contact_cost: float, margin: float) -> pl.DataFrame:
+#: Most rows of a profit curve: enough for a smooth line, small at any number of customers.
+PROFIT_POINTS = 2000
+
+
+def profit_curve(
+    p: np.ndarray,
+    *,
+    contact_cost: float,
+    margin: float,
+    max_points: int | None = PROFIT_POINTS,
+) -> pl.DataFrame:
     """Expected profit of contacting the top ``depth`` customers by probability.
 
-    ``expected_profit(depth) = margin * sum(p of the contacted) - contact_cost * depth``,
-    for depth = 0..n. Probabilities must be calibrated for the profit to mean money.
+    ``expected_profit(depth) = margin * sum(p of the contacted) - contact_cost * depth``.
+    The profit is computed at every depth 0..n (one cumulative sum over the sorted
+    probabilities); the table keeps at most ``max_points`` rows: evenly spaced depths including
+    0 and n, plus the exact optimum (the smallest depth with the highest profit), so
+    :func:`optimal_depth` of the table is the optimum over all depths. ``None`` keeps every
+    depth. Probabilities must be calibrated for the profit to mean money.
     """
-    s = np.asarray(p, dtype=float)[_order(p)]
-    depth = np.arange(len(s) + 1)
-    conv = np.r_[0.0, np.cumsum(s)]
+    s = np.sort(np.asarray(p, dtype=float))[::-1]
+    n = len(s)
+    conv = np.empty(n + 1)
+    conv[0] = 0.0
+    np.cumsum(s, out=conv[1:])
+    del s
+    profit = margin * conv
+    profit -= contact_cost * np.arange(n + 1, dtype=float)
+    if max_points is None or n + 1 <= max_points:
+        depth = np.arange(n + 1)
+    else:
+        if max_points < 3:
+            raise ValueError(
+                f"max_points: expected at least 3 (the ends and the optimum), got {max_points}"
+            )
+        best = int(np.argmax(profit))  # the first maximum: the smallest best depth
+        even = np.round(np.linspace(0, n, max_points - 1)).astype(np.int64)
+        depth = np.unique(np.r_[even, best])
     return pl.DataFrame(
         {
             "depth": depth,
-            "share": depth / max(len(s), 1),
-            "expected_conversions": conv,
-            "expected_profit": margin * conv - contact_cost * depth,
+            "share": depth / max(n, 1),
+            "expected_conversions": conv[depth],
+            "expected_profit": profit[depth],
         }
     )
 

@@ -43,6 +43,12 @@ class PropensityParams(Section):
     test_share: float = Field(0.25, gt=0, lt=0.6, description="share of users held out for metrics")
     calibration_share: float = Field(0.15, gt=0, lt=0.5, description="share used to calibrate")
     validation_share: float = Field(0.15, gt=0, lt=0.5, description="share used for early stopping")
+    max_train_users: int | None = Field(
+        500_000,
+        ge=100,
+        description="most users for train, validation and calibration (a sample stratified by "
+        "label when more are available; the test share is always complete); null = all",
+    )
     n_estimators: int = Field(2000, ge=10, le=20000, description="maximum boosting rounds")
     learning_rate: float = Field(0.03, gt=0, le=1, description="LightGBM learning rate")
     num_leaves: int = Field(7, ge=2, le=1024, description="leaves per tree")
@@ -57,6 +63,11 @@ class PropensityParams(Section):
         "none", description="class imbalance handling"
     )
     calibration: Literal["isotonic", "sigmoid"] = Field("isotonic", description="calibration")
+    shap_sample: int = Field(
+        20_000,
+        ge=100,
+        description="test users (a seeded random sample) whose SHAP values are computed",
+    )
     lift_fractions: list[float] = Field(
         default_factory=lambda: [0.01, 0.05, 0.1, 0.2], description="top fractions for lift@k"
     )
