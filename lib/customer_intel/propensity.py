@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from customer_intel import rfm
+from customer_intel import progress, rfm
 
 CATEGORICAL = ("primary_category", "preferred_brand")
 
@@ -539,14 +539,21 @@ def fit_model(
         return x
 
     booster = lgb.LGBMClassifier(**params)
-    booster.fit(
-        x_train,
-        train["label"].to_numpy(),
-        eval_X=(as_x(valid),),
-        eval_y=(valid["label"].to_numpy(),),
-        eval_metric="binary_logloss",
-        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
-    )
+    rounds = int(params.get("n_estimators", 100))
+    with progress.Progress("propensity: boosting rounds", total=rounds, unit="rounds") as bar:
+
+        def report(env: Any) -> None:  # a LightGBM callback: one call per boosting round
+            logloss = env.evaluation_result_list[0][2] if env.evaluation_result_list else None
+            bar.update(1, note=f"validation log loss {logloss:.5f}" if logloss else "")
+
+        booster.fit(
+            x_train,
+            train["label"].to_numpy(),
+            eval_X=(as_x(valid),),
+            eval_y=(valid["label"].to_numpy(),),
+            eval_metric="binary_logloss",
+            callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False), report],
+        )
     calibrator = CalibratedClassifierCV(FrozenEstimator(booster), method=calibration)
     calibrator.fit(as_x(calib), calib["label"].to_numpy())
     return PropensityModel(
