@@ -316,7 +316,8 @@ def test_build_by_day_equals_the_one_expression_definition(wh):
         assert_frame_equal(got.select(want.columns), want, check_dtypes=False, rel_tol=1e-9)
 
 
-def test_a_session_across_midnight_counts_each_product_once(tmp_path):
+@pytest.mark.parametrize("chunk_rows", [1, 1_000_000], ids=["a query per day", "days together"])
+def test_a_session_across_midnight_counts_each_product_once(tmp_path, monkeypatch, chunk_rows):
     """Parts are per day: a session crossing midnight must be merged, and its distinct products
     recounted (a product viewed before and after midnight is one product, not two)."""
     ev = pl.DataFrame(
@@ -343,6 +344,7 @@ def test_a_session_across_midnight_counts_each_product_once(tmp_path):
         folder = wdir / warehouse.EVENTS_DIR / f"event_date={day}"
         folder.mkdir(parents=True)
         part.write_parquet(folder / "part-0.parquet")
+    monkeypatch.setattr(warehouse, "DAY_CHUNK_ROWS", chunk_rows)
     warehouse.build(wdir)
     con = warehouse.connect(wdir)
     s = con.table("fact_sessions").to_polars().sort("user_session")

@@ -55,6 +55,8 @@ EVENTS_DIR = "events"
 TABLES = ("dim_users", "dim_products", "fact_sessions", "fact_daily_kpis", "fact_funnel")
 #: Share of the available memory a DuckDB connection may use when ``memory_limit`` is auto.
 AUTO_MEMORY_SHARE = 0.15
+#: Events read together by one query of the warehouse build's day parts (whole days).
+DAY_CHUNK_ROWS = 4_000_000
 
 
 def optimize_events(canonical: Path, out_dir: Path) -> dict[str, str]:
@@ -417,8 +419,31 @@ def build(
         con.disconnect()
 
 
-def _build_day_parts(con: ibis.BaseBackend, days: list[Path]) -> float:
-    """The per-day parts of the facts, one day's events at a time; seconds taken."""
+def _day_chunks(days: list[Path], rows_per_chunk: int) -> list[list[Path]]:
+    """Consecutive days grouped so that a group holds about ``rows_per_chunk`` events.
+
+    A query per day costs tens of milliseconds of fixed overhead: 61 small days of a 1M-event
+    sample took 6 s one by one and 1 s together. Large days still go one at a time.
+    """
+    import pyarrow.parquet as pq
+
+    chunks: list[list[Path]] = []
+    rows = 0
+    for day in days:
+        n = sum(pq.ParquetFile(f).metadata.num_rows for f in day.glob("*.parquet"))
+        if chunks and rows + n <= rows_per_chunk:
+            chunks[-1].append(day)
+            rows += n
+        else:
+            chunks.append([day])
+            rows = n
+    return chunks
+
+
+def _build_day_parts(
+    con: ibis.BaseBackend, days: list[Path], rows_per_chunk: int | None = None
+) -> float:
+    """The per-day parts of the facts, a few days' events at a time; seconds taken."""
     t0 = time.perf_counter()
     parts = {
         "_session_parts": session_parts,
@@ -426,16 +451,18 @@ def _build_day_parts(con: ibis.BaseBackend, days: list[Path]) -> float:
         "_funnel_day_parts": funnel_day_parts,
     }
     with progress.Progress("warehouse: day parts", total=len(days), unit="days") as bar:
-        for i, day in enumerate(days):
+        for i, chunk in enumerate(_day_chunks(days, rows_per_chunk or DAY_CHUNK_ROWS)):
             ev = con.read_parquet(
-                str(day / "*.parquet"), table_name="_day_events", hive_partitioning=True
+                [str(day / "*.parquet") for day in chunk],
+                table_name="_day_events",
+                hive_partitioning=True,
             )
             for table, part in parts.items():
                 if i == 0:
                     con.create_table(table, part(ev), temp=True, overwrite=True)
                 else:
                     con.insert(table, part(ev))
-            bar.update(1)
+            bar.update(len(chunk))
     con.raw_sql("DROP VIEW IF EXISTS _day_events")
     return round(time.perf_counter() - t0, 3)
 
