@@ -90,6 +90,43 @@ def test_rfm_scores_codes_and_ties_by_hand():
     assert coded.filter(pl.col("rfm_code") == "111")["segment"].to_list() == ["Lost"]
 
 
+def test_rfm_lines_orders_days_and_whole_day_recency_by_hand():
+    """The retail tutorial's definitions: F as invoice lines, orders or days; recency as the
+    floor of the day difference (325.58 days is 325), the exact value kept beside it."""
+    rows = [  # user, time, price, order (invoice)
+        (18102, "2011-12-09 10:00:00", 10.0, "inv1"),  # 3 lines in one invoice
+        (18102, "2011-12-09 10:00:00", 12.0, "inv1"),
+        (18102, "2011-12-09 10:00:00", 14.0, "inv1"),
+        (18102, "2011-12-09 15:00:00", 5.0, "inv2"),  # another invoice, same day
+        (18102, "2011-11-01 09:00:00", 7.0, "inv3"),  # another day
+        (42, "2011-01-13 18:00:00", 3.0, "inv9"),
+    ]
+    con = ibis.duckdb.connect()
+    t = con.create_table("p", _purchases(rows))
+    as_of = dt.datetime(2011, 12, 10, 12, 0, tzinfo=UTC)
+    freq = {
+        how: dict(
+            rfm.rfm_base(t, as_of=as_of, frequency=how)
+            .to_polars()
+            .select("user_id", "frequency")
+            .iter_rows()
+        )
+        for how in ("lines", "orders", "days")
+    }
+    assert freq == {
+        "lines": {18102: 5, 42: 1},
+        "orders": {18102: 3, 42: 1},
+        "days": {18102: 2, 42: 1},
+    }
+    base = rfm.rfm_base(t, as_of=as_of).to_polars().sort("user_id")
+    # user 42: 2011-01-13 18:00 -> 2011-12-10 12:00 is 330 days and 18 hours = 330.75 days
+    assert base["recency_days"].to_list() == [330, 0]  # 18102: 21 hours ago -> 0 whole days
+    assert base["recency_exact_days"].to_list() == pytest.approx([330.75, 21 / 24])
+    assert base.schema["recency_days"] == pl.Int64
+    with pytest.raises(ValueError, match="rfm_frequency: expected one of"):
+        rfm.rfm_base(t, as_of=as_of, frequency="visits")
+
+
 def test_rfm_orders_and_average_monetary():
     con = ibis.duckdb.connect()
     t = con.create_table("p", _purchases(RFM_ROWS))

@@ -413,6 +413,42 @@ def describe_training_users(users: pl.DataFrame) -> str:
     )
 
 
+def usable_features(frame: pl.DataFrame, names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The requested features that carry information, and why each other one is left out.
+
+    A feature with no value at all (no category or brand in an order table) or a single value
+    for every user cannot split anyone; a model given only such columns fails ("0 features").
+
+    Raises
+    ------
+    ValueError
+        When no requested feature is usable.
+    """
+    used, dropped = [], {}
+    for name in names:
+        col = frame[name]
+        if col.null_count() == frame.height:
+            dropped[name] = "no value for any user"
+        elif col.drop_nulls().n_unique() < 2 and col.null_count() == 0:
+            dropped[name] = f"the same value ({col[0]}) for every user"
+        else:
+            used.append(name)
+    if not used:
+        raise ValueError(
+            f"propensity.features: none of {list(names)} varies between users "
+            f"({dropped}); the data cannot rank customers"
+        )
+    return used, dropped
+
+
+def describe_features(used: Sequence[str], dropped: dict[str, str]) -> str:
+    """One sentence: which features the model uses, and which were left out and why."""
+    text = f"The model uses {len(used)} features: {', '.join(used)}."
+    if dropped:
+        text += " Left out: " + "; ".join(f"{n} ({why})" for n, why in dropped.items()) + "."
+    return text
+
+
 def sample_rows(frame: pl.DataFrame, n: int, *, seed: int) -> pl.DataFrame:
     """A seeded random sample of ``n`` rows of ``frame`` (all rows if it has fewer), in order."""
     if frame.height <= n:
@@ -620,13 +656,27 @@ def rfm_rule_baseline(frame: pl.DataFrame) -> np.ndarray:
 def recommendation(
     best: dict[str, float], n: int, base_rate: float, margin: float, cost: float
 ) -> str:
-    """A plain-words targeting recommendation from the profit optimum."""
+    """A plain-words targeting recommendation from the profit optimum.
+
+    It says when targeting is not useful: when the optimum is to contact (nearly) everyone,
+    scores decide nothing at this cost and margin, whatever the model's AUC.
+    """
     if best["depth"] == 0:
         return (
             f"Do not run the campaign as priced: at {cost:,.2f} per contact and {margin:,.2f} "
             "margin per conversion no targeting depth has a positive expected profit."
         )
     conv_rate = best["expected_conversions"] / best["depth"]
+    if best["share"] >= 0.9:
+        breakeven = cost / margin
+        return (
+            f"Targeting is not useful at these settings: the expected profit is highest when "
+            f"contacting {best['share']:.0%} of the {n:,} scored customers, because nearly "
+            f"everyone's purchase probability ({base_rate:.1%} on average) is above the "
+            f"break-even {breakeven:.1%} (contact cost {cost:,.2f} / margin {margin:,.2f}). "
+            "The scores still rank customers; use them with a higher contact cost, a smaller "
+            "budget or a lower margin per conversion."
+        )
     return (
         f"Contact the top {best['depth']:,} of {n:,} scored customers ({best['share']:.0%}): "
         f"they are expected to convert at {conv_rate:.1%} against {base_rate:.1%} overall, giving "

@@ -62,6 +62,14 @@ def purchases_of(events: ibis.Table) -> ibis.Table:
     return events.filter(events.event_type == "purchase")
 
 
+#: What F counts, by ``segmentation.rfm_frequency``.
+FREQUENCY_UNITS = {
+    "days": "distinct days with a purchase",
+    "orders": "distinct orders (sessions, or the order id of an order-line table)",
+    "lines": "purchase events (order lines), as the classic retail tutorials count",
+}
+
+
 def rfm_base(
     purchases: ibis.Table,
     *,
@@ -71,31 +79,47 @@ def rfm_base(
 ) -> ibis.Table:
     """Per customer: recency_days, frequency, monetary (an Ibis expression).
 
-    ``frequency`` counts distinct purchase ``days`` or ``orders`` (sessions, or order ids for
-    order-line sources); ``monetary`` is the ``total`` spend or the ``average`` per order.
-    Purchases after ``as_of`` are ignored.
+    ``recency_days`` is the whole number of days from the last purchase to ``as_of`` (the
+    floor of the difference, as tutorials show it: 325.58 days is 325); the exact difference
+    is kept as ``recency_exact_days``. ``frequency`` counts what :data:`FREQUENCY_UNITS` says;
+    ``monetary`` is the ``total`` spend or the ``average`` per order. Purchases after ``as_of``
+    are ignored.
     """
-    if frequency not in ("days", "orders"):
+    if frequency not in FREQUENCY_UNITS:
         raise ValueError(
-            f"segmentation.rfm_frequency: expected 'days' or 'orders', got {frequency!r}"
+            f"segmentation.rfm_frequency: expected one of {list(FREQUENCY_UNITS)}, "
+            f"got {frequency!r}"
         )
     if monetary not in ("total", "average"):
         raise ValueError(
             f"segmentation.rfm_monetary: expected 'total' or 'average', got {monetary!r}"
         )
     p = purchases.filter(purchases.event_time <= ibis.literal(as_of))
-    unit = p.event_time.date() if frequency == "days" else p.user_session
+    count = {
+        "days": p.event_time.date().nunique(),
+        "orders": p.user_session.nunique(),
+        "lines": p.count(),
+    }[frequency]
     g = p.group_by("user_id").agg(
         last_purchase=p.event_time.max(),
-        frequency=unit.nunique(),
+        frequency=count,
         orders=p.user_session.nunique(),
         revenue=p.price.cast("float64").sum(),
     )
-    as_of_lit = ibis.literal(as_of)
+    exact = (ibis.literal(as_of).epoch_seconds() - g.last_purchase.epoch_seconds()) / 86_400.0
     return g.mutate(
-        recency_days=(as_of_lit.epoch_seconds() - g.last_purchase.epoch_seconds()) / 86_400.0,
+        recency_days=exact.floor().cast("int64"),
+        recency_exact_days=exact,
         monetary=g.revenue if monetary == "total" else g.revenue / g.orders,
-    ).select("user_id", "recency_days", "frequency", "monetary", "revenue", "last_purchase")
+    ).select(
+        "user_id",
+        "recency_days",
+        "recency_exact_days",
+        "frequency",
+        "monetary",
+        "revenue",
+        "last_purchase",
+    )
 
 
 def _score(value: ibis.Value, n: ibis.Value, bins: int, *, descending: bool = False) -> ibis.Value:

@@ -14,7 +14,9 @@ class SegmentationParams(Section):
     COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")
 
     as_of: IsoDate = Field(None, description="reference date (ISO); null = the last event")
-    rfm_frequency: Literal["days", "orders"] = Field("days", description="what F counts")
+    rfm_frequency: Literal["days", "orders", "lines"] = Field(
+        "days", description="what F counts: purchase days, orders, or lines (purchase events)"
+    )
     rfm_monetary: Literal["total", "average"] = Field("total", description="what M measures")
     bins: int = Field(5, ge=2, le=10, description="score levels (5 = quintiles)")
     segment_method: Literal["rules", "codes"] = Field("rules", description="how segments are named")
