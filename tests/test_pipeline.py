@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -369,3 +370,35 @@ def test_a_failing_stage_side_by_side_stops_the_other_and_keeps_latest(tmp_path)
     status = {k: v["status"] for k, v in bad.manifest["stages"].items()}
     assert status == {"a": "reused", "b": "failed", "c": "cancelled"}
     assert (tmp_path / "out" / "latest").resolve() == good.run_dir
+
+
+@pytest.mark.e2e
+def test_a_full_disk_fails_the_run_with_the_path_and_a_failed_manifest(tmp_path, monkeypatch):
+    nbdir, stages = _stages(tmp_path)
+    write_model = pipeline.runs.write_model
+    calls = []
+
+    def full_disk_after_the_first_write(model, path):
+        calls.append(path)
+        if len(calls) == 2:  # the first write after a stage finished
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write_model(model, path)
+
+    monkeypatch.setattr(pipeline.runs, "write_model", full_disk_after_the_first_write)
+    result = _run(tmp_path, stages, nbdir)
+    assert result.exit_code == 1
+    assert "No space left on device" in result.message and "manifest.json" in result.message
+    m = json.loads((result.run_dir / "manifest.json").read_text())
+    assert m["status"] == "failed" and "No space left" in m["error"]
+    assert not (tmp_path / "out" / "latest").exists()
+
+
+@pytest.mark.e2e
+def test_one_runner_runs_twice(tmp_path):
+    nbdir, stages = _stages(tmp_path)
+    params = load_params(_params_file(tmp_path))
+    runner = pipeline.Runner(params, _params_file(tmp_path), stages=stages, notebooks_dir=nbdir)
+    first, second = runner.run(), runner.run()
+    assert (first.exit_code, second.exit_code) == (0, 0)
+    assert (tmp_path / "out" / "latest").resolve() == second.run_dir
+    assert "reused" in (second.run_dir / "run.log").read_text()
