@@ -101,6 +101,39 @@ def test_large_baskets_are_skipped_or_capped_and_reported():
     assert rep.baskets == 2 and rep.basket_items == 5
 
 
+def test_excluded_items_leave_baskets_after_they_are_formed_and_supports_equal_mlxtend():
+    # o1 holds only postage: it is still a basket (4 baskets), as in the textbook's count
+    con = ibis.duckdb.connect()
+    ev = pl.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o2", "o2", "o3", "o3", "o4", "o5"],
+            "product_id": ["POST", "A", "B", "POST", "A", "B", "A", "BAG"],
+            "description": ["POSTAGE", "a", "b", "POSTAGE", "a", "b", "a", "carrier bag"],
+            "event_type": ["purchase"] * 8,
+            "user_id": [1, 1, 1, 1, 2, 2, 3, 3],
+        }
+    )
+    t = con.create_table("ev_x", ev)
+    plain, plain_rep = rules.baskets(t, basket="order")
+    assert plain_rep.baskets == 5 and plain_rep.excluded_rows == 0
+    bi, rep = rules.baskets(
+        t, basket="order", exclude_items=["POST"], exclude_where="description = 'carrier bag'"
+    )
+    assert (rep.baskets, rep.basket_items) == (5, 5)  # A,B in o2 and o3; A in o4
+    assert (rep.excluded_rows, rep.excluded_only_baskets) == (3, 2)  # o1 and o5
+    assert "2 baskets held only excluded items" in rep.describe()
+    ours = rules.frequent_itemsets(bi, min_support=0.1, max_len=2, n_baskets=rep.baskets)
+    # mlxtend on the one-hot table of the same five baskets (o1 and o5 are all False)
+    onehot = pd.DataFrame(
+        {"A": [False, True, True, True, False], "B": [False, True, True, False, False]}
+    )
+    ref = apriori(onehot, min_support=0.1, use_colnames=True)
+    expected = {tuple(sorted(s)): v for s, v in zip(ref["itemsets"], ref["support"], strict=True)}
+    got = {tuple(sorted(s)): v for s, v in zip(ours["itemset"], ours["support"], strict=True)}
+    assert got == pytest.approx(expected)
+    assert got[("A", "B")] == pytest.approx(2 / 5)
+
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     return ingested_sample(tmp_path_factory.mktemp("rules"), 300_000, seed=8)

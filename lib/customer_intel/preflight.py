@@ -41,7 +41,7 @@ def check(params: Params, origin: Mapping[tuple, str] | None = None, *, source: 
     profile for keys it does not list.
     """
     problems: list[Problem] = []
-    for step in (_ingest, _segmentation, _experiments, _output_root):
+    for step in (_ingest, _segmentation, _recommendations, _experiments, _output_root):
         try:
             problems += step(params)
         except Exception as e:  # a check must never hide the real message behind a crash
@@ -160,6 +160,14 @@ def _ingest(params: Params) -> list[Problem]:
             if message and header:  # an empty file has no header: it is zero rows
                 problems.append((("ingest", "column_map"), message))
     return problems
+
+
+def _recommendations(params: Params) -> list[Problem]:
+    r = params.recommendations
+    if not r.exclude_where:
+        return []
+    known = [*cols.CANONICAL_COLUMNS, *cols.OPTIONAL_COLUMNS, *params.ingest.carry_columns]
+    return _expressions([(("recommendations", "exclude_where"), r.exclude_where, True)], known)
 
 
 def _clustered_columns(params: Params) -> list[str] | None:

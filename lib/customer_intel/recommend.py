@@ -785,6 +785,8 @@ def offline_evaluation(
         max_basket_items=cfg.max_basket_items,
         large_basket_rule=cfg.large_basket_rule,
         before=split,
+        exclude_items=cfg.exclude_items,
+        exclude_where=cfg.exclude_where,
     )
     if report.baskets == 0:
         raise ValueError(

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
 import ibis
 import polars as pl
+
+from customer_intel import sqlexpr
 
 BASKETS = ("session", "order", "user_day")
 ITEMS = {"product": "product_id", "category": "category_code", "brand": "brand"}
@@ -39,14 +42,23 @@ class BasketReport:
     large_baskets: int
     rule: str
     max_basket_items: int
+    excluded_rows: int = 0
+    excluded_only_baskets: int = 0
 
     def describe(self) -> str:
         """One sentence, for the notebook."""
         verb = "skipped" if self.rule == "skip" else f"capped at {self.max_basket_items} items"
-        return (
+        text = (
             f"{self.baskets:,} baskets with {self.basket_items:,} basket-item pairs; "
             f"{self.large_baskets:,} baskets larger than {self.max_basket_items} items were {verb}."
         )
+        if self.excluded_rows or self.excluded_only_baskets:
+            text += (
+                f" {self.excluded_rows:,} purchase rows of excluded items were left out; "
+                f"{self.excluded_only_baskets:,} baskets held only excluded items and still count "
+                "in the support's denominator."
+            )
+        return text
 
 
 def baskets(
@@ -58,6 +70,8 @@ def baskets(
     max_basket_items: int = 50,
     large_basket_rule: str = "skip",
     before: dt.datetime | None = None,
+    exclude_items: Sequence[str] = (),
+    exclude_where: str | None = None,
 ) -> tuple[ibis.Table, BasketReport]:
     """Canonical events in, distinct (basket_id, item) string pairs out, plus a basket report.
 
@@ -82,6 +96,12 @@ def baskets(
         Keep only what was bought before this time: the baskets of ``events`` filtered to
         ``event_time < before`` (a pair counts when its item's first purchase in the basket
         is before it; basket sizes are those of the kept pairs).
+    exclude_items, exclude_where
+        Items left out of the baskets *after* the baskets are formed (postage, carrier bags,
+        gift wrap): item values (compared as strings) and/or an SQL condition on the event
+        columns (e.g. ``"description = 'POSTAGE'"``; checked like every expression in params).
+        A basket that held only excluded items still counts as a basket, so supports keep the
+        true number of baskets as their denominator; basket sizes count the kept items.
 
     Returns
     -------
@@ -126,6 +146,15 @@ def baskets(
         bid = e.order_id.cast("string")
     else:
         bid = e.user_id.cast("string") + "|" + e.event_time.date().cast("string")
+    e = e.mutate(_basket=bid)
+    bid = e._basket
+    n_universe = None
+    if exclude_items or exclude_where:
+        every = e if before is None else e.filter(e.event_time < ibis.literal(before))
+        n_universe = int(every._basket.nunique().to_pyarrow().as_py() or 0)
+        n_rows = e.count()
+        e = _without_excluded(e, col, exclude_items, exclude_where)
+        bid = e._basket
     if "event_time" in e.columns:
         pairs = e.group_by(basket_id=bid, item=e[col].cast("string")).agg(
             first_time=e.event_time.min()
@@ -152,9 +181,35 @@ def baskets(
     if before is not None or large_basket_rule == "cap":
         kept = kept.cache()  # a join or a window over the pairs: computed once, not per read
     counts = kept.aggregate(b=kept.basket_id.nunique(), n=kept.count()).to_pyarrow().to_pylist()[0]
+    n_baskets, excluded_rows, only_excluded = int(counts["b"] or 0), 0, 0
+    if n_universe is not None:
+        with_items = int(sized.basket_id.nunique().to_pyarrow().as_py() or 0)
+        only_excluded = n_universe - with_items
+        n_baskets += only_excluded
+        excluded_rows = int(n_rows.to_pyarrow().as_py()) - int(e.count().to_pyarrow().as_py())
     return kept, BasketReport(
-        int(counts["b"] or 0), int(counts["n"] or 0), n_large, large_basket_rule, max_basket_items
+        n_baskets,
+        int(counts["n"] or 0),
+        n_large,
+        large_basket_rule,
+        max_basket_items,
+        excluded_rows,
+        only_excluded,
     )
+
+
+def _without_excluded(
+    e: ibis.Table, col: str, items: Sequence[str], where: str | None
+) -> ibis.Table:
+    """``e`` without the rows of excluded items: listed values, or rows matching ``where``."""
+    if items:
+        e = e.filter(~e[col].cast("string").isin([str(i) for i in items]))
+    if where:
+        tree = sqlexpr.check(where, e.columns, where="recommendations.exclude_where", boolean=True)
+        e = e.alias("_basket_rows").sql(
+            f"SELECT * FROM _basket_rows WHERE NOT coalesce({sqlexpr.to_sql(tree)}, false)"
+        )
+    return e
 
 
 def min_count(min_support: float, n_baskets: int) -> int:

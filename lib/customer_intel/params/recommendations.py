@@ -17,8 +17,21 @@ class RecommendationsParams(Section):
     )
     item: Literal["product", "category", "brand"] = Field("product", description="item level")
     include_carts: bool = Field(False, description="count cart events as basket items too")
-    max_basket_items: int = Field(50, ge=2, description="larger baskets are skipped or capped")
+    max_basket_items: int = Field(
+        250,
+        ge=2,
+        le=100_000,
+        description="larger baskets are skipped or capped (and counted); 250 keeps typical orders",
+    )
     large_basket_rule: Literal["skip", "cap"] = Field("skip", description="what to do with them")
+    exclude_items: list[str] = Field(
+        default_factory=list,
+        description="items left out of baskets after they are formed (e.g. POSTAGE)",
+    )
+    exclude_where: str | None = Field(
+        None,
+        description="SQL on event columns: matching rows' items are left out of baskets",
+    )
     min_support: float = Field(
         0.0005, gt=0, description="minimum support: a fraction of baskets (<1) or a count (>=1)"
     )
