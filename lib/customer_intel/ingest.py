@@ -57,6 +57,7 @@ class IngestReport:
     rejected: dict[str, int] = field(default_factory=dict)
     file_bytes: list[int] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (archive member, reason)
+    kept_without_user: int = 0  # kept rows with no user id (``require_user_id: false``)
 
     @property
     def rows_rejected(self) -> int:
@@ -82,6 +83,7 @@ class IngestReport:
             *[(f"rejected:{r}", self.rejected.get(r, 0)) for r in REASONS],
             ("files", len(self.files)),
             ("skipped_archive_members", len(self.skipped)),
+            ("kept_without_user", self.kept_without_user),
         ]
         return pl.DataFrame(rows, schema=["metric", "value"], orient="row")
 
@@ -389,7 +391,7 @@ def _classified(
     checks += [
         (pl.col("event_time").is_null(), "unparseable_timestamp"),
         (pl.col("event_type").is_null(), "unknown_event_type"),
-        (pl.col("user_id").is_null(), "null_user_id"),
+        (pl.col("user_id").is_null() & pl.lit(p.require_user_id), "null_user_id"),
         (pl.col("product_id").is_null(), "null_product_id"),
         (price_col.is_null() | ~price_col.is_finite() | (price_col < 0), "invalid_price"),
     ]
@@ -424,7 +426,7 @@ def _drop_duplicates(day: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     such runs (a few in a thousand) are compared in full. Hashing every row to find them, or a
     ``unique`` over every column, costs more than sorting the day.
     """
-    same = (pl.col("user_id") == pl.col("user_id").shift(1)) & (
+    same = pl.col("user_id").eq_missing(pl.col("user_id").shift(1)) & (
         pl.col("event_time") == pl.col("event_time").shift(1)
     )
     same = same.fill_null(False)
@@ -603,8 +605,12 @@ def ingest_files(
             bar.update(1, rows=sources[-1].rows or 0)
     derive = "user_session" not in p.column_map and not p.session_from_order
     # exact duplicates agree on every canonical column (sessions are derived after dedup)
+    # exact means every column read: carried columns too (two lines differing only in a
+    # description are two lines)
     keys = [
-        c for c in (*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS) if not (derive and c == "user_session")
+        c
+        for c in (*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS, *p.carry_columns)
+        if not (derive and c == "user_session")
     ]
     frames = [
         _classified(s.frame, p, s.padded, name) for s, name in zip(sources, names, strict=True)
@@ -652,9 +658,19 @@ def ingest_files(
         rejected={r: int(by_reason.get(r, 0)) for r in REASONS},
         file_bytes=[Path(f).stat().st_size for f in files],
         skipped=list(inputs.skipped),
+        kept_without_user=0 if p.require_user_id else _rows_without_user(events_out),
     )
     report.check()
     return report
+
+
+def _rows_without_user(events_dir: Path) -> int:
+    files = sorted(events_dir.rglob("*.parquet"))
+    if not files:
+        return 0
+    return int(
+        pl.scan_parquet(files).filter(pl.col("user_id").is_null()).select(pl.len()).collect().item()
+    )
 
 
 def ingest(
@@ -694,6 +710,12 @@ def describe(report: IngestReport) -> str:
             + "; ".join(f"{name} ({why})" for name, why in report.skipped[:10])
             + ("; ..." if len(report.skipped) > 10 else "")
             if report.skipped
+            else ""
+        )
+        + (
+            f" {report.kept_without_user:,} kept rows have no user id: they count in baskets "
+            "and are left out of every per-customer table."
+            if report.kept_without_user
             else ""
         )
     )

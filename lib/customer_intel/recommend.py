@@ -745,7 +745,11 @@ def sample_users(users: pl.Series, n: int, seed: int) -> pl.Series:
 
 
 def offline_evaluation(
-    events: ibis.Table, cfg: RecommendationsParams, *, seed: int = 0
+    events: ibis.Table,
+    cfg: RecommendationsParams,
+    *,
+    seed: int = 0,
+    basket_events: ibis.Table | None = None,
 ) -> tuple[pl.DataFrame, Split]:
     """Rules vs popularity on a temporal split: canonical events in, metrics per model and k out.
 
@@ -765,6 +769,9 @@ def offline_evaluation(
         The stage's params section.
     seed : int
         Seed of the test-user sample (the run's ``common.seed``).
+    basket_events : ibis.Table, optional
+        The events baskets are formed from, when they include rows without a user id (the
+        warehouse's ``all_events``); default ``events``.
 
     Returns
     -------
@@ -778,7 +785,7 @@ def offline_evaluation(
     split = data_end - dt.timedelta(days=cfg.test_days)
     train = events.filter(events.event_time < ibis.literal(split))
     train_bi, report = _rules.baskets(  # reuses the stage's basket table while it is referenced
-        events,
+        events if basket_events is None else basket_events,
         basket=cfg.basket,
         item=cfg.item,
         include_carts=cfg.include_carts,

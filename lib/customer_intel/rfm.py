@@ -208,12 +208,16 @@ def segment_summary(rfm: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def describe(summary: pl.DataFrame) -> str:
-    """One sentence on the most valuable segment."""
+#: what one unit of ``frequency`` is called in a sentence, per definition
+FREQUENCY_WORDS = {"days": "purchase days", "orders": "orders", "lines": "order lines"}
+
+
+def describe(summary: pl.DataFrame, frequency: str = "days") -> str:
+    """One sentence on the most valuable segment (``frequency``: the definition used)."""
     top = summary.row(0, named=True)
     return (
         f"{top['segment']} are {top['share']:.0%} of buyers and bring {top['revenue_share']:.0%} "
-        f"of revenue (average {top['avg_frequency']:.1f} purchase periods, "
+        f"of revenue (average {top['avg_frequency']:.1f} {FREQUENCY_WORDS[frequency]}, "
         f"last purchase {top['avg_recency_days']:.0f} days ago)."
     )
 

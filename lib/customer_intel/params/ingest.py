@@ -59,6 +59,11 @@ class IngestParams(Section):
         "reject", description="cancelled or returned lines: counted as rejects, or kept"
     )
     drop_duplicates: bool = Field(True, description="drop (and count) exact duplicate events")
+    require_user_id: bool = Field(
+        True,
+        description="reject rows without a user id; false keeps them (counted) for basket "
+        "analysis and leaves them out of every per-customer table",
+    )
     filters: list[str] = Field(
         default_factory=list, description="SQL conditions a kept row must meet (else rejected)"
     )
