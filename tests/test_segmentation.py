@@ -347,9 +347,39 @@ def test_bad_expression_names_the_params_key():
     ):
         clustering.prepare_features(df, spec)
     with pytest.raises(
-        clustering.FeatureError, match=r"segmentation\.features: column\(s\) \['income'\]"
+        clustering.FeatureError,
+        match=r"segmentation\.numeric_features: column\(s\) \['income'\]",
     ):
         clustering.prepare_features(df, clustering.FeatureSpec(numeric=["income"]))
+    with pytest.raises(
+        clustering.FeatureError, match=r"segmentation\.categorical_features: .*\['edu'\]"
+    ):
+        clustering.prepare_features(
+            df, clustering.FeatureSpec(numeric=["year_birth"], categorical=["edu"])
+        )
+
+
+def test_a_filter_on_a_missing_value_leaves_the_row_to_the_missing_value_rule():
+    # 6 customers: one above the income cap (a filter removal), two without an income
+    df = pl.DataFrame(
+        {
+            "user_id": [1, 2, 3, 4, 5, 6],
+            "income": [30_000, 700_000, None, 45_000, None, 52_000],
+        }
+    )
+    spec = clustering.FeatureSpec(numeric=["income"], filters=["income < 600000"], missing="drop")
+    kept, counts = clustering.prepare_features(df, spec)
+    assert kept["user_id"].to_list() == [1, 4, 6]
+    assert counts == {
+        "rows_in": 6,
+        "removed_by_filters": 1,
+        "removed_missing": 2,
+        "rows_out": 3,
+    }
+    imputed, counts = clustering.prepare_features(
+        df, clustering.FeatureSpec(numeric=["income"], filters=["income < 600000"])
+    )
+    assert imputed.height == 5 and counts["removed_missing"] == 0
 
 
 def test_marketing_campaign_profile_clusters_an_external_tsv():

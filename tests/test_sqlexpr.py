@@ -63,3 +63,59 @@ def test_checked_expression_renders_for_an_engine():
         "income BETWEEN 1 AND 5 OR marital LIKE 'M%'", DF.columns, where="f", boolean=True
     )
     assert sqlexpr.to_sql(tree) == "income BETWEEN 1 AND 5 OR marital LIKE 'M%'"
+
+
+#: one expression per function or construct the checker allows
+ALLOWED_EXAMPLES = [
+    "ABS(mnt_a - 10)",
+    "ROUND(income / 3, 1)",
+    "FLOOR(income / 7)",
+    "CEIL(income / 7)",
+    "LN(income)",
+    "LN(income) / LN(10)",
+    "SQRT(income)",
+    "POW(mnt_a, 2)",
+    "LOWER(marital)",
+    "UPPER(marital)",
+    "LENGTH(marital)",
+    "SUBSTRING(marital, 1, 3)",
+    "CONCAT(marital, '-x')",
+    "COALESCE(year_birth, 1970)",
+    "LEAST(mnt_a, mnt_b)",
+    "GREATEST(mnt_a, mnt_b)",
+    "CASE WHEN mnt_a > 2 THEN 'hi' ELSE 'lo' END",
+    "CAST(mnt_a AS DOUBLE) / 2",
+    "TRY_CAST(marital AS INTEGER)",
+    "mnt_a % 2",
+    "mnt_a // 2",
+    "YEAR(CURRENT_DATE) - year_birth",
+    "MONTH(CURRENT_DATE) + DAY(CURRENT_DATE) + mnt_a",
+    "marital ILIKE 'm%'",
+    "mnt_a BETWEEN 2 AND 3",
+    "year_birth IS NULL",
+    "NOT (mnt_a IN (1, 2))",
+]
+
+
+@pytest.mark.parametrize("expression", ALLOWED_EXAMPLES)
+def test_what_the_checker_allows_both_engines_run(expression):
+    """The checker and the engines agree: what passes validation runs in Polars (ingest and
+    segmentation expressions) and in DuckDB (expressions over the warehouse), and both give the
+    same values."""
+    import duckdb
+
+    tree = sqlexpr.check(expression, DF.columns, where="x")
+    sql = sqlexpr.to_sql(tree)
+    ours = DF.select(pl.sql_expr(sql).alias("v"))["v"]
+    con = duckdb.connect()
+    con.register("df", DF.to_arrow())
+    theirs = pl.from_arrow(con.sql(f"SELECT {sql} AS v FROM df").arrow())["v"]
+    con.close()
+    assert ours.to_list() == pytest.approx(theirs.to_list(), nan_ok=True) or (
+        ours.cast(pl.String).to_list() == theirs.cast(pl.String).to_list()
+    )
+
+
+def test_date_diff_is_refused_at_validation_with_a_way_out():
+    with pytest.raises(sqlexpr.ExpressionError, match=r"^segmentation\.derived\.age: .*DATE_DIFF"):
+        sqlexpr.check("DATE_DIFF('day', a, b)", ["a", "b"], where="segmentation.derived.age")

@@ -71,14 +71,25 @@ def prepare_features(table: pl.DataFrame, spec: FeatureSpec) -> tuple[pl.DataFra
         df = df.with_columns(pl.col(col).cast(pl.String).replace(dict(mapping)).alias(col))
     counts = {"rows_in": df.height}
     before = df.height
-    df = sqlexpr.polars_filter(df, spec.filters, where="segmentation.row_filters")
+    # a filter on a missing value ("income < 600000" with no income) does not remove the row:
+    # the missing-value rule below decides, and counts it as missing
+    df = sqlexpr.polars_filter(
+        df, spec.filters, where="segmentation.row_filters", keep_unknown=True
+    )
     counts["removed_by_filters"] = before - df.height
+    for key, names in (
+        ("segmentation.numeric_features", spec.numeric),
+        ("segmentation.categorical_features", spec.categorical),
+    ):
+        missing_cols = [c for c in names if c not in df.columns]
+        if missing_cols:
+            raise FeatureError(
+                f"{key}: column(s) {missing_cols} not found; available: {sorted(df.columns)}"
+            )
     wanted = [spec.id_column, *spec.numeric, *spec.categorical]
-    missing_cols = [c for c in wanted if c not in df.columns]
-    if missing_cols:
+    if spec.id_column not in df.columns:
         raise FeatureError(
-            f"segmentation.features: column(s) {missing_cols} not found; available: "
-            f"{sorted(df.columns)}"
+            f"segmentation.id_column: {spec.id_column!r} not found; available: {sorted(df.columns)}"
         )
     df = df.select(wanted)
     if spec.missing == "drop":

@@ -65,8 +65,7 @@ _ALLOWED = (
     exp.Round,
     exp.Floor,
     exp.Ceil,
-    exp.Ln,
-    exp.Log,
+    exp.Ln,  # LOG is not: DuckDB's LOG(x) is base 10, Polars' needs a base; use LN(x) / LN(b)
     exp.Sqrt,
     exp.Pow,
     exp.Lower,
@@ -77,7 +76,6 @@ _ALLOWED = (
     exp.Year,
     exp.Month,
     exp.Day,
-    exp.DateDiff,
     exp.CurrentDate,
     exp.Least,
     exp.Greatest,
@@ -123,6 +121,15 @@ def check(
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as e:
         raise ExpressionError(f"{where}: cannot parse {expression!r}: {e}") from None
     for node in tree.walk():
+        if isinstance(node, exp.DateDiff):
+            # Polars' SQL (which evaluates the filters and derived columns of ingest and
+            # segmentation) has no date difference function, so the checker refuses what the
+            # engine could not run rather than letting it fail inside a stage
+            raise ExpressionError(
+                f"{where}: {expression!r} uses DATE_DIFF, which the engines of params "
+                "expressions do not all support; use YEAR(), MONTH() and DAY() arithmetic "
+                "(e.g. 'YEAR(a) - YEAR(b)') or compute the column before the data is read"
+            )
         if not isinstance(node, _ALLOWED):
             raise ExpressionError(
                 f"{where}: {expression!r} uses {node.key.upper()} ({node.sql()!r}), which is not "
@@ -152,13 +159,21 @@ def to_sql(tree: exp.Expression, dialect: str = "duckdb") -> str:
 
 
 def polars_filter(
-    df: pl.DataFrame | pl.LazyFrame, expressions: Iterable[str], *, where: str
+    df: pl.DataFrame | pl.LazyFrame,
+    expressions: Iterable[str],
+    *,
+    where: str,
+    keep_unknown: bool = False,
 ) -> pl.DataFrame | pl.LazyFrame:
-    """Keep the rows where every checked boolean expression holds (NULL counts as false)."""
+    """Keep the rows where every checked boolean expression holds.
+
+    A condition that is NULL (it reads a missing value) counts as false, as in SQL's WHERE,
+    unless ``keep_unknown``: then the row is kept, for a later missing-value rule to count.
+    """
     cols = df.collect_schema().names()
     for i, text in enumerate(expressions):
         tree = check(text, cols, where=f"{where}[{i}]", boolean=True)
-        df = df.filter(pl.sql_expr(to_sql(tree)).fill_null(False))
+        df = df.filter(pl.sql_expr(to_sql(tree)).fill_null(keep_unknown))
     return df
 
 
