@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 from nbclient import NotebookClient
 
-from customer_intel import dashboards
+from customer_intel import dashboards, runs
+from customer_intel.contracts import Manifest
 from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR
 
 
@@ -82,11 +83,21 @@ def test_dashboards_read_the_latest_good_run_of_the_env_output_root(monkeypatch,
     manifest says success counts."""
     good = tmp_path / "runs" / "good"
     good.mkdir(parents=True)
-    (good / "manifest.json").write_text('{"status": "success"}')
+    manifest = Manifest(
+        run_id="good",
+        status="success",
+        started_at="2026-11-27T00:00:00+00:00",
+        params_file="params/default.yaml",
+        params_hash="0",
+        params={},
+    )
+    runs.write_model(manifest, good / "manifest.json")
     (tmp_path / "latest").symlink_to(good)
     monkeypatch.setenv(dashboards.ENV_OUTPUT_ROOT, str(tmp_path))
     assert dashboards.latest_run() == good.resolve()
-    (good / "manifest.json").write_text('{"status": "failed"}')
+    runs.write_model(manifest.model_copy(update={"status": "failed"}), good / "manifest.json")
+    assert dashboards.latest_run() is None
+    (good / "manifest.json").write_text('{"status": "success"}')  # not a manifest: not shown
     assert dashboards.latest_run() is None
     monkeypatch.delenv(dashboards.ENV_OUTPUT_ROOT)
     assert dashboards.output_root() == OUTPUTS_DIR

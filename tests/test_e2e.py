@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 
-from customer_intel import pipeline
+from customer_intel import pipeline, runs
+from customer_intel.contracts import PropensityCard
 
 pytestmark = pytest.mark.e2e
 
@@ -55,3 +58,15 @@ def test_smoke_run_row_accounting(smoke_run):
 def test_every_stage_table_is_readable(smoke_run):
     for path in (smoke_run["run_dir"] / "tables").glob("*.parquet"):
         pl.scan_parquet(path).collect_schema()
+
+
+def test_the_propensity_card_is_the_typed_document_the_dashboards_read(smoke_run):
+    path = smoke_run["run_dir"] / "models" / "propensity_card.json"
+    card = runs.read_model(PropensityCard, path)
+    scores = pl.read_parquet(smoke_run["run_dir"] / "tables" / "propensity_scores.parquet")
+    assert 0 < card.targeting.depth <= scores.height
+    assert card.windows.label_days > 0 and card.features
+    broken = json.loads(path.read_text())
+    del broken["targeting"]["depth"]  # a reader must not guess: a missing key is refused
+    with pytest.raises(ValueError, match="depth"):
+        PropensityCard.model_validate(broken)

@@ -97,6 +97,27 @@ class Manifest(_Doc):
     stages: dict[str, StageEntry] = Field(default_factory=dict)
 
 
+class PropensityWindows(_Doc):
+    """The propensity model's time windows (ISO dates; lengths in days)."""
+
+    cutoff: str
+    label_end: str
+    label_days: int
+    observation_days: int | None  # None: all history before the cutoff
+
+
+class Targeting(_Doc):
+    """The profit-optimal targeting depth and what it assumes."""
+
+    depth: int
+    share: float
+    expected_conversions: float
+    expected_profit: float
+    contact_cost: float
+    margin: float
+    recommendation: str
+
+
 class PropensityCard(_Doc):
     """``models/propensity_card.json``: what the propensity model is and how it did."""
 
@@ -104,7 +125,7 @@ class PropensityCard(_Doc):
     lightgbm_params: dict[str, Any]
     best_iteration: int
     calibration: str
-    windows: dict[str, Any]
+    windows: PropensityWindows
     metrics: dict[str, Any]
-    targeting: dict[str, Any]
+    targeting: Targeting
     trained_at: str

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import html
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,7 +27,8 @@ import plotly.graph_objects as go
 import polars as pl
 import yaml
 
-from customer_intel import plots
+from customer_intel import plots, runs
+from customer_intel.contracts import Manifest, PropensityCard
 from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR
 from customer_intel.plots.theme import COLORS, styled
 
@@ -48,10 +48,10 @@ def latest_run(root: Path | None = None) -> Path | None:
         return None
     run = link.resolve()
     try:
-        manifest = json.loads((run / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        manifest = runs.read_manifest(run)
+    except (OSError, ValueError):
         return None
-    return run if manifest.get("status") == "success" else None
+    return run if manifest.status == "success" else None
 
 
 def pseudonymize(ids: pl.Series, salt: str) -> pl.Series:
@@ -97,11 +97,11 @@ class Dashboard:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or output_root()
         self.run = latest_run(self.root)
-        self.manifest: dict[str, Any] = {}
+        self.manifest: Manifest | None = None
         self.params: dict[str, Any] = {}
         if self.run is not None:
-            self.manifest = json.loads((self.run / "manifest.json").read_text())
-            self.params = self.manifest.get("params", {}).get("dashboards", {})
+            self.manifest = runs.read_manifest(self.run)
+            self.params = self.manifest.params.get("dashboards", {})
 
     # -- reading ----------------------------------------------------------------------------
     def table(self, name: str) -> pl.DataFrame | None:
@@ -161,7 +161,7 @@ class Dashboard:
         if (self.run / "warehouse").exists():
             rng = self.events_sql("SELECT min(event_date) AS a, max(event_date) AS b FROM events")
             span = f"data from {rng['a'][0]} to {rng['b'][0]}"
-        finished = self.manifest.get("finished_at", "")[:16].replace("T", " ")
+        finished = (self.manifest.finished_at or "")[:16].replace("T", " ")
         return _html(
             f'<h2>{html.escape(title)}</h2><div id="run-info" data-run="{html.escape(self.run.name)}" '
             f'style="color:#555">Run <code>{html.escape(self.run.name)}</code>, finished {finished} UTC; '
@@ -434,12 +434,12 @@ class Dashboard:
         card_path = self.run / "models" / "propensity_card.json"
         if not card_path.exists():
             return self._missing("The targeting recommendation")
-        t = json.loads(card_path.read_text())["targeting"]
+        t = runs.read_model(PropensityCard, card_path).targeting
         return _html(
-            f'<div id="targeting" data-depth="{t["depth"]}" data-profit="{t["expected_profit"]!r}">'
-            f"<b>Recommended campaign:</b> contact the top <b>{t['depth']:,}</b> customers "
-            f"({pct(t['share'])}) — expected profit <b>{money(t['expected_profit'])}</b>, "
-            f"{t['expected_conversions']:,.0f} expected conversions.<br>{html.escape(t['recommendation'])}</div>"
+            f'<div id="targeting" data-depth="{t.depth}" data-profit="{t.expected_profit!r}">'
+            f"<b>Recommended campaign:</b> contact the top <b>{t.depth:,}</b> customers "
+            f"({pct(t.share)}) — expected profit <b>{money(t.expected_profit)}</b>, "
+            f"{t.expected_conversions:,.0f} expected conversions.<br>{html.escape(t.recommendation)}</div>"
         )
 
     def product_selector(self) -> Any:
@@ -483,9 +483,7 @@ class Dashboard:
             return self._missing("The experiment readout")
         d = dict(zip(diag["check"], diag["value"], strict=True))
         srm_p = d.get("SRM p-value", 1.0)
-        threshold = float(
-            self.manifest.get("params", {}).get("experiments", {}).get("srm_threshold", 0.001)
-        )
+        threshold = float(self.manifest.params.get("experiments", {}).get("srm_threshold", 0.001))
         warn = ""
         if srm_p < threshold:
             warn = (

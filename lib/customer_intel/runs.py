@@ -250,6 +250,12 @@ class StageRun:
         self._record(target)
         return target
 
+    def write_model(self, model: BaseModel, *parts: str) -> Path:
+        """Write a typed document (:mod:`customer_intel.contracts`) inside the run folder."""
+        target = write_model(model, self.path(*parts))
+        self._record(target)
+        return target
+
     @contextlib.contextmanager
     def output(self, *parts: str) -> Iterator[Path]:
         """Write any other output (a model file, a folder) atomically: yields a temp path."""
