@@ -285,3 +285,49 @@ def test_a_group_without_conversions_gives_an_open_odds_ratio_not_an_error():
         n_resamples=200,
     )
     assert res["odds_ratio"][0] == 0.0
+
+
+def test_unit_outcomes_on_a_hand_table_read_only_the_window_but_count_every_event_in_it():
+    """The engine reads a bounded slice of the log; the outcomes equal the definitions."""
+    import datetime as dt
+
+    import ibis
+
+    t = dt.datetime
+    utc = dt.UTC
+    assign = pl.DataFrame(
+        {
+            "user_id": [1, 2, 3],
+            "experiment_group": ["control", "treatment", "treatment"],
+            "assigned_at": [t(2019, 10, 10, tzinfo=utc), t(2019, 10, 12, tzinfo=utc),
+                            t(2019, 10, 12, tzinfo=utc)],
+        }
+    )  # fmt: skip
+    rows = [  # user, time, type, price
+        (1, t(2019, 9, 20), "purchase", 50.0),  # before the pre-period: nowhere
+        (1, t(2019, 10, 1), "view", 0.0),  # pre-period view
+        (1, t(2019, 10, 2), "purchase", 7.0),  # pre-period purchase
+        (1, t(2019, 10, 11), "view", 0.0),  # in window, not a purchase
+        (1, t(2019, 10, 15), "purchase", 10.0),  # in window, after the last assignment
+        (1, t(2019, 10, 25), "purchase", 99.0),  # after the window end
+        (2, t(2019, 10, 11), "cart", 0.0),  # pre-period (1 day before its assignment)
+        (2, t(2019, 10, 13), "view", 0.0),  # after the last assignment, a view: no outcome
+        (2, t(2019, 10, 14), "purchase", 20.0),
+        (2, t(2019, 10, 14, 1), "purchase", 5.0),
+        (4, t(2019, 10, 14), "purchase", 3.0),  # not assigned
+    ]
+    events = pl.DataFrame(rows, schema=["user_id", "event_time", "event_type", "price"],
+                          orient="row").with_columns(pl.col("event_time").dt.replace_time_zone("UTC"))  # fmt: skip
+    con = ibis.duckdb.connect()
+    ev = con.create_table("events", events)
+    got = ex.unit_outcomes(assign, ev, window_end=t(2019, 10, 20, tzinfo=utc), pre_days=14)
+    got = got.sort("user_id").select(
+        "user_id", "purchases", "revenue", "pre_purchases", "pre_revenue", "pre_events",
+        "converted",
+    )  # fmt: skip
+    assert got.rows() == [
+        (1, 1, 10.0, 1, 7.0, 2, 1),
+        (2, 2, 25.0, 0, 0.0, 1, 1),
+        (3, 0, 0.0, 0, 0.0, 0, 0),
+    ]
+    con.disconnect()

@@ -522,10 +522,22 @@ def unit_outcomes(
     a = assignments.select("user_id", "assigned_at").unique("user_id")
     con.create_table("_assignments", a, temp=True, overwrite=True)
     at = con.table("_assignments")
+    end = ibis.literal(window_end)
+    # Read only what an outcome can use, before the join: events from the earliest pre-period
+    # to the window's end, and after the last assignment only purchases. The engine prunes
+    # row groups by these bounds (and filters by type on the scan), which at 110M events
+    # reads a fraction of the log; the results are the same as joining every event.
     e = events.select("user_id", "event_time", "event_type", "price")
+    if a.height:
+        first = a["assigned_at"].min() - dt.timedelta(days=pre_days)
+        last = a["assigned_at"].max()
+        e = e.filter(
+            e.event_time >= ibis.literal(first),
+            e.event_time <= end,
+            (e.event_type == "purchase") | (e.event_time < ibis.literal(last)),
+        )
     e = e.mutate(user_id=e.user_id.cast(at.user_id.type()))
     j = e.join(at, "user_id")
-    end = ibis.literal(window_end)
     in_win = (j.event_time >= j.assigned_at) & (j.event_time <= end)
     pre = (j.event_time < j.assigned_at) & (
         j.event_time >= j.assigned_at - ibis.interval(days=pre_days)
