@@ -222,6 +222,19 @@ def test_sizes_and_timings(wh, tmp_path):
     assert "x smaller" in warehouse.describe_sizes(sizes)
     timings = warehouse.query_timings(wh["con"], repeat=1)
     assert timings.height == 5 and (timings["seconds"] > 0).all()
+    # the questions read the last 7 days: the raw-event answer has one row per such day
+    days = dict(zip(timings["question"], timings["rows"], strict=True))
+    assert days["daily KPIs from raw events (last 7 days)"] == 7
+    assert days["daily KPIs (fact_daily_kpis, last 7 days)"] == 7
+    every = warehouse.query_timings(wh["con"], repeat=1, days=0)
+    n_days = wh["con"].table("fact_daily_kpis").count().to_pyarrow().as_py()
+    assert (
+        dict(zip(every["question"], every["rows"], strict=True))[
+            "daily KPIs from raw events (all days)"
+        ]
+        == n_days
+        > 7
+    )
 
 
 def test_spark_engine_without_pyspark_is_a_clear_error(wh):

@@ -22,3 +22,9 @@ class OptimizeParams(Section):
         2_000_000, ge=1_000, description="rows used to measure in-memory bytes before/after"
     )
     timing_repeats: int = Field(3, ge=1, le=20, description="runs per timed query (best kept)")
+    timing_days: int = Field(
+        7,
+        ge=0,
+        description="the timed questions read the last N days of events, so their cost does "
+        "not grow with the history (0: all days)",
+    )
