@@ -33,3 +33,32 @@ def test_pipeline_benchmark_compares_every_stage_with_the_bare_script(tmp_path):
     assert res["bare"]["checks"]["rows_after_dedup"] == res["ours"]["rows_out"]["ingest"]
     assert "total (process wall)" in bench.format_table(res)
     assert not list(tmp_path.glob("bench_e2e_*"))  # run folders removed
+
+
+def test_a_bare_script_that_dies_is_recorded_with_the_steps_it_finished(tmp_path):
+    """At 110M events the reference runs out of memory in its warehouse step: the benchmark
+    keeps its finished steps and the error instead of losing our numbers."""
+    script = tmp_path / "bare.py"
+    script.write_text(
+        "import sys\n"
+        "print('[bare] imports: 1.50 s, peak 80 MB', file=sys.stderr)\n"
+        "print('[bare] ingest: 292.60 s, peak 16704 MB', file=sys.stderr)\n"
+        "print('duckdb.OutOfMemoryException: Out of Memory Error: could not allocate',"
+        " file=sys.stderr)\n"
+        "sys.exit(1)\n"
+    )
+    bare = bench.run_bare(tmp_path / "e.csv", tmp_path / "a.parquet", tmp_path / "out", script)
+    assert bare["steps"] == {
+        "imports": {"wall_s": 1.5, "peak_rss_mb": 80.0},
+        "ingest": {"wall_s": 292.6, "peak_rss_mb": 16704.0},
+    }
+    assert bare["failed"]["after_steps"] == ["imports", "ingest"]
+    assert "OutOfMemory" in bare["failed"]["error"] and bare["peak_rss_mb"] == 16704.0
+    ours = {
+        "stages": {"ingest": {"wall_s": 235.1, "peak_rss_mb": 1350.5}},
+        "total_wall_s": 1084.3,
+        "peak_rss_mb": 3668.8,
+    }
+    rows = {r["stage"]: r for r in bench.compare(ours, bare)}
+    assert rows["ingest"]["ratio"] == round(235.1 / 292.6, 2)
+    assert rows["total (process wall)"]["ratio"] is None  # no total for a run that died
