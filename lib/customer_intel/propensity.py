@@ -175,6 +175,17 @@ def _only(obs: ibis.Table, user_ids: pl.Series, *, whole_range: bool = False) ->
     return obs.filter(in_range & obs.user_id.isin(ids.user_id))
 
 
+def _columns_for(names: Sequence[str]) -> list[str]:
+    """The event columns the named features read."""
+    cols = ["user_id", "user_session", "event_type", "event_time", "price"]
+    extra = {
+        "unique_products": "product_id",
+        "primary_category": "category_code",
+        "preferred_brand": "brand",
+    }
+    return cols + [extra[n] for n in names if n in extra]
+
+
 def _feature_table(
     obs: ibis.Table, cutoff: dt.datetime, names: Sequence[str], rfm_part: ibis.Table | None
 ) -> ibis.Table:
@@ -252,8 +263,13 @@ def feature_batches(
         if rfm_all is not None:
             mine = rfm_all.filter(pl.col("user_id").is_in(batch.implode()))
             rfm_part = ibis.memtable(mine.to_arrow())
-        obs = _only(everyone, batch, whole_range=whole_range)
-        yield _feature_table(obs, cutoff, names, rfm_part).to_polars()
+        obs = _only(everyone, batch, whole_range=whole_range).select(*_columns_for(names))
+        # The features are five aggregations of the same events (per session, distinct
+        # products and days, two modes); the engine would scan the Parquet once for each.
+        # Caching the batch's slice (a temp table, released right after) reads it once.
+        with obs.cache() as cached:
+            frame = _feature_table(cached, cutoff, names, rfm_part).to_polars()
+        yield frame
 
 
 def labels(events: ibis.Table, cutoff: dt.datetime, end: dt.datetime) -> ibis.Table:
