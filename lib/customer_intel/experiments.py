@@ -841,8 +841,15 @@ def experiment_daily(
         )
     check_metrics(units, metrics)
     z = stats.norm.isf(alpha / 2)
-    day = units[date_column].cast(pl.Datetime).dt.date().to_numpy() if units[
-        date_column].dtype != pl.Date else units[date_column].to_numpy()  # fmt: skip
+    dtype = units[date_column].dtype
+    if dtype == pl.Date:
+        day = units[date_column].to_numpy().astype("datetime64[D]")
+    elif isinstance(dtype, pl.Datetime):
+        day = units[date_column].dt.date().to_numpy().astype("datetime64[D]")
+    else:
+        raise ValueError(
+            f"experiments.date_column: {date_column!r} holds {dtype}, not dates or times"
+        )
     g = units[group].cast(pl.String).to_numpy()
     rows = []
     for spec in metrics:
@@ -876,7 +883,7 @@ def experiment_daily(
                                    tuning=sequential_tuning)  # fmt: skip
                 rows.append(
                     {
-                        "day": d,
+                        "day": d.item(),
                         "arm": arm,
                         "metric": m["name"],
                         "n_control": int(ia.sum()),
