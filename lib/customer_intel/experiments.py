@@ -461,7 +461,8 @@ def _arm_row(
         row |= {"control": qa, "treatment": qb, "test": f"p{q * 100:g} order-statistic z",
                 "statistic": stat, "p_value": p_from_z(stat, alternative) if se > 0 else 1.0,
                 "ci_low": d - z * se, "ci_high": d + z * se,
-                "prob_b_better": float(stats.norm.cdf(stat))}  # fmt: skip
+                # no interval (a bound the sample cannot reach): no P(better) either
+                "prob_b_better": float(stats.norm.cdf(stat)) if se > 0 else np.nan}  # fmt: skip
     else:
         ma, mb = float(a.mean()), float(b.mean())
         row |= {"control": ma, "treatment": mb}
@@ -1043,7 +1044,8 @@ def describe_readout(
         if r.get("seq_decision"):
             line += f"; sequential: {r['seq_decision']}"
         if r.get("capped_at") is not None:
-            line += f"; capped at {r['capped_at']:.4g} ({r['n_capped']:,} units)"
+            unit = "unit" if r["n_capped"] == 1 else "units"
+            line += f"; capped at {r['capped_at']:.4g} ({r['n_capped']:,} {unit})"
         if r.get("skew_note"):
             line += f"; NOTE {r['skew_note']}"
         parts.append(line + ".")
