@@ -349,3 +349,29 @@ def test_readout_names_arms_says_the_method_and_never_prints_zero_percent():
     assert "P(new better) = > 99.9%, Bayesian Beta-Binomial posterior" in text
     assert "bootstrap of the means" in text
     assert not re.search(r"(?<![\d.])0(\.0)?%", text)  # no probability printed as 0%
+
+
+@pytest.mark.parametrize(
+    ("metric", "message"),
+    [
+        ({"name": "r", "column": "revenue", "kind": "ratio"}, "needs denominator"),
+        ({"name": "q", "column": "revenue", "kind": "quantile"}, "needs quantile"),
+        ({"name": "c", "column": "revenue", "kind": "continuous", "cap_value": 5,
+          "cap_percentile": 0.9}, "not both"),
+        ({"name": "m", "column": "converted", "kind": "binary", "margin": 0.05}, "set role: guardrail"),
+        ({"name": "x", "column": "converted", "kind": "binary", "role": "boss"}, "role"),
+    ],
+)  # fmt: skip
+def test_metric_specs_are_checked_before_anything_runs(metric, message):
+    from customer_intel.params.experiments import ExperimentsParams
+
+    with pytest.raises(ValueError, match=message):
+        ExperimentsParams(metrics=[metric])
+    with pytest.raises(ValueError, match="include the control"):
+        ExperimentsParams(treatment_labels=["control", "b"])
+
+
+def test_a_control_without_conversions_gives_an_infinite_odds_ratio_not_a_crash():
+    got = st.odds_ratio(0, 100, 10, 100)
+    assert got["odds_ratio"] == np.inf and np.isnan(got["ci_low"]) and got["ci_high"] == np.inf
+    assert st.two_proportion_ztest(0, 100, 0, 100) == {"z": 0.0, "p_value": 1.0}
