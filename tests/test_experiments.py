@@ -259,6 +259,11 @@ def test_external_unit_table_needs_only_a_params_file(tmp_path):
     assert set(seg["segment_value"]) == {"mobile", "desktop"}
     spend = results.filter(pl.col("metric") == "spend per visitor").row(0, named=True)
     assert spend["cuped_variance_reduction"] > 0.3  # pre_spend explains much of spend
+    decision = pl.read_parquet(tmp_path / "run" / "tables" / "experiment_decision.parquet")
+    assert decision["arm"].to_list() == ["B"] and decision["verdict"][0].startswith("B: ")
+    srm = pl.read_parquet(tmp_path / "run" / "tables" / "experiment_segment_srm.parquet")
+    assert set(srm["segment_value"]) == {"mobile", "desktop"}
+    assert (tmp_path / "run" / "figures" / "experiment_effects.json").exists()
 
 
 def test_labels_not_in_the_data_are_params_errors_naming_the_labels_found():

@@ -111,3 +111,22 @@ def test_peak_rss_is_the_process_own_not_its_parents():
     )
     out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True)
     assert float(out.stdout.split()[-1]) < 300, out.stdout
+
+
+def test_write_figure_saves_a_static_png_beside_the_json(tmp_path):
+    """kaleido draws the PNG in Debian's chromium; without a browser the JSON is still written."""
+    import shutil
+
+    import plotly.graph_objects as go
+
+    from customer_intel import runs
+
+    run = runs.StageRun(tmp_path, "x")
+    target = run.write_figure(go.Figure(go.Bar(x=[1, 2], y=[3, 4])), "bars", static=True)
+    assert target.name == "bars.json" and target.exists()
+    png = tmp_path / "figures" / "bars.png"
+    if shutil.which("chromium") is None:
+        pytest.skip("no chromium: the PNG is skipped by design")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "figures/bars.png" in run.finish()["outputs"]
+    runs.stop_figure_server()

@@ -493,21 +493,43 @@ class Dashboard:
             )
         else:
             warn = f'<div id="srm-ok" style="color:#555">Sample ratio check passed (p = {srm_p:.2g}).</div>'
+        from customer_intel.experiments import fmt_prob
+
+        dec = self.table("experiment_decision")
+        if dec is not None and dec.height:
+            warn += "".join(
+                f'<div class="decision" data-arm="{html.escape(str(r["arm"]))}" '
+                f'data-decision="{html.escape(r["decision"])}"><b>{html.escape(r["verdict"])}</b></div>'
+                for r in dec.iter_rows(named=True)
+            )
         rows = "".join(
-            f'<tr class="metric-row" data-metric="{html.escape(r["metric"])}" data-rel-lift="{r["rel_lift"]!r}" '
-            f'data-p-adjusted="{r["p_adjusted"]!r}"><td>{html.escape(r["metric"])}</td><td>{r["control"]:.4g}</td>'
+            f'<tr class="metric-row" data-metric="{html.escape(r["metric"])}" '
+            f'data-arm="{html.escape(str(r.get("arm", "treatment")))}" data-rel-lift="{r["rel_lift"]!r}" '
+            f'data-p-adjusted="{r["p_adjusted"]!r}"><td>{html.escape(r["metric"])}</td>'
+            f"<td>{html.escape(str(r.get('arm', 'treatment')))}</td><td>{r['control']:.4g}</td>"
             f"<td>{r['treatment']:.4g}</td><td>{r['rel_lift']:+.1%}</td><td>[{r['ci_low']:.4g}, {r['ci_high']:.4g}]</td>"
             f"<td>{r['p_value']:.3g}</td><td>{r['p_adjusted']:.3g}</td>"
-            f"<td>{'' if r.get('prob_b_better') is None else pct(r['prob_b_better'])}</td>"
+            f"<td>{'' if r.get('prob_b_better') is None else fmt_prob(r['prob_b_better'])}"
+            f"{'' if not r.get('prob_method') else ' (' + html.escape(r['prob_method']) + ')'}</td>"
+            f"<td>{html.escape(r.get('seq_decision') or '')}</td>"
             f"<td><b>{r['significant']}</b>: {html.escape(r['verdict'])}</td></tr>"
             for r in res.iter_rows(named=True)
         )
         return _html(
             warn
-            + '<table id="decision-table"><tr><th>metric</th><th>control</th><th>treatment</th><th>relative lift</th>'
-            "<th>95% CI of the difference</th><th>p</th><th>adjusted p</th><th>P(treatment better)</th>"
-            f"<th>significant?</th></tr>{rows}</table>"
+            + '<table id="decision-table"><tr><th>metric</th><th>arm</th><th>control</th><th>arm value</th><th>relative lift</th>'
+            "<th>95% CI of the difference</th><th>p</th><th>adjusted p</th><th>P(arm better)</th>"
+            f"<th>sequential</th><th>significant?</th></tr>{rows}</table>"
         )
+
+    def effect_over_time(self) -> Any:
+        """Cumulative effect by day of the first metric, with the confidence sequence."""
+        if self.run is None:
+            return None
+        daily = self.table("experiment_daily")
+        if daily is None or not daily.height:
+            return self._missing("The daily experiment view")
+        return plots.experiment_over_time(daily, daily["metric"][0])
 
     def lift_distributions(self) -> Any:
         """Bootstrap distributions of the relative lift."""

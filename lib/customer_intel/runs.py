@@ -5,7 +5,7 @@ A run folder ``outputs/runs/<run_id>/`` holds::
     notebooks/   executed stage notebooks            (written by the pipeline)
     params/      each stage's resolved parameters    (written by the pipeline)
     tables/      <name>.parquet, one per named table (written by the stages)
-    figures/     <name>.json, plotly figures
+    figures/     <name>.json, plotly figures (and <name>.png, a static copy, where asked)
     models/      fitted models and their JSON cards
     warehouse/   the DuckDB warehouse file and the optimized event Parquet
     stages/      <stage>.json: what each stage recorded (rows in/out, outputs, metrics)
@@ -20,6 +20,7 @@ last good run.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -236,13 +237,42 @@ class StageRun:
         return rows
 
     # -- figures, models, documents ---------------------------------------------------------
-    def write_figure(self, fig: Any, name: str) -> Path:
-        """Save a plotly figure as JSON (``plotly.io.read_json`` reads it back)."""
+    def write_figure(self, fig: Any, name: str, *, static: bool = False) -> Path:
+        """Save a plotly figure as JSON (``plotly.io.read_json`` reads it back).
+
+        With ``static`` also as ``<name>.png`` (:func:`figure_png`), so the figure reads in a
+        viewer that runs no JavaScript; where no browser can draw it the PNG is skipped with a
+        printed reason, never failing the stage.
+        """
         target = self.path(FIGURES, f"{name}.json")
         with atomic_path(target) as tmp:
             tmp.write_text(fig.to_json())
         self._record(target)
+        if static:
+            png = self.path(FIGURES, f"{name}.png")
+            try:
+                data = figure_png(fig)
+            except Exception as e:  # noqa: BLE001 (any browser failure: keep the JSON, say why)
+                print(f"static image of {name} skipped: {type(e).__name__}: {e}")
+            else:
+                with atomic_path(png) as tmp:
+                    tmp.write_bytes(data)
+                self._record(png)
         return target
+
+    def show_figure(self, fig: Any, name: str, *, static: bool = True) -> None:
+        """Save a figure (:meth:`write_figure`) and display it, then its PNG beside it.
+
+        The interactive figure needs JavaScript; the PNG after it is the static fallback an
+        executed notebook shows on any viewer (GitHub, nbviewer, a PDF export).
+        """
+        from IPython.display import Image, display
+
+        self.write_figure(fig, name, static=static)
+        png = self.path(FIGURES, f"{name}.png")
+        display(fig)
+        if static and png.exists():
+            display(Image(data=png.read_bytes(), format="png"))
 
     def write_json(self, obj: Any, *parts: str) -> Path:
         """Write a JSON document at ``parts`` inside the run folder, atomically."""
@@ -292,6 +322,43 @@ class StageRun:
         )
         write_model(record, self.path(STAGES, f"{self.stage}.json"))
         return record.model_dump(mode="json")
+
+
+# -- static images ------------------------------------------------------------------------------
+_FIGURE_SERVER: list[bool] = []
+
+
+def figure_png(fig: Any, *, width: int = 1000, height: int = 560) -> bytes:
+    """A plotly figure as PNG bytes, drawn by kaleido (>= 1) in a headless Chromium.
+
+    kaleido drives the browser through choreographer; it finds Debian's ``chromium`` on the
+    PATH (``BROWSER_PATH`` is set to it when unset). One browser is started on first use and
+    kept for the process (a cold start costs seconds, each figure after it about one), and
+    stopped at exit so no browser outlives the kernel.
+    """
+    import warnings
+
+    import kaleido
+    import plotly.io as pio
+
+    if "BROWSER_PATH" not in os.environ and shutil.which("chromium"):
+        os.environ["BROWSER_PATH"] = shutil.which("chromium") or ""
+    if not _FIGURE_SERVER:
+        kaleido.start_sync_server(silence_warnings=True)
+        atexit.register(stop_figure_server)
+        _FIGURE_SERVER.append(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "kopts ignored when using a server"
+        return pio.to_image(fig, format="png", width=width, height=height)
+
+
+def stop_figure_server() -> None:
+    """Stop the browser :func:`figure_png` started (idempotent)."""
+    if _FIGURE_SERVER:
+        import kaleido
+
+        kaleido.stop_sync_server(silence_warnings=True)
+        _FIGURE_SERVER.clear()
 
 
 # -- typed documents ----------------------------------------------------------------------------

@@ -97,8 +97,12 @@ def _experiments(p: Params) -> StageIO:
         for t in (
             "experiment_units",
             "experiment_results",
+            "experiment_decision",
             "experiment_bootstrap",
             "experiment_segments",
+            "experiment_segment_srm",
+            "experiment_daily",
+            "experiment_power",
             "experiment_diagnostics",
         )
     )
