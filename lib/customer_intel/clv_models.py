@@ -1,0 +1,639 @@
+"""Buy-till-you-die CLV models fitted by maximum likelihood: BG/NBD and Gamma-Gamma.
+
+Takes the per-customer summary of :func:`customer_intel.clv.rfm_summary` (frequency ``x``,
+recency ``t_x``, age ``T`` in periods; ``monetary_value`` = mean repeat-period value).
+
+**BG/NBD** (Fader, Hardie & Lee 2005, "Counting your customers the easy way"): while active a
+customer buys as a Poisson process with rate λ ~ Gamma(r, α); after each purchase they drop out
+with probability p ~ Beta(a, b). Parameters r, α, a, b.
+
+**Gamma-Gamma** (Fader, Hardie & Lee 2005, "RFM and CLV"): each repeat transaction's value is
+Gamma(p, ν) with ν ~ Gamma(q, v), independent of the purchase process. Parameters p, q, v.
+The independence is an assumption: :func:`fit_gamma_gamma` reports the correlation of frequency
+and monetary value among repeat customers so a reader can see when it does not hold.
+
+The likelihoods and the formulas (P(alive), expected purchases, expected average value, CLV)
+are the closed forms of those papers, written as ``lifetimes`` writes them; tests hold them equal
+to ``lifetimes`` (archived, and pinned to old pandas, so only a test dependency) on CDNOW.
+They are hand-written here, not imported, because ``lifetimes`` no longer installs with a
+working ``datasets`` module and its fitters refuse pandas 3 Series, and pymc-marketing's fit is
+MCMC/MAP over PyMC (a heavy dependency for four closed-form formulas).
+
+Fitting: scipy.optimize.minimize (L-BFGS-B) on the log of each parameter, with bounds so a
+parameter that runs to 0 or infinity is caught (status ``at_boundary``) instead of looping;
+identical (x, t_x, T) rows are fitted once with a weight. Standard errors come from the inverse
+Hessian of the negative log-likelihood in the natural parameters, by numdifftools (adaptive
+steps with Richardson extrapolation) when it is installed, else by central finite differences
+with a step relative to each parameter (good to a few digits, enough for standard errors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+from scipy import optimize, special
+
+#: Bounds of the log-parameters (exp(-12) ~ 6e-6 to exp(12) ~ 1.6e5): a fit ending within
+#: ``BOUNDARY_TOL`` of one is reported ``at_boundary``.
+LOG_BOUNDS = (-12.0, 12.0)
+BOUNDARY_TOL = 1e-3
+#: Days per month in the CLV sum (lifetimes' convention: a month is 30 days, or 4.345 weeks).
+PERIODS_PER_MONTH = {1: 30.0, 7: 4.345}
+
+
+@dataclass
+class Fit:
+    """A fitted model: parameters, standard errors, status and a sentence about it."""
+
+    model: str
+    names: tuple[str, ...]
+    params: dict[str, float]
+    se: dict[str, float]
+    status: str  # converged, at_boundary, no_standard_errors, failed
+    message: str
+    log_likelihood: float
+    n: int
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the optimiser converged to an interior optimum with standard errors."""
+        return self.status == "converged"
+
+    def table(self) -> pl.DataFrame:
+        """One row per parameter: model, parameter, estimate, se, status, message, n, log_lik."""
+        return pl.DataFrame(
+            {
+                "model": [self.model] * len(self.names),
+                "parameter": list(self.names),
+                "estimate": [self.params[k] for k in self.names],
+                "se": [self.se[k] for k in self.names],
+                "status": [self.status] * len(self.names),
+                "message": [self.message] * len(self.names),
+                "n_customers": [self.n] * len(self.names),
+                "log_likelihood": [self.log_likelihood] * len(self.names),
+            }
+        )
+
+
+# ---------------------------------------------------------------- likelihoods
+
+
+def bgnbd_log_likelihood(
+    params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+) -> np.ndarray:
+    """Per-customer BG/NBD log-likelihood at (r, alpha, a, b) (FHL 2005, eq. 6)."""
+    r, alpha, a, b = params
+    a1 = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
+    a2 = special.betaln(a, b + x) - special.betaln(a, b)
+    a3 = -(r + x) * np.log(alpha + T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a4 = np.where(
+            x > 0,
+            np.log(a) - np.log(np.maximum(b + x - 1, 1e-300)) - (r + x) * np.log(alpha + t_x),
+            -np.inf,
+        )
+    return a1 + a2 + np.logaddexp(a3, a4)
+
+
+def gamma_gamma_log_likelihood(params: np.ndarray, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Per-customer Gamma-Gamma log-likelihood of the mean value ``m`` of ``x`` repeat periods.
+
+    As ``lifetimes`` writes it (the density of the mean, FHL 2005 "RFM and CLV", up to terms
+    that do not depend on the parameters).
+    """
+    p, q, v = params
+    px = p * x
+    return (
+        special.gammaln(px + q)
+        - special.gammaln(px)
+        - special.gammaln(q)
+        + q * np.log(v)
+        + (px - 1) * np.log(m)
+        + px * np.log(x)
+        - (px + q) * np.log(x * m + v)
+    )
+
+
+# ---------------------------------------------------------------- formulas
+
+
+def p_alive(params: dict[str, float], x, t_x, T) -> np.ndarray:
+    """BG/NBD probability that a customer with (x, t_x, T) is still active (1 for x = 0)."""
+    r, alpha, a, b = (params[k] for k in ("r", "alpha", "a", "b"))
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(
+            x > 0,
+            a / (b + x - 1) * np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + t_x))),
+            0.0,
+        )
+    return 1.0 / (1.0 + ratio)
+
+
+def expected_purchases(params: dict[str, float], t, x, t_x, T) -> np.ndarray:
+    """BG/NBD expected number of purchase periods in the next ``t`` periods (FHL 2005, eq. 10)."""
+    r, alpha, a, b = (params[k] for k in ("r", "alpha", "a", "b"))
+    t, x, t_x, T = (np.asarray(v, dtype=float) for v in (t, x, t_x, T))
+    z = t / (alpha + T + t)
+    hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, z)
+    first = (a + b + x - 1) / (a - 1)
+    second = 1 - np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t))) * hyp
+    return first * second * p_alive(params, x, t_x, T)
+
+
+def expected_purchases_new(params: dict[str, float], t) -> np.ndarray:
+    """BG/NBD expected repeat purchases by time ``t`` after a customer's first purchase (eq. 7)."""
+    r, alpha, a, b = (params[k] for k in ("r", "alpha", "a", "b"))
+    t = np.asarray(t, dtype=float)
+    hyp = special.hyp2f1(r, b, a + b - 1, t / (alpha + t))
+    return (a + b - 1) / (a - 1) * (1 - (alpha / (alpha + t)) ** r * hyp)
+
+
+def expected_average_value(params: dict[str, float], x, m) -> np.ndarray:
+    """Gamma-Gamma conditional expected value per transaction given x repeat periods of mean m.
+
+    ``p (v + x m) / (p x + q - 1)``: the population mean ``p v / (q - 1)`` for x = 0.
+    """
+    p, q, v = (params[k] for k in ("p", "q", "v"))
+    x, m = (np.asarray(a, dtype=float) for a in (x, m))
+    return p * (v + x * m) / (p * x + q - 1)
+
+
+def customer_lifetime_value(
+    bg: dict[str, float],
+    gg: dict[str, float],
+    x,
+    t_x,
+    T,
+    m,
+    *,
+    period_days: int = 1,
+    months: int = 12,
+    discount_rate_monthly: float = 0.01,
+    margin: float = 1.0,
+) -> np.ndarray:
+    """Discounted CLV over ``months``: margin × Σ_i value × E[purchases in month i] / (1+d)^i.
+
+    Months are 30 days (or 4.345 weeks), as ``lifetimes.GammaGammaFitter.customer_lifetime_value``
+    counts them, so the two agree.
+    """
+    per_month = PERIODS_PER_MONTH[period_days]
+    value = expected_average_value(gg, x, m)
+    total = np.zeros(np.shape(np.asarray(x, dtype=float)))
+    prev = np.zeros_like(total)
+    for i in range(1, months + 1):
+        cum = expected_purchases(bg, i * per_month, x, t_x, T)
+        total = total + value * (cum - prev) / (1 + discount_rate_monthly) ** i
+        prev = cum
+    return margin * total
+
+
+# ---------------------------------------------------------------- fitting
+
+
+def _hessian(fun, theta: np.ndarray) -> tuple[np.ndarray, str]:
+    try:
+        import numdifftools as nd
+    except ImportError:  # finite differences, step relative to each parameter
+        k = len(theta)
+        h = 1e-4 * np.maximum(np.abs(theta), 1e-3)
+        hess = np.empty((k, k))
+        for i in range(k):
+            for j in range(i, k):
+                ei, ej = np.eye(k)[i] * h[i], np.eye(k)[j] * h[j]
+                val = (
+                    fun(theta + ei + ej)
+                    - fun(theta + ei - ej)
+                    - fun(theta - ei + ej)
+                    + fun(theta - ei - ej)
+                ) / (4 * h[i] * h[j])
+                hess[i, j] = hess[j, i] = val
+        return hess, "finite differences"
+    return nd.Hessian(fun)(theta), "numdifftools"
+
+
+def _mle(
+    model: str,
+    names: tuple[str, ...],
+    total_nll,
+    n_obs: int,
+    start: np.ndarray,
+) -> Fit:
+    """Minimise ``total_nll(natural params)`` over log-params; SEs from the Hessian."""
+
+    def obj(logp: np.ndarray) -> float:
+        val = total_nll(np.exp(logp)) / n_obs
+        return float(val) if np.isfinite(val) else 1e100
+
+    res = optimize.minimize(
+        obj,
+        np.log(start),
+        method="L-BFGS-B",
+        bounds=[LOG_BOUNDS] * len(names),
+        options={"maxiter": 5000, "ftol": 1e-13, "gtol": 1e-9},
+    )
+    theta = np.exp(res.x)
+    params = dict(zip(names, theta.tolist(), strict=True))
+    ll = -float(total_nll(theta))
+    nan_se = dict.fromkeys(names, float("nan"))
+    at_bound = [
+        k
+        for k, lp in zip(names, res.x, strict=True)
+        if min(lp - LOG_BOUNDS[0], LOG_BOUNDS[1] - lp) < BOUNDARY_TOL
+    ]
+    if not np.isfinite(ll) or (not res.success and not at_bound):
+        return Fit(
+            model,
+            names,
+            params,
+            nan_se,
+            "failed",
+            f"{model}: the optimiser did not converge ({res.message}); the parameters are "
+            "the last ones tried, predictions from them are not reliable",
+            ll,
+            n_obs,
+        )
+    if at_bound:
+        return Fit(
+            model,
+            names,
+            params,
+            nan_se,
+            "at_boundary",
+            f"{model}: {', '.join(at_bound)} ran to the edge of the search range "
+            f"(exp{LOG_BOUNDS}); the data cannot pin it down (e.g. nobody seems to drop out), so "
+            "it has no standard error and predictions lean on that limit",
+            ll,
+            n_obs,
+        )
+    hess, how = _hessian(lambda th: total_nll(th), theta)
+    try:
+        cov = np.linalg.inv(hess)
+        diag = np.diag(cov)
+        if not np.all(np.isfinite(diag)) or np.any(diag <= 0):
+            raise np.linalg.LinAlgError("Hessian not positive definite")
+    except np.linalg.LinAlgError as err:
+        return Fit(
+            model,
+            names,
+            params,
+            nan_se,
+            "no_standard_errors",
+            f"{model}: converged, but the Hessian cannot be inverted ({err}): the "
+            "parameters are poorly identified",
+            ll,
+            n_obs,
+        )
+    se = dict(zip(names, np.sqrt(diag).tolist(), strict=True))
+    return Fit(
+        model,
+        names,
+        params,
+        se,
+        "converged",
+        f"{model}: converged in {res.nit} iterations; standard errors from the inverse Hessian "
+        f"({how})",
+        ll,
+        n_obs,
+    )
+
+
+def _compress(summary: pl.DataFrame, cols: list[str]) -> tuple[list[np.ndarray], np.ndarray]:
+    g = summary.group_by(cols).agg(w=pl.len())
+    return [g[c].to_numpy().astype(float) for c in cols], g["w"].to_numpy().astype(float)
+
+
+def _require(summary: pl.DataFrame, cols: list[str], what: str) -> None:
+    missing = set(cols) - set(summary.columns)
+    if missing:
+        raise ValueError(
+            f"{what}: the summary lacks column(s) {sorted(missing)}; it has {summary.columns}"
+        )
+    if summary.height == 0:
+        raise ValueError(f"{what}: the summary has no customers to fit")
+
+
+def fit_bgnbd(summary: pl.DataFrame) -> Fit:
+    """Fit BG/NBD (r, alpha, a, b) to a summary with frequency, recency, T."""
+    cols = ["frequency", "recency", "T"]
+    _require(summary, cols, "BG/NBD")
+    bad = summary.filter((pl.col("recency") > pl.col("T")) | (pl.col("frequency") < 0))
+    if bad.height:
+        raise ValueError(f"BG/NBD: {bad.height} customers have recency > T or frequency < 0")
+    (x, t_x, T), w = _compress(summary, cols)
+
+    def nll(th: np.ndarray) -> float:
+        return -float(np.sum(w * bgnbd_log_likelihood(th, x, t_x, T)))
+
+    scale = max(float(np.mean(T)), 1.0)
+    return _mle("BG/NBD", ("r", "alpha", "a", "b"), nll, summary.height, np.array([1, scale, 1, 1]))
+
+
+def fit_gamma_gamma(summary: pl.DataFrame) -> Fit:
+    """Fit Gamma-Gamma (p, q, v) to the repeat customers (frequency > 0, monetary_value > 0).
+
+    ``extra`` holds ``freq_monetary_corr``, the Pearson correlation of frequency and
+    monetary_value among them: the model assumes spend does not depend on frequency.
+    """
+    cols = ["frequency", "monetary_value"]
+    _require(summary, cols, "Gamma-Gamma")
+    rep = summary.filter((pl.col("frequency") > 0) & (pl.col("monetary_value") > 0))
+    if rep.height < 3:
+        raise ValueError(
+            f"Gamma-Gamma: {rep.height} repeat customers with a positive monetary value; "
+            "at least 3 are needed"
+        )
+    (x, m), w = _compress(rep, cols)
+
+    def nll(th: np.ndarray) -> float:
+        return -float(np.sum(w * gamma_gamma_log_likelihood(th, x, m)))
+
+    mean = float(rep["monetary_value"].mean())
+    fit = _mle("Gamma-Gamma", ("p", "q", "v"), nll, rep.height, np.array([1.0, 2.0, mean]))
+    corr = (
+        float(np.corrcoef(rep["frequency"].to_numpy(), rep["monetary_value"].to_numpy())[0, 1])
+        if rep["frequency"].n_unique() > 1
+        else float("nan")
+    )
+    fit.extra["freq_monetary_corr"] = corr
+    return fit
+
+
+def independence_note(gg: Fit, *, max_corr: float = 0.3) -> str:
+    """A sentence on the Gamma-Gamma independence assumption (frequency vs monetary value)."""
+    corr = gg.extra.get("freq_monetary_corr", float("nan"))
+    if not np.isfinite(corr):
+        return "Frequency-monetary correlation undefined (all repeat customers share a frequency)."
+    if abs(corr) > max_corr:
+        return (
+            f"Warning: frequency and monetary value correlate ({corr:+.2f}, beyond ±{max_corr}); "
+            "the Gamma-Gamma model assumes they are independent, so its value predictions are "
+            "biased for frequent buyers."
+        )
+    return (
+        f"Frequency and monetary value correlate {corr:+.2f} (within ±{max_corr}): the "
+        "Gamma-Gamma independence assumption is plausible."
+    )
+
+
+def fit_table(*fits: Fit) -> pl.DataFrame:
+    """The fits as one table (one row per parameter)."""
+    return pl.concat([f.table() for f in fits])
+
+
+# ---------------------------------------------------------------- per-customer outputs
+
+
+def deciles(values: pl.Expr, n: pl.Expr | int) -> pl.Expr:
+    """Deciles 1..10, high = high value; equal values share one (1 + floor(10 (rank - 1) / n))."""
+    return (1 + (10 * (values.rank("min") - 1) / n).floor()).cast(pl.Int8)
+
+
+def predictions(
+    summary: pl.DataFrame,
+    bg: Fit,
+    gg: Fit,
+    *,
+    period_days: int = 1,
+    predict_days: int = 30,
+    months: int = 12,
+    discount_rate_monthly: float = 0.01,
+    margin: float = 1.0,
+) -> pl.DataFrame:
+    """The ``clv_predictions`` table: one row per customer of the summary.
+
+    Returns user_id, frequency, recency, T, monetary_value, total_value (when the summary has
+    it), p_alive, expected_purchases (purchase periods in the next ``predict_days`` days),
+    expected_avg_value (Gamma-Gamma), clv (discounted, ``months`` ahead, times ``margin``) and
+    clv_decile (1..10, 10 = highest CLV).
+    """
+    x, t_x, T, m = (
+        summary[c].to_numpy().astype(float) for c in ("frequency", "recency", "T", "monetary_value")
+    )
+    keep = [
+        c
+        for c in ("user_id", "frequency", "recency", "T", "monetary_value", "total_value")
+        if c in summary.columns
+    ]
+    out = summary.select(keep).with_columns(
+        p_alive=pl.Series(p_alive(bg.params, x, t_x, T)),
+        expected_purchases=pl.Series(
+            expected_purchases(bg.params, predict_days / period_days, x, t_x, T)
+        ),
+        expected_avg_value=pl.Series(expected_average_value(gg.params, x, m)),
+        clv=pl.Series(
+            customer_lifetime_value(
+                bg.params,
+                gg.params,
+                x,
+                t_x,
+                T,
+                m,
+                period_days=period_days,
+                months=months,
+                discount_rate_monthly=discount_rate_monthly,
+                margin=margin,
+            )
+        ),
+    )
+    return out.with_columns(clv_decile=deciles(pl.col("clv"), out.height))
+
+
+def clv_by_segment(preds: pl.DataFrame, rfm_table: pl.DataFrame) -> pl.DataFrame:
+    """CLV beside the RFM segments, one row per segment.
+
+    Columns: segment, customers, mean_p_alive, mean_clv, total_clv, clv_share and the customers
+    in each CLV decile (decile_1..decile_10).
+    """
+    j = preds.join(rfm_table.select("user_id", "segment"), on="user_id", how="left").with_columns(
+        pl.col("segment").fill_null("Other")
+    )
+    total = max(float(j["clv"].sum()), 1e-12)
+    base = (
+        j.group_by("segment")
+        .agg(
+            customers=pl.len(),
+            mean_p_alive=pl.col("p_alive").mean(),
+            mean_clv=pl.col("clv").mean(),
+            total_clv=pl.col("clv").sum(),
+        )
+        .with_columns(clv_share=pl.col("total_clv") / total)
+    )
+    wide = (
+        j.group_by("segment", "clv_decile")
+        .agg(n=pl.len())
+        .with_columns(col=pl.format("decile_{}", pl.col("clv_decile")))
+        .pivot(on="col", index="segment", values="n")
+    )
+    cols = [f"decile_{i}" for i in range(1, 11)]
+    wide = wide.with_columns([pl.lit(0).alias(c) for c in cols if c not in wide.columns])
+    return (
+        base.join(wide.select("segment", *cols), on="segment", how="left")
+        .with_columns([pl.col(c).fill_null(0).cast(pl.Int64) for c in cols])
+        .sort("total_clv", descending=True)
+    )
+
+
+def at_risk(preds: pl.DataFrame, *, max_p_alive: float = 0.5, top: int = 20) -> pl.DataFrame:
+    """High-value customers who may have left, the ``top`` N.
+
+    Those with P(alive) below ``max_p_alive``, ranked by the value they brought so far
+    (``total_value``, else monetary_value × (frequency + 1)).
+    """
+    value = (
+        pl.col("total_value")
+        if "total_value" in preds.columns
+        else pl.col("monetary_value") * (pl.col("frequency") + 1)
+    )
+    return (
+        preds.filter(pl.col("p_alive") < max_p_alive)
+        .with_columns(value_so_far=value)
+        .sort(["value_so_far", "user_id"], descending=[True, False])
+        .head(top)
+        .select(
+            "user_id",
+            "value_so_far",
+            "frequency",
+            "recency",
+            "T",
+            "p_alive",
+            "expected_purchases",
+            "clv",
+        )
+    )
+
+
+# ---------------------------------------------------------------- validation
+
+
+def holdout_validation(
+    cal: pl.DataFrame, bg: Fit, *, max_frequency: int = 7
+) -> tuple[pl.DataFrame, dict[str, float]]:
+    """Predicted vs actual holdout purchase periods of a calibration summary (with holdout_*).
+
+    Returns a table by calibration frequency (``frequency_group`` 0..max_frequency-1 and
+    "max_frequency+"): customers, actual_mean, predicted_mean; and metrics: customers,
+    holdout_periods, mae (mean |predicted - actual| per customer), naive_mae (predicting the
+    calibration rate x / T for the holdout), total_predicted, total_actual, total_error_pct.
+    """
+    x, t_x, T, h = (
+        cal[c].to_numpy().astype(float) for c in ("frequency", "recency", "T", "holdout_T")
+    )
+    pred = expected_purchases(bg.params, h, x, t_x, T)
+    actual = cal["holdout_frequency"].to_numpy().astype(float)
+    naive = np.where(T > 0, x / np.maximum(T, 1e-12), 0.0) * h
+    df = cal.select("user_id", "frequency").with_columns(
+        predicted=pl.Series(pred), actual=pl.Series(actual)
+    )
+    capped = pl.min_horizontal(pl.col("frequency"), pl.lit(max_frequency))
+    table = (
+        df.with_columns(g=capped)
+        .group_by("g")
+        .agg(
+            customers=pl.len(),
+            actual_mean=pl.col("actual").mean(),
+            predicted_mean=pl.col("predicted").mean(),
+        )
+        .sort("g")
+        .with_columns(
+            frequency_group=pl.when(pl.col("g") == max_frequency)
+            .then(pl.format("{}+", pl.col("g")))
+            .otherwise(pl.col("g").cast(pl.String))
+        )
+        .select("frequency_group", "customers", "actual_mean", "predicted_mean")
+    )
+    tp, ta = float(pred.sum()), float(actual.sum())
+    metrics = {
+        "customers": float(cal.height),
+        "holdout_periods": float(h[0]) if len(h) else 0.0,
+        "mae": float(np.mean(np.abs(pred - actual))) if len(h) else float("nan"),
+        "naive_mae": float(np.mean(np.abs(naive - actual))) if len(h) else float("nan"),
+        "total_predicted": tp,
+        "total_actual": ta,
+        "total_error_pct": 100 * (tp - ta) / ta if ta else float("nan"),
+    }
+    return table, metrics
+
+
+def describe_holdout(metrics: dict[str, float], period: str) -> str:
+    """The holdout error in one sentence."""
+    return (
+        f"On a holdout of {metrics['holdout_periods']:.0f} {period}s the BG/NBD fitted on the "
+        f"calibration period predicts {metrics['total_predicted']:,.0f} repeat purchase {period}s "
+        f"for its {metrics['customers']:,.0f} customers against {metrics['total_actual']:,.0f} "
+        f"observed ({metrics['total_error_pct']:+.1f}%); the mean absolute error per customer is "
+        f"{metrics['mae']:.3f} (predicting each customer's calibration rate: "
+        f"{metrics['naive_mae']:.3f})."
+    )
+
+
+def tracking(
+    cal: pl.DataFrame,
+    repeats: pl.DataFrame,
+    bg: Fit,
+    *,
+    calibration_end_pidx: int,
+    end_pidx: int,
+) -> pl.DataFrame:
+    """Expected vs actual cumulative repeat purchase periods of the calibration customers.
+
+    The lifetimes "tracking" plot, one row per period.
+
+    ``cal`` has first_pidx per customer; ``repeats`` has pidx and repeat_purchases (the
+    customers' purchase periods after their first, per period). Returns pidx, actual, expected,
+    actual_cum, expected_cum, holdout (True after calibration).
+    """
+    cohorts = cal.group_by("first_pidx").agg(n=pl.len())
+    c = cohorts["first_pidx"].to_numpy()
+    n = cohorts["n"].to_numpy().astype(float)
+    start = int(c.min()) if len(c) else end_pidx
+    grid = np.arange(start, end_pidx + 1)
+    age = grid[:, None] - c[None, :]
+    cum = np.where(age > 0, expected_purchases_new(bg.params, np.maximum(age, 0)), 0.0) @ n
+    act = (
+        (
+            pl.DataFrame({"pidx": grid})
+            .join(repeats.select("pidx", "repeat_purchases"), on="pidx", how="left")
+            .with_columns(pl.col("repeat_purchases").fill_null(0))
+        )["repeat_purchases"]
+        .to_numpy()
+        .astype(float)
+    )
+    return pl.DataFrame(
+        {
+            "pidx": grid,
+            "actual": act,
+            "expected": np.diff(cum, prepend=0.0),
+            "actual_cum": np.cumsum(act),
+            "expected_cum": cum,
+            "holdout": grid > calibration_end_pidx,
+        }
+    )
+
+
+def fr_matrix(bg: Fit, summary: pl.DataFrame, *, t: float, max_points: int = 40) -> pl.DataFrame:
+    """Expected purchases in the next ``t`` periods and P(alive) on a frequency × recency grid.
+
+    T is the largest T of the summary (a customer who has been around the whole time, as the
+    lifetimes plots draw it); frequency runs 0..the 99th percentile (at least 1), recency 0..T,
+    each with at most ``max_points`` values. Returns frequency, recency, T, expected_purchases,
+    p_alive.
+    """
+    T = float(summary["T"].max())
+    fmax = max(1, int(np.ceil(summary["frequency"].quantile(0.99) or 1)))
+    f = np.unique(np.linspace(0, fmax, min(fmax + 1, max_points)).round())
+    r = np.unique(np.linspace(0, T, min(int(T) + 1, max_points)).round())
+    ff, rr = np.meshgrid(f, r, indexing="ij")
+    ff, rr = ff.ravel(), rr.ravel()
+    return pl.DataFrame(
+        {
+            "frequency": ff,
+            "recency": rr,
+            "T": np.full(ff.shape, T),
+            "expected_purchases": expected_purchases(bg.params, t, ff, rr, T),
+            "p_alive": p_alive(bg.params, ff, rr, T),
+        }
+    )
