@@ -204,3 +204,28 @@ def describe(clv: pl.DataFrame) -> str:
         f"{repeat:.0%} of buyers came back in another period; the top 10% by simple CLV hold "
         f"{share:.0%} of the total (median CLV {clv['clv'].median():,.2f})."
     )
+
+
+def repeat_purchases_by_period(
+    purchases: ibis.Table,
+    *,
+    observation_end: dt.datetime,
+    period: str = "day",
+    first_by: dt.datetime | None = None,
+    value_col: str = "price",
+) -> pl.DataFrame:
+    """Repeat purchase periods per period (pidx, repeat_purchases), computed on the engine.
+
+    A customer's purchase periods after their first one, counted in the period they fall in;
+    with ``first_by``, only customers whose first purchase period is at or before its period
+    (the calibration customers of a holdout split).
+    """
+    per = period_purchases(
+        purchases, observation_end=observation_end, period=period, value_col=value_col
+    )
+    first = per.group_by("user_id").agg(first_pidx=per.pidx.min())
+    j = per.join(first, "user_id")
+    j = j.filter(j.pidx > j.first_pidx)
+    if first_by is not None:
+        j = j.filter(j.first_pidx <= period_index(first_by, period))
+    return j.group_by("pidx").agg(repeat_purchases=j.count()).to_polars().sort("pidx")

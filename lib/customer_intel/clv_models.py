@@ -29,11 +29,17 @@ with a step relative to each parameter (good to a few digits, enough for standar
 
 from __future__ import annotations
 
+import datetime as dt
+import warnings
 from dataclasses import dataclass, field
 
+import ibis
 import numpy as np
 import polars as pl
 from scipy import optimize, special
+
+from customer_intel import clv
+from customer_intel.timeutil import parse_utc
 
 #: Bounds of the log-parameters (exp(-12) ~ 6e-6 to exp(12) ~ 1.6e5): a fit ending within
 #: ``BOUNDARY_TOL`` of one is reported ``at_boundary``.
@@ -194,25 +200,36 @@ def customer_lifetime_value(
 # ---------------------------------------------------------------- fitting
 
 
-def _hessian(fun, theta: np.ndarray) -> tuple[np.ndarray, str]:
-    try:
-        import numdifftools as nd
-    except ImportError:  # finite differences, step relative to each parameter
-        k = len(theta)
-        h = 1e-4 * np.maximum(np.abs(theta), 1e-3)
-        hess = np.empty((k, k))
-        for i in range(k):
-            for j in range(i, k):
-                ei, ej = np.eye(k)[i] * h[i], np.eye(k)[j] * h[j]
-                val = (
-                    fun(theta + ei + ej)
-                    - fun(theta + ei - ej)
-                    - fun(theta - ei + ej)
-                    + fun(theta - ei - ej)
-                ) / (4 * h[i] * h[j])
-                hess[i, j] = hess[j, i] = val
-        return hess, "finite differences"
-    return nd.Hessian(fun)(theta), "numdifftools"
+def hessian(fun, theta: np.ndarray, *, prefer_numdifftools: bool = True) -> tuple[np.ndarray, str]:
+    """Hessian of ``fun`` at ``theta`` and how it was computed.
+
+    numdifftools (adaptive steps, Richardson extrapolation) when installed and preferred; else
+    central finite differences with a step of 1e-4 relative to each parameter, good to a few
+    digits: enough for standard errors, and no dependency.
+    """
+    if prefer_numdifftools:
+        try:
+            import numdifftools as nd
+        except ImportError:
+            pass
+        else:
+            with warnings.catch_warnings():  # its step search warns on steps off the domain
+                warnings.simplefilter("ignore")
+                return nd.Hessian(fun)(theta), "numdifftools"
+    k = len(theta)
+    h = 1e-4 * np.maximum(np.abs(theta), 1e-3)
+    hess = np.empty((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            ei, ej = np.eye(k)[i] * h[i], np.eye(k)[j] * h[j]
+            val = (
+                fun(theta + ei + ej)
+                - fun(theta + ei - ej)
+                - fun(theta - ei + ej)
+                + fun(theta - ei - ej)
+            ) / (4 * h[i] * h[j])
+            hess[i, j] = hess[j, i] = val
+    return hess, "finite differences"
 
 
 def _mle(
@@ -269,7 +286,7 @@ def _mle(
             ll,
             n_obs,
         )
-    hess, how = _hessian(lambda th: total_nll(th), theta)
+    hess, how = hessian(total_nll, theta)
     try:
         cov = np.linalg.inv(hess)
         diag = np.diag(cov)
@@ -302,7 +319,7 @@ def _mle(
 
 
 def _compress(summary: pl.DataFrame, cols: list[str]) -> tuple[list[np.ndarray], np.ndarray]:
-    g = summary.group_by(cols).agg(w=pl.len())
+    g = summary.group_by(cols).agg(w=pl.len()).sort(cols)  # sorted: the same sums every run
     return [g[c].to_numpy().astype(float) for c in cols], g["w"].to_numpy().astype(float)
 
 
@@ -312,8 +329,28 @@ def _require(summary: pl.DataFrame, cols: list[str], what: str) -> None:
         raise ValueError(
             f"{what}: the summary lacks column(s) {sorted(missing)}; it has {summary.columns}"
         )
-    if summary.height == 0:
-        raise ValueError(f"{what}: the summary has no customers to fit")
+
+
+#: Mean dropout probability a / (a + b) below which a BG/NBD fit is "no dropout" (at_boundary).
+NO_DROPOUT = 1e-3
+
+#: Fewest customers a fit is tried on (BG/NBD: all customers; Gamma-Gamma: repeat customers).
+MIN_CUSTOMERS = 10
+
+
+def _too_few(model: str, names: tuple[str, ...], n: int, who: str) -> Fit:
+    nan = dict.fromkeys(names, float("nan"))
+    return Fit(
+        model,
+        names,
+        nan,
+        dict(nan),
+        "failed",
+        f"{model}: not fitted, {n} {who} (at least {MIN_CUSTOMERS} are needed); its "
+        "predictions are missing (null)",
+        float("nan"),
+        n,
+    )
 
 
 def fit_bgnbd(summary: pl.DataFrame) -> Fit:
@@ -323,13 +360,26 @@ def fit_bgnbd(summary: pl.DataFrame) -> Fit:
     bad = summary.filter((pl.col("recency") > pl.col("T")) | (pl.col("frequency") < 0))
     if bad.height:
         raise ValueError(f"BG/NBD: {bad.height} customers have recency > T or frequency < 0")
+    if summary.height < MIN_CUSTOMERS:
+        return _too_few("BG/NBD", ("r", "alpha", "a", "b"), summary.height, "customers")
     (x, t_x, T), w = _compress(summary, cols)
 
     def nll(th: np.ndarray) -> float:
         return -float(np.sum(w * bgnbd_log_likelihood(th, x, t_x, T)))
 
     scale = max(float(np.mean(T)), 1.0)
-    return _mle("BG/NBD", ("r", "alpha", "a", "b"), nll, summary.height, np.array([1, scale, 1, 1]))
+    fit = _mle("BG/NBD", ("r", "alpha", "a", "b"), nll, summary.height, np.array([1, scale, 1, 1]))
+    dropout = fit.params["a"] / (fit.params["a"] + fit.params["b"])
+    if fit.status in ("at_boundary", "no_standard_errors") and dropout < NO_DROPOUT:
+        fit.status = "at_boundary"
+        fit.se = dict.fromkeys(fit.names, float("nan"))
+        fit.message = (
+            f"BG/NBD: no dropout in the data - the mean dropout probability a/(a+b) = "
+            f"{dropout:.1e} sits at its lower limit 0, so a and b are not identified and have "
+            "no standard errors; P(alive) is close to 1 for everyone and expected purchases "
+            "follow the purchase rates alone (an NBD model)"
+        )
+    return fit
 
 
 def fit_gamma_gamma(summary: pl.DataFrame) -> Fit:
@@ -341,11 +391,17 @@ def fit_gamma_gamma(summary: pl.DataFrame) -> Fit:
     cols = ["frequency", "monetary_value"]
     _require(summary, cols, "Gamma-Gamma")
     rep = summary.filter((pl.col("frequency") > 0) & (pl.col("monetary_value") > 0))
-    if rep.height < 3:
-        raise ValueError(
-            f"Gamma-Gamma: {rep.height} repeat customers with a positive monetary value; "
-            "at least 3 are needed"
+    corr = (
+        float(np.corrcoef(rep["frequency"].to_numpy(), rep["monetary_value"].to_numpy())[0, 1])
+        if rep["frequency"].n_unique() > 1 and rep["monetary_value"].n_unique() > 1
+        else float("nan")
+    )
+    if rep.height < MIN_CUSTOMERS:
+        fit = _too_few(
+            "Gamma-Gamma", ("p", "q", "v"), rep.height, "repeat customers with a positive value"
         )
+        fit.extra["freq_monetary_corr"] = corr
+        return fit
     (x, m), w = _compress(rep, cols)
 
     def nll(th: np.ndarray) -> float:
@@ -353,11 +409,6 @@ def fit_gamma_gamma(summary: pl.DataFrame) -> Fit:
 
     mean = float(rep["monetary_value"].mean())
     fit = _mle("Gamma-Gamma", ("p", "q", "v"), nll, rep.height, np.array([1.0, 2.0, mean]))
-    corr = (
-        float(np.corrcoef(rep["frequency"].to_numpy(), rep["monetary_value"].to_numpy())[0, 1])
-        if rep["frequency"].n_unique() > 1
-        else float("nan")
-    )
     fit.extra["freq_monetary_corr"] = corr
     return fit
 
@@ -439,7 +490,11 @@ def predictions(
             )
         ),
     )
-    return out.with_columns(clv_decile=deciles(pl.col("clv"), out.height))
+    out = out.with_columns(
+        pl.col(c).fill_nan(None)
+        for c in ("p_alive", "expected_purchases", "expected_avg_value", "clv")
+    )
+    return out.with_columns(clv_decile=deciles(pl.col("clv"), out["clv"].count()))
 
 
 def clv_by_segment(preds: pl.DataFrame, rfm_table: pl.DataFrame) -> pl.DataFrame:
@@ -560,6 +615,8 @@ def holdout_validation(
 
 def describe_holdout(metrics: dict[str, float], period: str) -> str:
     """The holdout error in one sentence."""
+    if not np.isfinite(metrics["mae"]):
+        return "No holdout check: the calibration fit failed (see the fit table)."
     return (
         f"On a holdout of {metrics['holdout_periods']:.0f} {period}s the BG/NBD fitted on the "
         f"calibration period predicts {metrics['total_predicted']:,.0f} repeat purchase {period}s "
@@ -637,3 +694,83 @@ def fr_matrix(bg: Fit, summary: pl.DataFrame, *, t: float, max_points: int = 40)
             "p_alive": p_alive(bg.params, ff, rr, T),
         }
     )
+
+
+@dataclass
+class Holdout:
+    """A calibration/holdout check: the calibration summary and fit, and how it predicted."""
+
+    calibration: pl.DataFrame
+    fit: Fit
+    by_frequency: pl.DataFrame
+    metrics: dict[str, float]
+    tracking: pl.DataFrame
+
+
+def holdout_check(
+    purchases: ibis.Table,
+    *,
+    observation_end: dt.datetime,
+    period: str = "day",
+    holdout_days: int = 21,
+) -> Holdout:
+    """Fit BG/NBD on all but the last ``holdout_days`` days and compare with what happened.
+
+    Takes purchase rows as an Ibis table (the summary and the repeat counts run on the engine).
+    The calibration fit is named "BG/NBD (calibration)". The tracking table gains
+    ``period_start`` (the first day of each period). With no customer in calibration the fit
+    is ``failed`` with a message naming ``segmentation.clv_holdout_days`` and the tables are empty.
+    """
+    end = parse_utc(observation_end)
+    cal_end = end - dt.timedelta(days=holdout_days)
+    cal = clv.rfm_summary(purchases, observation_end=end, period=period, calibration_end=cal_end)
+    fit = fit_bgnbd(cal)
+    fit.model = "BG/NBD (calibration)"
+    if cal.height == 0 or fit.status == "failed":
+        fit.message += (
+            f" (calibration: {cal.height} customers bought before {cal_end:%Y-%m-%d}; "
+            "segmentation.clv_holdout_days may be too long for this data)"
+        )
+    if fit.status == "failed":
+        empty_t = pl.DataFrame(
+            schema={
+                "frequency_group": pl.String,
+                "customers": pl.UInt32,
+                "actual_mean": pl.Float64,
+                "predicted_mean": pl.Float64,
+            }
+        )
+        empty_tr = pl.DataFrame(
+            schema={
+                "pidx": pl.Int64,
+                "actual": pl.Float64,
+                "expected": pl.Float64,
+                "actual_cum": pl.Float64,
+                "expected_cum": pl.Float64,
+                "holdout": pl.Boolean,
+                "period_start": pl.Date,
+            }
+        )
+        nan = float("nan")
+        metrics = dict.fromkeys(
+            ("mae", "naive_mae", "total_predicted", "total_actual", "total_error_pct"), nan
+        )
+        metrics |= {"customers": float(cal.height), "holdout_periods": nan}
+        return Holdout(cal, fit, empty_t, metrics, empty_tr)
+    table, metrics = holdout_validation(cal, fit)
+    repeats = clv.repeat_purchases_by_period(
+        purchases, observation_end=end, period=period, first_by=cal_end
+    )
+    tr = tracking(
+        cal,
+        repeats,
+        fit,
+        calibration_end_pidx=clv.period_index(cal_end, period),
+        end_pidx=clv.period_index(end, period),
+    )
+    tr = tr.with_columns(
+        period_start=pl.Series(
+            [clv.period_start(int(i), period) for i in tr["pidx"]], dtype=pl.Date
+        )
+    )
+    return Holdout(cal, fit, table, metrics, tr)
