@@ -365,6 +365,11 @@ class Dashboard:
         t = self.table("clv_at_risk")
         if t is None:
             return self._missing("Customers at risk")
+        if t.height == 0:
+            return _html(
+                '<p id="customers-at-risk">No customer is at risk: the model gives every customer '
+                "a high probability of still being active.</p>"
+            )
         ids = t["user_id"].cast(pl.String)
         if not self.params.get("allow_raw_customer_ids", False):
             ids = pseudonymize(ids, str(self.params.get("pseudonym_salt", "customer-intel")))
