@@ -452,6 +452,14 @@ def test_holdout_validation_and_tracking_on_planted_data(con):
     assert abs(m["total_error_pct"]) < 10  # the model is the truth here
     assert m["mae"] < m["naive_mae"]
     assert "holdout of 90 days" in clv_models.describe_holdout(m, "day")
+    pareto = clv_models.fit_pareto_nbd(cal)
+    table2, m2 = clv_models.holdout_validation(cal, bg, pareto=pareto, max_frequency=5)
+    ppred = clv_models.pareto_expected_purchases(
+        pareto.params, 90, cal["frequency"], cal["recency"], cal["T"]
+    )
+    assert m2["pareto_total_predicted"] == pytest.approx(ppred.sum())
+    assert table2["predicted_pareto_mean"].dot(table2["customers"]) == pytest.approx(ppred.sum())
+    assert "Pareto/NBD predicts" in clv_models.describe_holdout(m2, "day")
     repeats = clv.repeat_purchases_by_period(t, observation_end=end, first_by=cal_end)
     end_idx, cal_idx = clv.period_index(end, "day"), clv.period_index(cal_end, "day")
     tr = clv_models.tracking(cal, repeats, bg, calibration_end_pidx=cal_idx, end_pidx=end_idx)
@@ -467,3 +475,30 @@ def test_holdout_validation_and_tracking_on_planted_data(con):
     fr = clv_models.fr_matrix(bg, cal, t=30)
     assert fr["T"].unique().to_list() == [cal["T"].max()]
     assert fr.filter(pl.col("frequency") == 0)["p_alive"].unique().to_list() == [1.0]
+
+
+def test_pareto_nbd_equals_the_published_cdnow_fit_and_lifetimes(cdnow):
+    from lifetimes import ParetoNBDFitter
+
+    fit = clv_models.fit_pareto_nbd(cdnow)
+    assert fit.status == "converged"
+    # Fader, Hardie & Lee (2005) report r = 0.55, alpha = 10.58, s = 0.61, beta = 11.67, LL -9595.0
+    for k, v in {"r": 0.553, "alpha": 10.578, "s": 0.606, "beta": 11.669}.items():
+        assert fit.params[k] == pytest.approx(v, abs=2e-3)
+    assert fit.log_likelihood == pytest.approx(-9595.0, abs=0.05)
+    x, tx, T = (cdnow[c].to_numpy() for c in ("frequency", "recency", "T"))
+    ref = ParetoNBDFitter().fit(x, tx, T)
+    for k in fit.names:
+        assert fit.params[k] == pytest.approx(ref.params_[k], rel=1e-3)
+    ref.params_ = pd.Series(fit.params)
+    np.testing.assert_allclose(
+        clv_models.pareto_p_alive(fit.params, x, tx, T),
+        ref.conditional_probability_alive(x, tx, T),
+        rtol=1e-10,
+    )
+    np.testing.assert_allclose(
+        clv_models.pareto_expected_purchases(fit.params, 39, x, tx, T),
+        ref.conditional_expected_number_of_purchases_up_to_time(39, x, tx, T),
+        rtol=1e-9,
+    )
+    assert all(np.isfinite(v) and v > 0 for v in fit.se.values())

@@ -185,11 +185,8 @@ def clv_summary(
         monetary_value=pl.col("monetary_value"),
         avg_order_value=pl.col("total_value") / (pl.col("frequency") + 1),
         purchase_rate_per_period=(pl.col("frequency") + 1) / (pl.col("T") + 1),
-        clv=pl.col("total_value")
-        / (pl.col("frequency") + 1)
-        * (pl.col("frequency") + 1)
-        / (pl.col("T") + 1)
-        * (lifespan_years * DAYS_PER_YEAR / days),
+        # avg_order_value * purchase_rate_per_period * periods = total_value / (T + 1) * periods
+        clv=pl.col("total_value") / (pl.col("T") + 1) * (lifespan_years * DAYS_PER_YEAR / days),
         first_purchase=pl.Series(starts, dtype=pl.Date),
         period_days=pl.lit(days),
     )

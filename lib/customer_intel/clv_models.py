@@ -7,6 +7,9 @@ recency ``t_x``, age ``T`` in periods; ``monetary_value`` = mean repeat-period v
 customer buys as a Poisson process with rate λ ~ Gamma(r, α); after each purchase they drop out
 with probability p ~ Beta(a, b). Parameters r, α, a, b.
 
+**Pareto/NBD** (Schmittlein, Morrison & Colombo 1987; likelihood as in Fader & Hardie's 2005
+note), optional: the same purchase process with an exponential lifetime, rate ~ Gamma(s, β).
+
 **Gamma-Gamma** (Fader, Hardie & Lee 2005, "RFM and CLV"): each repeat transaction's value is
 Gamma(p, ν) with ν ~ Gamma(q, v), independent of the purchase process. Parameters p, q, v.
 The independence is an assumption: :func:`fit_gamma_gamma` reports the correlation of frequency
@@ -123,6 +126,32 @@ def gamma_gamma_log_likelihood(params: np.ndarray, x: np.ndarray, m: np.ndarray)
     )
 
 
+def _pareto_log_a0(params, x, t_x, T) -> np.ndarray:
+    """Log A_0 of the Pareto/NBD (Fader & Hardie 2005 note, eqs. 19-20); -inf when t_x = T."""
+    r, alpha, s, beta = params
+    rsx = r + s + x
+    if alpha >= beta:
+        hi, second = alpha, s + 1
+    else:
+        hi, second = beta, r + x
+    gap = abs(alpha - beta)
+    l1 = np.log(special.hyp2f1(rsx, second, rsx + 1, gap / (hi + t_x))) - rsx * np.log(hi + t_x)
+    l2 = np.log(special.hyp2f1(rsx, second, rsx + 1, gap / (hi + T))) - rsx * np.log(hi + T)
+    with np.errstate(divide="ignore"):
+        return l1 + np.log1p(-np.exp(np.minimum(l2 - l1, 0.0)))
+
+
+def pareto_nbd_log_likelihood(
+    params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+) -> np.ndarray:
+    """Per-customer Pareto/NBD log-likelihood at (r, alpha, s, beta) (Fader & Hardie 2005)."""
+    r, alpha, s, beta = params
+    head = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha) + s * np.log(beta)
+    alive = -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
+    gone = np.log(s) - np.log(r + s + x) + _pareto_log_a0(params, x, t_x, T)
+    return head + np.logaddexp(alive, gone)
+
+
 # ---------------------------------------------------------------- formulas
 
 
@@ -148,6 +177,28 @@ def expected_purchases(params: dict[str, float], t, x, t_x, T) -> np.ndarray:
     first = (a + b + x - 1) / (a - 1)
     second = 1 - np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t))) * hyp
     return first * second * p_alive(params, x, t_x, T)
+
+
+def pareto_p_alive(params: dict[str, float], x, t_x, T) -> np.ndarray:
+    """Pareto/NBD probability alive: 1 / (1 + s/(r+s+x) (alpha+T)^(r+x) (beta+T)^s A_0)."""
+    r, alpha, s, beta = (params[k] for k in ("r", "alpha", "s", "beta"))
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    log_ratio = (
+        np.log(s)
+        - np.log(r + s + x)
+        + (r + x) * np.log(alpha + T)
+        + s * np.log(beta + T)
+        + _pareto_log_a0((r, alpha, s, beta), x, t_x, T)
+    )
+    return 1.0 / (1.0 + np.exp(log_ratio))
+
+
+def pareto_expected_purchases(params: dict[str, float], t, x, t_x, T) -> np.ndarray:
+    """Pareto/NBD expected purchases in the next ``t`` periods (Fader & Hardie note, eq. 41)."""
+    r, alpha, s, beta = (params[k] for k in ("r", "alpha", "s", "beta"))
+    t, x, t_x, T = (np.asarray(v, dtype=float) for v in (t, x, t_x, T))
+    rate = (r + x) * (beta + T) / ((alpha + T) * (s - 1))
+    return rate * (1 - ((beta + T) / (beta + T + t)) ** (s - 1)) * pareto_p_alive(params, x, t_x, T)
 
 
 def expected_purchases_new(params: dict[str, float], t) -> np.ndarray:
@@ -382,6 +433,31 @@ def fit_bgnbd(summary: pl.DataFrame) -> Fit:
     return fit
 
 
+def fit_pareto_nbd(summary: pl.DataFrame) -> Fit:
+    """Fit Pareto/NBD (r, alpha, s, beta) to a summary with frequency, recency, T.
+
+    Dropout here is a continuous-time exponential lifetime (rate ~ Gamma(s, beta)) instead of
+    BG/NBD's coin flip after each purchase; an alternative when purchases are rare.
+    """
+    cols = ["frequency", "recency", "T"]
+    _require(summary, cols, "Pareto/NBD")
+    if summary.height < MIN_CUSTOMERS:
+        return _too_few("Pareto/NBD", ("r", "alpha", "s", "beta"), summary.height, "customers")
+    (x, t_x, T), w = _compress(summary, cols)
+
+    def nll(th: np.ndarray) -> float:
+        return -float(np.sum(w * pareto_nbd_log_likelihood(th, x, t_x, T)))
+
+    scale = max(float(np.mean(T)), 1.0)
+    return _mle(
+        "Pareto/NBD",
+        ("r", "alpha", "s", "beta"),
+        nll,
+        summary.height,
+        np.array([1, scale, 1, scale]),
+    )
+
+
 def fit_gamma_gamma(summary: pl.DataFrame) -> Fit:
     """Fit Gamma-Gamma (p, q, v) to the repeat customers (frequency > 0, monetary_value > 0).
 
@@ -430,9 +506,9 @@ def independence_note(gg: Fit, *, max_corr: float = 0.3) -> str:
     )
 
 
-def fit_table(*fits: Fit) -> pl.DataFrame:
-    """The fits as one table (one row per parameter)."""
-    return pl.concat([f.table() for f in fits])
+def fit_table(*fits: Fit | None) -> pl.DataFrame:
+    """The fits as one table (one row per parameter); None (a fit not made) is left out."""
+    return pl.concat([f.table() for f in fits if f is not None])
 
 
 # ---------------------------------------------------------------- per-customer outputs
@@ -565,7 +641,7 @@ def at_risk(preds: pl.DataFrame, *, max_p_alive: float = 0.5, top: int = 20) -> 
 
 
 def holdout_validation(
-    cal: pl.DataFrame, bg: Fit, *, max_frequency: int = 7
+    cal: pl.DataFrame, bg: Fit, *, pareto: Fit | None = None, max_frequency: int = 7
 ) -> tuple[pl.DataFrame, dict[str, float]]:
     """Predicted vs actual holdout purchase periods of a calibration summary (with holdout_*).
 
@@ -573,6 +649,8 @@ def holdout_validation(
     "max_frequency+"): customers, actual_mean, predicted_mean; and metrics: customers,
     holdout_periods, mae (mean |predicted - actual| per customer), naive_mae (predicting the
     calibration rate x / T for the holdout), total_predicted, total_actual, total_error_pct.
+    With a fitted ``pareto`` (Pareto/NBD) the table gains predicted_pareto_mean and the metrics
+    pareto_mae and pareto_total_predicted.
     """
     x, t_x, T, h = (
         cal[c].to_numpy().astype(float) for c in ("frequency", "recency", "T", "holdout_T")
@@ -580,8 +658,10 @@ def holdout_validation(
     pred = expected_purchases(bg.params, h, x, t_x, T)
     actual = cal["holdout_frequency"].to_numpy().astype(float)
     naive = np.where(T > 0, x / np.maximum(T, 1e-12), 0.0) * h
+    with_pareto = pareto is not None and pareto.status != "failed"
+    ppred = pareto_expected_purchases(pareto.params, h, x, t_x, T) if with_pareto else pred
     df = cal.select("user_id", "frequency").with_columns(
-        predicted=pl.Series(pred), actual=pl.Series(actual)
+        predicted=pl.Series(pred), actual=pl.Series(actual), predicted_pareto=pl.Series(ppred)
     )
     capped = pl.min_horizontal(pl.col("frequency"), pl.lit(max_frequency))
     table = (
@@ -591,6 +671,7 @@ def holdout_validation(
             customers=pl.len(),
             actual_mean=pl.col("actual").mean(),
             predicted_mean=pl.col("predicted").mean(),
+            predicted_pareto_mean=pl.col("predicted_pareto").mean(),
         )
         .sort("g")
         .with_columns(
@@ -598,7 +679,13 @@ def holdout_validation(
             .then(pl.format("{}+", pl.col("g")))
             .otherwise(pl.col("g").cast(pl.String))
         )
-        .select("frequency_group", "customers", "actual_mean", "predicted_mean")
+        .select(
+            "frequency_group",
+            "customers",
+            "actual_mean",
+            "predicted_mean",
+            *(["predicted_pareto_mean"] if with_pareto else []),
+        )
     )
     tp, ta = float(pred.sum()), float(actual.sum())
     metrics = {
@@ -610,6 +697,9 @@ def holdout_validation(
         "total_actual": ta,
         "total_error_pct": 100 * (tp - ta) / ta if ta else float("nan"),
     }
+    if with_pareto:
+        metrics["pareto_mae"] = float(np.mean(np.abs(ppred - actual)))
+        metrics["pareto_total_predicted"] = float(ppred.sum())
     return table, metrics
 
 
@@ -623,7 +713,13 @@ def describe_holdout(metrics: dict[str, float], period: str) -> str:
         f"for its {metrics['customers']:,.0f} customers against {metrics['total_actual']:,.0f} "
         f"observed ({metrics['total_error_pct']:+.1f}%); the mean absolute error per customer is "
         f"{metrics['mae']:.3f} (predicting each customer's calibration rate: "
-        f"{metrics['naive_mae']:.3f})."
+        f"{metrics['naive_mae']:.3f})"
+        + (
+            f"; Pareto/NBD predicts {metrics['pareto_total_predicted']:,.0f} with a mean absolute "
+            f"error of {metrics['pareto_mae']:.3f}."
+            if "pareto_mae" in metrics
+            else "."
+        )
     )
 
 
@@ -705,6 +801,7 @@ class Holdout:
     by_frequency: pl.DataFrame
     metrics: dict[str, float]
     tracking: pl.DataFrame
+    pareto: Fit | None = None
 
 
 def holdout_check(
@@ -717,7 +814,8 @@ def holdout_check(
     """Fit BG/NBD on all but the last ``holdout_days`` days and compare with what happened.
 
     Takes purchase rows as an Ibis table (the summary and the repeat counts run on the engine).
-    The calibration fit is named "BG/NBD (calibration)". The tracking table gains
+    The calibration fits are named "BG/NBD (calibration)" and "Pareto/NBD (calibration)" (the
+    latter compared beside the BG/NBD). The tracking table gains
     ``period_start`` (the first day of each period). With no customer in calibration the fit
     is ``failed`` with a message naming ``segmentation.clv_holdout_days`` and the tables are empty.
     """
@@ -757,7 +855,9 @@ def holdout_check(
         )
         metrics |= {"customers": float(cal.height), "holdout_periods": nan}
         return Holdout(cal, fit, empty_t, metrics, empty_tr)
-    table, metrics = holdout_validation(cal, fit)
+    pareto = fit_pareto_nbd(cal)
+    pareto.model = "Pareto/NBD (calibration)"
+    table, metrics = holdout_validation(cal, fit, pareto=pareto)
     repeats = clv.repeat_purchases_by_period(
         purchases, observation_end=end, period=period, first_by=cal_end
     )
@@ -773,4 +873,4 @@ def holdout_check(
             [clv.period_start(int(i), period) for i in tr["pidx"]], dtype=pl.Date
         )
     )
-    return Holdout(cal, fit, table, metrics, tr)
+    return Holdout(cal, fit, table, metrics, tr, pareto)

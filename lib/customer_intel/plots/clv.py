@@ -33,6 +33,14 @@ def clv_calibration_holdout(
             ),
         ]
     )
+    if "predicted_pareto_mean" in table.columns:
+        fig.add_scatter(
+            x=x,
+            y=table["predicted_pareto_mean"].to_list(),
+            name="predicted (Pareto/NBD)",
+            mode="lines+markers",
+            line={"dash": "dot"},
+        )
     fig.update_xaxes(title_text=f"repeat purchase {period}s in calibration", type="category")
     fig.update_yaxes(title_text=f"mean purchase {period}s in holdout")
     return styled(fig, title=title or "Calibration vs holdout")
