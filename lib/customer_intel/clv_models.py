@@ -289,11 +289,18 @@ def _mle(
     total_nll,
     n_obs: int,
     start: np.ndarray,
+    degenerate=None,
 ) -> Fit:
-    """Minimise ``total_nll(natural params)`` over log-params; SEs from the Hessian."""
+    """Minimise ``total_nll(natural params)`` over log-params; SEs from the Hessian.
+
+    ``degenerate(params)`` may return a message saying the optimum is a known limit of the
+    model (e.g. no dropout): the fit is then ``at_boundary`` with that message, without a
+    Hessian (which there is singular, and slow to compute).
+    """
 
     def obj(logp: np.ndarray) -> float:
-        val = total_nll(np.exp(logp)) / n_obs
+        with np.errstate(all="ignore"):  # a step into overflow is refused below, not warned
+            val = total_nll(np.exp(logp)) / n_obs
         return float(val) if np.isfinite(val) else 1e100
 
     res = optimize.minimize(
@@ -324,6 +331,9 @@ def _mle(
             ll,
             n_obs,
         )
+    limit = degenerate(params) if degenerate is not None else None
+    if limit:
+        return Fit(model, names, params, nan_se, "at_boundary", limit, ll, n_obs)
     if at_bound:
         return Fit(
             model,
@@ -382,7 +392,8 @@ def _require(summary: pl.DataFrame, cols: list[str], what: str) -> None:
         )
 
 
-#: Mean dropout probability a / (a + b) below which a BG/NBD fit is "no dropout" (at_boundary).
+#: Below this a fit is "no dropout" (at_boundary): BG/NBD's mean dropout probability a/(a+b),
+#: Pareto/NBD's mean dropout rate over the mean purchase rate (s/beta) / (r/alpha).
 NO_DROPOUT = 1e-3
 
 #: Fewest customers a fit is tried on (BG/NBD: all customers; Gamma-Gamma: repeat customers).
@@ -418,19 +429,26 @@ def fit_bgnbd(summary: pl.DataFrame) -> Fit:
     def nll(th: np.ndarray) -> float:
         return -float(np.sum(w * bgnbd_log_likelihood(th, x, t_x, T)))
 
-    scale = max(float(np.mean(T)), 1.0)
-    fit = _mle("BG/NBD", ("r", "alpha", "a", "b"), nll, summary.height, np.array([1, scale, 1, 1]))
-    dropout = fit.params["a"] / (fit.params["a"] + fit.params["b"])
-    if fit.status in ("at_boundary", "no_standard_errors") and dropout < NO_DROPOUT:
-        fit.status = "at_boundary"
-        fit.se = dict.fromkeys(fit.names, float("nan"))
-        fit.message = (
+    def degenerate(p: dict[str, float]) -> str | None:
+        dropout = p["a"] / (p["a"] + p["b"])
+        if dropout >= NO_DROPOUT:
+            return None
+        return (
             f"BG/NBD: no dropout in the data - the mean dropout probability a/(a+b) = "
             f"{dropout:.1e} sits at its lower limit 0, so a and b are not identified and have "
             "no standard errors; P(alive) is close to 1 for everyone and expected purchases "
             "follow the purchase rates alone (an NBD model)"
         )
-    return fit
+
+    scale = max(float(np.mean(T)), 1.0)
+    return _mle(
+        "BG/NBD",
+        ("r", "alpha", "a", "b"),
+        nll,
+        summary.height,
+        np.array([1, scale, 1, 1]),
+        degenerate,
+    )
 
 
 def fit_pareto_nbd(summary: pl.DataFrame) -> Fit:
@@ -448,6 +466,18 @@ def fit_pareto_nbd(summary: pl.DataFrame) -> Fit:
     def nll(th: np.ndarray) -> float:
         return -float(np.sum(w * pareto_nbd_log_likelihood(th, x, t_x, T)))
 
+    def degenerate(p: dict[str, float]) -> str | None:
+        # mean dropout rate s/beta against the mean purchase rate r/alpha: below NO_DROPOUT
+        # a customer makes on average over 1/NO_DROPOUT purchases before leaving
+        ratio = (p["s"] / p["beta"]) / (p["r"] / p["alpha"])
+        if ratio >= NO_DROPOUT:
+            return None
+        return (
+            f"Pareto/NBD: no dropout in the data - the mean dropout rate s/beta is {ratio:.1e} "
+            "of the mean purchase rate, at its lower limit 0, so s and beta are not identified "
+            "and have no standard errors; predictions equal an NBD model's"
+        )
+
     scale = max(float(np.mean(T)), 1.0)
     return _mle(
         "Pareto/NBD",
@@ -455,6 +485,7 @@ def fit_pareto_nbd(summary: pl.DataFrame) -> Fit:
         nll,
         summary.height,
         np.array([1, scale, 1, scale]),
+        degenerate,
     )
 
 
@@ -810,12 +841,13 @@ def holdout_check(
     observation_end: dt.datetime,
     period: str = "day",
     holdout_days: int = 21,
+    pareto_nbd: bool = False,
 ) -> Holdout:
     """Fit BG/NBD on all but the last ``holdout_days`` days and compare with what happened.
 
     Takes purchase rows as an Ibis table (the summary and the repeat counts run on the engine).
-    The calibration fits are named "BG/NBD (calibration)" and "Pareto/NBD (calibration)" (the
-    latter compared beside the BG/NBD). The tracking table gains
+    The calibration fit is named "BG/NBD (calibration)"; with ``pareto_nbd`` a Pareto/NBD,
+    "Pareto/NBD (calibration)", is compared beside it. The tracking table gains
     ``period_start`` (the first day of each period). With no customer in calibration the fit
     is ``failed`` with a message naming ``segmentation.clv_holdout_days`` and the tables are empty.
     """
@@ -855,8 +887,9 @@ def holdout_check(
         )
         metrics |= {"customers": float(cal.height), "holdout_periods": nan}
         return Holdout(cal, fit, empty_t, metrics, empty_tr)
-    pareto = fit_pareto_nbd(cal)
-    pareto.model = "Pareto/NBD (calibration)"
+    pareto = fit_pareto_nbd(cal) if pareto_nbd else None
+    if pareto is not None:
+        pareto.model = "Pareto/NBD (calibration)"
     table, metrics = holdout_validation(cal, fit, pareto=pareto)
     repeats = clv.repeat_purchases_by_period(
         purchases, observation_end=end, period=period, first_by=cal_end

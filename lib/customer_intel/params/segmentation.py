@@ -35,6 +35,9 @@ class SegmentationParams(Section):
     clv_holdout_days: int = Field(
         21, ge=1, le=3650, description="last days held out to validate the BG/NBD fit"
     )
+    clv_pareto_nbd: bool = Field(
+        False, description="also fit Pareto/NBD to compare with BG/NBD (slower near no dropout)"
+    )
     clv_predict_days: int = Field(30, ge=1, le=3650, description="expected purchases horizon")
     clv_horizon_months: int = Field(12, ge=1, le=120, description="months summed in model CLV")
     clv_discount_rate_monthly: float = Field(
