@@ -29,6 +29,9 @@ def test_no_run_says_so_and_every_other_cell_is_silent(tmp_path):
         "top_customers",
         "cohorts",
         "segment_sizes",
+        "clv_distribution",
+        "p_alive_matrix",
+        "customers_at_risk",
         "score_form",
         "targeting",
         "product_selector",
@@ -101,3 +104,43 @@ def test_dashboards_read_the_latest_good_run_of_the_env_output_root(monkeypatch,
     assert dashboards.latest_run() is None
     monkeypatch.delenv(dashboards.ENV_OUTPUT_ROOT)
     assert dashboards.output_root() == OUTPUTS_DIR
+
+
+def test_clv_cards_read_the_run_and_pseudonymise_customers_at_risk(tmp_path):
+    run = tmp_path / "runs" / "r1"
+    (run / "tables").mkdir(parents=True)
+    (run / "manifest.json").write_text(
+        '{"status": "success", "params": {"dashboards": {"pseudonym_salt": "s1"}}}'
+    )
+    (tmp_path / "latest").symlink_to(run)
+    d = dashboards.Dashboard(root=tmp_path)
+    assert "not in this run" in _html(d.customers_at_risk())
+    risk = pl.DataFrame(
+        {
+            "user_id": [512000001, 512000002],
+            "value_so_far": [900.0, 500.0],
+            "p_alive": [0.2, 0.4],
+            "clv": [10.0, 30.0],
+        }
+    )
+    risk.write_parquet(run / "tables" / "clv_at_risk.parquet")
+    text = _html(d.customers_at_risk())
+    pseudonyms = dashboards.pseudonymize(risk["user_id"].cast(pl.String), "s1").to_list()
+    assert all(p in text for p in pseudonyms) and "512000001" not in text
+    assert ">900.00<" in text and ">20.0%<" in text
+    risk.head(0).write_parquet(run / "tables" / "clv_at_risk.parquet")
+    assert "No customer is at risk" in _html(d.customers_at_risk())
+    pl.DataFrame({"clv": [1.0, 2.0, None]}).write_parquet(
+        run / "tables" / "clv_predictions.parquet"
+    )
+    assert list(d.clv_distribution().data[0].x) == [1.0, 2.0]
+    fr = pl.DataFrame(
+        {
+            "frequency": [0.0, 0.0, 1.0, 1.0],
+            "recency": [0.0, 5.0, 0.0, 5.0],
+            "p_alive": [1.0, 1.0, 0.3, 0.9],
+        }
+    )
+    fr.write_parquet(run / "tables" / "clv_fr_matrix.parquet")
+    z = d.p_alive_matrix().data[0].z
+    assert [list(r) for r in z] == [[1, 1], [0.3, 0.9]]

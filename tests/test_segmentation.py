@@ -9,10 +9,9 @@ import ibis
 import numpy as np
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 from sklearn.metrics import adjusted_rand_score
 
-from customer_intel import clustering, clv, cohorts, rfm, sources, sqlexpr, synth
+from customer_intel import clustering, cohorts, rfm, sources, sqlexpr, synth
 from customer_intel.params import load_params
 from customer_intel.paths import PARAMS_DIR
 
@@ -168,43 +167,6 @@ def test_segment_summary_and_rule_errors():
         rfm.segment_by_rules(rows, [{"Bad": "recency > 3"}])
     with pytest.raises(ValueError, match="listed under both"):
         rfm.segment_by_codes(rows, {"A": ["555"], "B": ["555"]})
-
-
-def test_clv_metrics_units_by_hand():
-    p = _purchases(
-        [
-            (1, "2020-01-01 09:00:00", 10.0, "x"),
-            (1, "2020-01-01 18:00:00", 20.0, "y"),  # one period
-            (1, "2020-01-11 10:00:00", 40.0, "z"),
-            (2, "2020-01-05 10:00:00", 5.0, "w"),
-            (3, "2020-01-02 10:00:00", 7.0, "v"),
-            (3, "2020-01-31 10:00:00", 9.0, "u"),
-        ]
-    )
-    got = clv.clv_summary(
-        p, observation_end=dt.datetime(2020, 1, 31, 12, tzinfo=UTC), lifespan_years=1
-    )
-    expected = pl.DataFrame(
-        {
-            "user_id": [1, 2, 3],
-            "frequency": [1, 0, 1],  # repeat periods (count - 1)
-            "recency_periods": [10.0, 0.0, 29.0],  # days first -> last purchase
-            "T_periods": [30.0, 26.0, 29.0],  # days first purchase -> end of observation
-            "monetary_value": [40.0, 0.0, 9.0],  # mean of repeat periods; 0 for one-timers
-            "avg_order_value": [35.0, 5.0, 8.0],
-            "purchase_rate_per_period": [2 / 31, 1 / 27, 2 / 30],
-        }
-    )
-    assert_frame_equal(got.select(expected.columns), expected, check_dtypes=False)
-    assert got["clv"].to_list() == pytest.approx(
-        [35 * 2 / 31 * 365.25, 5 / 27 * 365.25, 8 * 2 / 30 * 365.25]
-    )
-    weekly = clv.clv_summary(
-        p, observation_end=dt.datetime(2020, 1, 31, 12, tzinfo=UTC), period_days=7
-    )
-    assert weekly.filter(pl.col("user_id") == 1)["T_periods"].item() == 4.0  # 30 days // 7
-    with pytest.raises(ValueError, match="lack column"):
-        clv.clv_summary(p.drop("price"), observation_end=dt.datetime(2020, 2, 1, tzinfo=UTC))
 
 
 def test_cohort_retention_by_hand():

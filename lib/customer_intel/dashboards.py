@@ -342,6 +342,49 @@ class Dashboard:
             f"{pct(top['share'])} of buyers and bring {pct(top['revenue_share'])} of revenue.</p>"
         )
 
+    def clv_distribution(self) -> Any:
+        """Model CLV per customer (BG/NBD + Gamma-Gamma), a histogram."""
+        if self.run is None:
+            return None
+        p = self.table("clv_predictions")
+        return plots.clv_distribution(p) if p is not None else self._missing("CLV predictions")
+
+    def p_alive_matrix(self) -> Any:
+        """Probability alive by frequency and recency (BG/NBD)."""
+        if self.run is None:
+            return None
+        m = self.table("clv_fr_matrix")
+        return (
+            plots.clv_fr_matrix(m, value="p_alive") if m is not None else self._missing("P(alive)")
+        )
+
+    def customers_at_risk(self) -> Any:
+        """High-value customers with a low P(alive), pseudonymised unless allowed."""
+        if self.run is None:
+            return None
+        t = self.table("clv_at_risk")
+        if t is None:
+            return self._missing("Customers at risk")
+        if t.height == 0:
+            return _html(
+                '<p id="customers-at-risk">No customer is at risk: the model gives every customer '
+                "a high probability of still being active.</p>"
+            )
+        ids = t["user_id"].cast(pl.String)
+        if not self.params.get("allow_raw_customer_ids", False):
+            ids = pseudonymize(ids, str(self.params.get("pseudonym_salt", "customer-intel")))
+        rows = "".join(
+            f"<tr><td>{html.escape(i)}</td><td style='text-align:right'>{money(v)}</td>"
+            f"<td style='text-align:right'>{pct(a)}</td><td style='text-align:right'>{money(c)}</td>"
+            "</tr>"
+            for i, v, a, c in zip(ids, t["value_so_far"], t["p_alive"], t["clv"], strict=True)
+        )
+        return _html(
+            f"<h4>Top {t.height} customers at risk (high value, low probability alive)</h4>"
+            '<table id="customers-at-risk"><tr><th>customer</th><th>value so far</th>'
+            f"<th>P(alive)</th><th>model CLV</th></tr>{rows}</table>"
+        )
+
     def cluster_profiles(self) -> Any:
         """Standardised cluster profiles heatmap."""
         from customer_intel import clustering

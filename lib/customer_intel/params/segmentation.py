@@ -28,8 +28,29 @@ class SegmentationParams(Section):
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_CODES.items()},
         description="{name: [R-F-M codes]}; unlisted codes are 'Other'",
     )
-    clv_period_days: int = Field(1, ge=1, le=31, description="CLV period length in days")
+    clv_period: Literal["day", "week"] = Field(
+        "day", description="CLV period: calendar day or calendar week (Monday-Sunday), UTC"
+    )
     clv_lifespan_years: float = Field(3.0, gt=0, le=50, description="lifespan for the simple CLV")
+    clv_holdout_days: int = Field(
+        21, ge=1, le=3650, description="last days held out to validate the BG/NBD fit"
+    )
+    clv_pareto_nbd: bool = Field(
+        False, description="also fit Pareto/NBD to compare with BG/NBD (slower near no dropout)"
+    )
+    clv_predict_days: int = Field(30, ge=1, le=3650, description="expected purchases horizon")
+    clv_horizon_months: int = Field(12, ge=1, le=120, description="months summed in model CLV")
+    clv_discount_rate_monthly: float = Field(
+        0.01, ge=0, lt=1, description="monthly discount rate of model CLV"
+    )
+    clv_margin: float = Field(1.0, gt=0, le=1, description="profit margin applied to model CLV")
+    clv_at_risk_p_alive: float = Field(
+        0.5, gt=0, lt=1, description="P(alive) below which a customer counts as at risk"
+    )
+    clv_at_risk_top: int = Field(20, ge=1, le=10_000, description="at-risk customers listed")
+    clv_max_corr: float = Field(
+        0.3, gt=0, lt=1, description="frequency-monetary correlation that triggers a warning"
+    )
     cluster_source: Literal["warehouse", "sample_customers", "attributes"] = Field(
         "warehouse", description="customer table to cluster"
     )

@@ -5,6 +5,7 @@ They never call ``.show()`` or write files; they share one template and colour m
 notebook writes ``plots.segment_sizes(summary)``.
 """
 
+from customer_intel.plots.clv import *  # noqa: F403
 from customer_intel.plots.dashboards import *  # noqa: F403
 from customer_intel.plots.experiments import *  # noqa: F403
 from customer_intel.plots.propensity import *  # noqa: F403
