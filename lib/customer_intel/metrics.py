@@ -435,3 +435,55 @@ def compute_all(
 def grains() -> tuple[str, ...]:
     """The time grains ``group_by`` accepts."""
     return TIME_GRAINS
+
+
+# -- the stage's plumbing -----------------------------------------------------------------------
+def reads_events(specs: list[MetricSpec]) -> bool:
+    """Whether any metric reads the warehouse's event log (the stage then connects to it)."""
+    return any(s.source_kind() == "events" for s in specs)
+
+
+def local_connection(memory_limit: str = "auto") -> ibis.BaseBackend:
+    """An in-memory DuckDB connection configured like the warehouse's (UTC, memory cap)."""
+    from customer_intel.warehouse import configure_duckdb
+
+    con = ibis.duckdb.connect()
+    configure_duckdb(con, memory_limit)
+    return con
+
+
+def source_tables(run, specs: list[MetricSpec]) -> dict[str, Path]:
+    """Files of the run tables the metrics read (``source.table``), found through ``run``."""
+    names = {s.source.table for s in specs if s.source_kind() == "table"}
+    return {name: run.table_path(name) for name in sorted(names)}
+
+
+def write_all(run, specs: list[MetricSpec], tables: dict[str, pl.DataFrame], summary) -> None:
+    """Write ``metric_<name>`` per metric, ``metrics_summary`` and ``forecast_anomalies``."""
+    from customer_intel import forecast
+
+    for spec in specs:
+        run.write_table(tables[spec.name], metric_table_name(spec.name))
+    run.write_table(summary, "metrics_summary")
+    parts = [
+        forecast.anomalies(tables[s.name], s.name) for s in specs if s.kind == "forecast"
+    ]
+    empty = pl.DataFrame(
+        schema={
+            "metric": pl.String,
+            "date": pl.Date,
+            "actual": pl.Float64,
+            "forecast": pl.Float64,
+            "lower": pl.Float64,
+            "upper": pl.Float64,
+        }
+    )
+    run.write_table(pl.concat([empty, *parts]), "forecast_anomalies")
+
+
+def describe_forecasts(specs: list[MetricSpec], tables: dict[str, pl.DataFrame]) -> str:
+    """One sentence per forecast metric (backtest against same day last week, anomalies)."""
+    from customer_intel import forecast
+
+    lines = [forecast.describe(tables[s.name], s.name) for s in specs if s.kind == "forecast"]
+    return "\n".join(lines) or "No forecast is configured."

@@ -107,6 +107,34 @@ def _experiments(p: Params) -> StageIO:
     return StageIO(reads=(WAREHOUSE, table("sample_assignments")), writes=outputs)
 
 
+def _metrics(p: Params) -> StageIO:
+    """Each metric's table; reads what its sources name (the warehouse, another stage's
+    table, a file), so a metric over ``propensity_test_scores`` makes this stage wait for
+    propensity, and one over a file alone needs no other stage."""
+    specs = p.metrics.metric_specs()
+    reads: list[str] = []
+    files: list[str] = []
+    for m in specs:
+        kind = m.source_kind()
+        item = (
+            WAREHOUSE
+            if kind == "events"
+            else table(m.source.table)
+            if kind == "table"
+            else None
+        )
+        if item and item not in reads:
+            reads.append(item)
+        if kind == "file":
+            files.append(m.source.path)
+    writes = [table(f"metric_{m.name}") for m in specs]
+    return StageIO(
+        reads=tuple(reads),
+        writes=(*writes, table("metrics_summary"), table("forecast_anomalies")),
+        files=tuple(files),
+    )
+
+
 #: The pipeline, in the order a reader meets it (the runner orders by the declarations).
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -141,6 +169,7 @@ STAGES: tuple[Stage, ...] = (
                 table(t)
                 for t in (
                     "propensity_scores",
+                    "propensity_test_scores",
                     "propensity_metrics",
                     "propensity_deciles",
                     "propensity_profit",
@@ -168,6 +197,13 @@ STAGES: tuple[Stage, ...] = (
         ),
     ),
     Stage("experiments", "06_experiments.ipynb", "experiments", "A/B test readout", _experiments),
+    Stage(
+        "metrics",
+        "07_metrics.ipynb",
+        "metrics",
+        "metrics and reports declared in params, forecasts",
+        _metrics,
+    ),
 )
 
 BY_NAME = {s.name: s for s in STAGES}
