@@ -139,6 +139,11 @@ def _label(t: ibis.Table, column: str, labels: list) -> ibis.BooleanValue:
     return t[column].isin(labels).fill_null(False)
 
 
+def _agg(t: ibis.Table, keys: list[str], **aggs) -> ibis.Table:
+    """Aggregate by ``keys``, or over the whole table when there are none."""
+    return t.group_by(keys).agg(**aggs) if keys else t.aggregate(**aggs)
+
+
 def _collect(expr: ibis.Table, keys: list[str]) -> pl.DataFrame:
     df = expr.to_polars()
     return df.sort(keys, nulls_last=True) if keys else df
@@ -159,7 +164,9 @@ def conversion(t: ibis.Table, spec: MetricSpec) -> pl.DataFrame:
             _pos=t._pos.max(), _neg=t._neg.max(), _rev=t._rev.sum()
         )
         t = t.mutate(_neg=t._neg & ~t._pos)
-    agg = t.group_by(keys).agg(
+    agg = _agg(
+        t,
+        keys,
         Positives=t._pos.cast("int64").sum(),
         Negatives=t._neg.cast("int64").sum(),
         Revenue=t._rev.sum(),
@@ -180,7 +187,9 @@ def engagement(t: ibis.Table, spec: MetricSpec) -> pl.DataFrame:
     neg = _label(t, spec.outcome, spec.negative)
     ctl = (t[spec.group_column] == spec.control_label).fill_null(False)
     t = t.mutate(_pos=pos, _neg=neg, _ctl=ctl)
-    agg = t.group_by(keys).agg(
+    agg = _agg(
+        t,
+        keys,
         Positives=t._pos.cast("int64").sum(),
         Negatives=t._neg.cast("int64").sum(),
         _pc=(t._pos & t._ctl).cast("int64").sum(),
@@ -200,9 +209,7 @@ def engagement(t: ibis.Table, spec: MetricSpec) -> pl.DataFrame:
         CTR_test=rate("_pt", "_nt"),
         CTR_control=rate("_pc", "_nc"),
     ).with_columns(
-        Lift=pl.when(pl.col("CTR_control") > 0).then(
-            pl.col("CTR_test") / pl.col("CTR_control") - 1
-        )
+        Lift=pl.when(pl.col("CTR_control") > 0).then(pl.col("CTR_test") / pl.col("CTR_control") - 1)
     )
     return df.select(*keys, *spec.chosen_scores())
 
@@ -221,7 +228,7 @@ def descriptive(t: ibis.Table, spec: MetricSpec) -> pl.DataFrame:
             aggs[f"{c}_{name}"] = x.quantile(q)
         aggs[f"{c}_Std"] = x.std(how="sample")
         aggs[f"{c}_Var"] = x.var(how="sample")
-    df = _collect(t.group_by(keys).agg(**aggs), keys)
+    df = _collect(_agg(t, keys, **aggs), keys)
     skews = []
     for c in spec.columns:
         p25, p50, p75 = (pl.col(f"{c}_{n}") for n in ("p25", "Median", "p75"))
@@ -255,7 +262,9 @@ def model_scores(t: ibis.Table, spec: MetricSpec) -> pl.DataFrame:
         _auc_part=g._np.cast("float64") * (g._neg_below + g._nn.cast("float64") / 2),
         _ap_part=g._np.cast("float64") * g._tp / (g._tp + g._fp),
     )
-    agg = g.group_by(keys).agg(
+    agg = _agg(
+        g,
+        keys,
         Count=g._n.sum(),
         Positives=g._np.sum(),
         _auc=g._auc_part.sum(),
@@ -267,9 +276,7 @@ def model_scores(t: ibis.Table, spec: MetricSpec) -> pl.DataFrame:
         AUC=pl.when((pl.col("Positives") > 0) & (neg > 0)).then(
             pl.col("_auc") / (pl.col("Positives") * neg)
         ),
-        AveragePrecision=pl.when(pl.col("Positives") > 0).then(
-            pl.col("_ap") / pl.col("Positives")
-        ),
+        AveragePrecision=pl.when(pl.col("Positives") > 0).then(pl.col("_ap") / pl.col("Positives")),
     )
     return df.select(*keys, *spec.chosen_scores())
 
@@ -346,12 +353,12 @@ def clv(t: ibis.Table, spec: MetricSpec) -> pl.DataFrame:
         Tenure=(as_of.epoch_seconds() - c._first.epoch_seconds()) / seconds_per_day,
         Monetary=c._value / c.Frequency,
     )
-    c = c.mutate(
-        CLV=c.Monetary * c.Frequency / (c.Tenure + 1) * 365.25 * spec.lifespan_years
-    )
+    c = c.mutate(CLV=c.Monetary * c.Frequency / (c.Tenure + 1) * 365.25 * spec.lifespan_years)
     c = add_grains(c, spec.grains(), "_first")
     keys = _keys(spec)
-    agg = c.group_by(keys).agg(
+    agg = _agg(
+        c,
+        keys,
         Customers=c.count(),
         Recency=c.Recency.mean(),
         Frequency=c.Frequency.cast("float64").mean(),
@@ -465,9 +472,7 @@ def write_all(run, specs: list[MetricSpec], tables: dict[str, pl.DataFrame], sum
     for spec in specs:
         run.write_table(tables[spec.name], metric_table_name(spec.name))
     run.write_table(summary, "metrics_summary")
-    parts = [
-        forecast.anomalies(tables[s.name], s.name) for s in specs if s.kind == "forecast"
-    ]
+    parts = [forecast.anomalies(tables[s.name], s.name) for s in specs if s.kind == "forecast"]
     empty = pl.DataFrame(
         schema={
             "metric": pl.String,

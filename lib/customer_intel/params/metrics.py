@@ -14,7 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from customer_intel import columns as C
 from customer_intel.params._base import Section
@@ -301,15 +309,26 @@ class MetricsParams(Section):
         """The reports as typed models (validated at load)."""
         return [ReportSpec.model_validate(r) for r in self.reports]
 
-    @model_validator(mode="after")
-    def _check(self) -> MetricsParams:
-        specs = [_typed(MetricSpec, m, f"metrics[{i}]") for i, m in enumerate(self.metrics)]
+    @field_validator("metrics")
+    @classmethod
+    def _check_metrics(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        specs = [_typed(MetricSpec, m, f"metrics[{i}]") for i, m in enumerate(value)]
         names = [m.name for m in specs]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"metrics: the metric name(s) {dup} are used more than once")
+            raise ValueError(f"the metric name(s) {dup} are used more than once")
+        return value
+
+    @field_validator("reports")
+    @classmethod
+    def _check_reports(
+        cls, value: list[dict[str, Any]], info: ValidationInfo
+    ) -> list[dict[str, Any]]:
+        if "metrics" not in info.data:
+            return value  # the metrics are invalid: that error is reported already
+        specs = [MetricSpec.model_validate(m) for m in info.data["metrics"]]
         by_name = {m.name: m for m in specs}
-        for i, r in enumerate(self.reports):
+        for i, r in enumerate(value):
             rep = _typed(ReportSpec, r, f"reports[{i}]")
             where = f"reports[{i}] ({rep.name})"
             if rep.metric not in by_name:
@@ -332,7 +351,7 @@ class MetricsParams(Section):
                         f"{where}.{key}: column {col!r} is not in the table of metric "
                         f"{metric.name!r}; it has {available}"
                     )
-        return self
+        return value
 
     def check_sources(self, event_columns: list[str], base_dir: Path) -> None:
         """Check every metric against its source's columns (the Params model calls this)."""
