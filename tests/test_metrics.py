@@ -58,8 +58,11 @@ def test_conversion_counts_rows_by_label():
 
 def test_conversion_by_unit_counts_a_unit_with_any_positive_as_positive():
     out = run_metric(
-        EVENTS, kind="conversion", group_by=["g"], unit="s", scores=["Positives", "Negatives",
-                                                                       "ConversionRate", "Revenue"]
+        EVENTS,
+        kind="conversion",
+        group_by=["g"],
+        unit="s",
+        scores=["Positives", "Negatives", "ConversionRate", "Revenue"],
     )
     expected = pl.DataFrame(
         {
@@ -164,8 +167,9 @@ def test_model_scores_equal_scikit_learn_per_group():
     y = rng.random(n) < 0.2 + 0.1 * g
     p = np.round(np.clip(0.3 * y + rng.normal(0.4, 0.2, n), 0, 1), 2)  # many ties
     df = pl.DataFrame({"g": g, "y": y.astype(int), "p": p})
-    out = run_metric(df, kind="model_scores", group_by=["g"], score_column="p", outcome="y",
-                     positive=[1])
+    out = run_metric(
+        df, kind="model_scores", group_by=["g"], score_column="p", outcome="y", positive=[1]
+    )
     assert out.height == 3
     for row in out.iter_rows(named=True):
         m = g == row["g"]
@@ -208,7 +212,10 @@ def test_experiment_scores_equal_statsmodels_and_scipy():
         x_a, n_a = counts[(r["seg"], "control")]
         x_b, n_b = counts[(r["seg"], r["treatment"])]
         assert (r["x_control"], r["n_control"], r["x_treatment"], r["n_treatment"]) == (
-            x_a, n_a, x_b, n_b
+            x_a,
+            n_a,
+            x_b,
+            n_b,
         )
         z, pz = proportions_ztest([x_b, x_a], [n_b, n_a])
         assert r["z"] == pytest.approx(z, rel=1e-9) and r["z_p_value"] == pytest.approx(pz)
@@ -326,20 +333,39 @@ GOOD = {"name": "c", "kind": "conversion", "group_by": ["Day", "brand"]}
 @pytest.mark.parametrize(
     ("metric", "report", "message"),
     [
-        ({**GOOD, "filter": "colour = 'red'"}, None,
-         r"metrics\[0\] \(c\)\.filter: .*unknown column\(s\) \['colour'\]"),
+        (
+            {**GOOD, "filter": "colour = 'red'"},
+            None,
+            r"metrics\[0\] \(c\)\.filter: .*unknown column\(s\) \['colour'\]",
+        ),
         ({**GOOD, "filter": "price"}, None, r"metrics\[0\] \(c\)\.filter: .*not a condition"),
-        ({**GOOD, "kind": "churn"}, None, r"metrics\.metrics: .*metrics\[0\]\.kind: Input should be"),
+        (
+            {**GOOD, "kind": "churn"},
+            None,
+            r"metrics\.metrics: .*metrics\[0\]\.kind: Input should be",
+        ),
         ({**GOOD, "scores": ["AUC"]}, None, r"metrics\[0\] \(c\)\.scores: unknown score"),
         ({**GOOD, "group_by": ["Hour"]}, None, r"metrics\[0\] \(c\)\.group_by: unknown column"),
-        (GOOD, {"name": "r", "metric": "nope", "type": "line", "x": "Day", "y": "Total"},
-         r"reports\[0\] \(r\)\.metric: unknown metric 'nope'"),
-        (GOOD, {"name": "r", "metric": "c", "type": "line", "x": "Day", "y": "CTR"},
-         r"reports\[0\] \(r\)\.y: column 'CTR' is not in the table of metric 'c'"),
-        (GOOD, {"name": "r", "metric": "c", "type": "heatmap", "x": "Day", "y": "brand"},
-         r"reports\[0\] \(r\)\.z: a heatmap report needs z"),
-        (GOOD, {"name": "r", "metric": "c", "type": "chart", "x": "Day", "y": "Total"},
-         r"reports\[0\]\.type: Input should be"),
+        (
+            GOOD,
+            {"name": "r", "metric": "nope", "type": "line", "x": "Day", "y": "Total"},
+            r"reports\[0\] \(r\)\.metric: unknown metric 'nope'",
+        ),
+        (
+            GOOD,
+            {"name": "r", "metric": "c", "type": "line", "x": "Day", "y": "CTR"},
+            r"reports\[0\] \(r\)\.y: column 'CTR' is not in the table of metric 'c'",
+        ),
+        (
+            GOOD,
+            {"name": "r", "metric": "c", "type": "heatmap", "x": "Day", "y": "brand"},
+            r"reports\[0\] \(r\)\.z: a heatmap report needs z",
+        ),
+        (
+            GOOD,
+            {"name": "r", "metric": "c", "type": "chart", "x": "Day", "y": "Total"},
+            r"reports\[0\]\.type: Input should be",
+        ),
     ],
 )
 def test_bad_metrics_and_reports_are_refused_at_load_naming_the_key(
@@ -396,21 +422,49 @@ def test_an_interaction_history_export_works_through_params_alone(tmp_path):
             "outcome_time": "pxOutcomeTime",
         },
     }
-    common = {"source": source, "outcome": "outcome", "positive": ["Clicked"],
-              "negative": ["Impression"]}
+    common = {
+        "source": source,
+        "outcome": "outcome",
+        "positive": ["Clicked"],
+        "negative": ["Impression"],
+    }
     path = _profile(
         tmp_path,
         [
-            {"name": "ctr", "kind": "engagement", "group_by": ["Week", "channel"],
-             "time_column": "outcome_time", "group_column": "control_group",
-             "control_label": "Control", **common},
-            {"name": "auc", "kind": "model_scores", "group_by": ["channel"],
-             "score_column": "propensity", **common},
-            {"name": "ab", "kind": "experiment", "group_by": ["pyIssue"], "group_column": "arm",
-             **common},
+            {
+                "name": "ctr",
+                "kind": "engagement",
+                "group_by": ["Week", "channel"],
+                "time_column": "outcome_time",
+                "group_column": "control_group",
+                "control_label": "Control",
+                **common,
+            },
+            {
+                "name": "auc",
+                "kind": "model_scores",
+                "group_by": ["channel"],
+                "score_column": "propensity",
+                **common,
+            },
+            {
+                "name": "ab",
+                "kind": "experiment",
+                "group_by": ["pyIssue"],
+                "group_column": "arm",
+                **common,
+            },
         ],
-        [{"name": "CTR", "metric": "ctr", "type": "line", "x": "Week", "y": "CTR",
-          "color": "channel"}],
+        [
+            {
+                "name": "CTR",
+                "metric": "ctr",
+                "type": "line",
+                "x": "Week",
+                "y": "CTR",
+                "color": "channel",
+            }
+        ],
     )
     params = load_params(path)
     specs = params.metrics.metric_specs()
@@ -419,7 +473,7 @@ def test_an_interaction_history_export_works_through_params_alone(tmp_path):
     assert summary["rows"].to_list() == [tables[s.name].height for s in specs]
     ctr = tables["ctr"]
     assert set(ctr["channel"]) == {"Web", "Email"} and ctr["Week"].n_unique() >= 4
-    web = (channel == "Web")
+    web = channel == "Web"
     is_test = group == "Test"
     expected = clicked[web & is_test].mean() / clicked[web & ~is_test].mean() - 1
     assert ctr.filter(pl.col("channel") == "Web").height >= 4  # one row per week
@@ -441,8 +495,16 @@ def test_a_file_source_missing_a_mapped_column_is_refused_at_load(tmp_path):
     csv.write_text("pxOutcome,pyChannel\nClicked,Web\n")
     path = _profile(
         tmp_path,
-        [{"name": "x", "kind": "conversion", "outcome": "outcome",
-          "source": {"path": str(csv), "column_map": {"outcome": "Outcome"}}}],
+        [
+            {
+                "name": "x",
+                "kind": "conversion",
+                "outcome": "outcome",
+                "source": {"path": str(csv), "column_map": {"outcome": "Outcome"}},
+            }
+        ],
     )
-    with pytest.raises(ParamsError, match=r"source\.column_map: .* lacks column\(s\) \['Outcome'\]"):
+    with pytest.raises(
+        ParamsError, match=r"source\.column_map: .* lacks column\(s\) \['Outcome'\]"
+    ):
         load_params(path)

