@@ -508,3 +508,35 @@ def test_a_file_source_missing_a_mapped_column_is_refused_at_load(tmp_path):
         ParamsError, match=r"source\.column_map: .* lacks column\(s\) \['Outcome'\]"
     ):
         load_params(path)
+
+
+def test_a_metric_whose_table_or_history_is_missing_is_skipped_with_the_reason(tmp_path):
+    d = dt.datetime
+    events = pl.DataFrame(
+        {
+            "event_time": [d(2024, 1, 1) + dt.timedelta(days=i) for i in range(10)],
+            "event_type": ["purchase"] * 10,
+            "price": [1.0] * 10,
+        }
+    ).with_columns(pl.col("event_time").dt.replace_time_zone("UTC"))
+    con = metrics.local_connection()
+    con.create_table("events", events.to_arrow(), temp=True)
+    specs = [
+        MetricSpec(
+            name="units",
+            kind="experiment",
+            source={"table": "experiment_units"},
+            group_column="experiment_group",
+            outcome="converted",
+            positive=[1],
+        ),
+        MetricSpec(name="fc", kind="forecast"),
+        MetricSpec(name="daily", kind="conversion", group_by=["Day"]),
+    ]
+    tables, summary = metrics.compute_all(specs, con, table_paths={}, base_dir=tmp_path)
+    notes = dict(zip(summary["metric"], summary["note"], strict=True))
+    assert notes["units"] == "skipped: no stage made table 'experiment_units' in this run"
+    assert notes["fc"].startswith("skipped: a backtest needs at least")
+    assert notes["daily"] == ""
+    assert tables["units"].is_empty() and "odds_ratio" in tables["units"].columns
+    assert tables["daily"].height == 10

@@ -76,7 +76,7 @@ def test_graph_edges_and_order():
     text = stages.mermaid(stages.STAGES, params)
     assert "optimize -->|warehouse| recommendations" in text
     assert "segmentation -.->|rfm| propensity" in text
-    assert "propensity -->|propensity_test_scores| metrics" in text
+    assert "propensity -.->|propensity_test_scores| metrics" in text
 
 
 def test_library_closure_follows_imports_and_a_changed_file_changes_the_key(tmp_path, monkeypatch):

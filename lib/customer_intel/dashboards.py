@@ -648,11 +648,17 @@ def show_reports(dash: Dashboard) -> Any:
                 f'</h3><p style="color:#555">{html.escape(r.description)}</p>'
             )
         )
-        display(
-            plots.report_figure(table, r)
-            if table is not None
-            else dash._missing(f"The table of metric {r.metric!r}")
-        )
+        if table is None:
+            display(dash._missing(f"The table of metric {r.metric!r}"))
+        elif table.is_empty():
+            display(
+                _html(
+                    f'<p style="color:#666">Metric {html.escape(r.metric)!r} has no rows in '
+                    "this run (see the table metrics_summary for why).</p>"
+                )
+            )
+        else:
+            display(plots.report_figure(table, r))
     return None
 
 

@@ -22,6 +22,12 @@ import numpy as np
 import polars as pl
 
 SEASON = 7
+
+
+class TooShort(ValueError):
+    """The series has too few days for the model or the backtest."""
+
+
 #: Columns of a forecast metric's table: one row per day of history, backtest and forecast.
 FORECAST_COLUMNS = (
     "date",
@@ -80,9 +86,7 @@ def _fit(y: np.ndarray):
 def ets_forecast(y: np.ndarray, horizon: int, interval: float) -> tuple[np.ndarray, ...]:
     """Mean, lower and upper bound of the next ``horizon`` values of the daily series ``y``."""
     if len(y) < 2 * SEASON + 4:
-        raise ValueError(
-            f"a forecast needs at least {2 * SEASON + 4} days of history, got {len(y)}"
-        )
+        raise TooShort(f"a forecast needs at least {2 * SEASON + 4} days of history, got {len(y)}")
     res = _fit(y)
     frame = res.get_prediction(start=len(y), end=len(y) + horizon - 1).summary_frame(
         alpha=1 - interval
@@ -114,7 +118,7 @@ def backtest(
     n = len(y)
     days = min(backtest_days, n - (2 * SEASON + 4 + SEASON))
     if days < SEASON:
-        raise ValueError(
+        raise TooShort(
             f"a backtest needs at least {3 * SEASON + 4 + SEASON} days of history, got {n}"
         )
     start = n - days

@@ -403,6 +403,11 @@ def compute(t: ibis.Table, spec: MetricSpec) -> pl.DataFrame:
     return KIND_FUNCTIONS[spec.kind](prepare(t, spec), spec)
 
 
+def empty_table(spec: MetricSpec) -> pl.DataFrame:
+    """A metric's table with its columns and no rows (for a metric that could not run)."""
+    return pl.DataFrame(schema={c: pl.Null for c in spec.output_columns()})
+
+
 def compute_all(
     specs: list[MetricSpec],
     con: ibis.BaseBackend,
@@ -410,33 +415,55 @@ def compute_all(
     table_paths: dict[str, Path],
     base_dir: Path,
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """Every metric's table, and a summary (metric, kind, source, rows, seconds).
+    """Every metric's table, and a summary (metric, kind, source, table, rows, seconds, note).
 
-    ``table_paths`` maps the run tables metrics read (``source.table``) to their files.
+    ``table_paths`` maps the run tables metrics read (``source.table``) to their files; a
+    metric whose table is not there (no stage made it in this run), or a forecast whose series
+    is too short, gets an empty table and the reason in ``note``, and the others still run.
     """
+    from customer_intel.forecast import TooShort
+
     out, summary = {}, []
     for spec in specs:
         t0 = time.perf_counter()
-        src = read_source(
-            spec,
-            con,
-            table_path=table_paths.get(spec.source.table) if spec.source else None,
-            base_dir=base_dir,
-        )
-        out[spec.name] = compute(src, spec)
+        kind = spec.source_kind()
+        note = ""
+        if kind == "table" and spec.source.table not in table_paths:
+            note = f"skipped: no stage made table {spec.source.table!r} in this run"
+            out[spec.name] = empty_table(spec)
+        else:
+            src = read_source(
+                spec,
+                con,
+                table_path=table_paths.get(spec.source.table) if spec.source else None,
+                base_dir=base_dir,
+            )
+            try:
+                out[spec.name] = compute(src, spec)
+            except TooShort as e:
+                note = f"skipped: {e}"
+                out[spec.name] = empty_table(spec)
         summary.append(
             {
                 "metric": spec.name,
                 "kind": spec.kind,
-                "source": spec.source_kind()
-                if spec.source_kind() == "events"
-                else (spec.source.table or spec.source.path),
+                "source": "events" if kind == "events" else spec.source.table or spec.source.path,
                 "table": metric_table_name(spec.name),
                 "rows": out[spec.name].height,
                 "seconds": round(time.perf_counter() - t0, 3),
+                "note": note,
             }
         )
-    return out, pl.DataFrame(summary, schema_overrides={"rows": pl.Int64})
+    schema = {
+        "metric": pl.String,
+        "kind": pl.String,
+        "source": pl.String,
+        "table": pl.String,
+        "rows": pl.Int64,
+        "seconds": pl.Float64,
+        "note": pl.String,
+    }
+    return out, pl.DataFrame(summary, schema=schema)
 
 
 def grains() -> tuple[str, ...]:
@@ -460,9 +487,9 @@ def local_connection(memory_limit: str = "auto") -> ibis.BaseBackend:
 
 
 def source_tables(run, specs: list[MetricSpec]) -> dict[str, Path]:
-    """Files of the run tables the metrics read (``source.table``), found through ``run``."""
+    """Files of the run tables the metrics read (``source.table``) that exist in ``run``."""
     names = {s.source.table for s in specs if s.source_kind() == "table"}
-    return {name: run.table_path(name) for name in sorted(names)}
+    return {name: run.table_path(name) for name in sorted(names) if run.has_table(name)}
 
 
 def write_all(run, specs: list[MetricSpec], tables: dict[str, pl.DataFrame], summary) -> None:
@@ -490,5 +517,11 @@ def describe_forecasts(specs: list[MetricSpec], tables: dict[str, pl.DataFrame])
     """One sentence per forecast metric (backtest against same day last week, anomalies)."""
     from customer_intel import forecast
 
-    lines = [forecast.describe(tables[s.name], s.name) for s in specs if s.kind == "forecast"]
+    lines = [
+        forecast.describe(tables[s.name], s.name)
+        if not tables[s.name].is_empty()
+        else f"{s.name}: no forecast (see metrics_summary's note)"
+        for s in specs
+        if s.kind == "forecast"
+    ]
     return "\n".join(lines) or "No forecast is configured."

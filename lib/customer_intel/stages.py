@@ -110,24 +110,21 @@ def _experiments(p: Params) -> StageIO:
 def _metrics(p: Params) -> StageIO:
     """Each metric's table, reading what the metrics' sources name.
 
-    The warehouse, another stage's table or a file: a metric over ``propensity_test_scores``
-    makes this stage wait for propensity, and one over a file alone needs no other stage.
+    The warehouse, another stage's table (optional: a metric whose table no stage made in this
+    run, e.g. experiment units without the sample's assignments, is recorded as skipped and the
+    others run) or a file. A metric over ``propensity_test_scores`` makes this stage wait for
+    propensity; one over a file alone needs no other stage.
     """
     specs = p.metrics.metric_specs()
-    reads: list[str] = []
-    files: list[str] = []
-    for m in specs:
-        kind = m.source_kind()
-        item = WAREHOUSE if kind == "events" else table(m.source.table) if kind == "table" else None
-        if item and item not in reads:
-            reads.append(item)
-        if kind == "file":
-            files.append(m.source.path)
+    reads = (WAREHOUSE,) if any(m.source_kind() == "events" for m in specs) else ()
+    optional = tuple(sorted({table(m.source.table) for m in specs if m.source_kind() == "table"}))
+    files = tuple(m.source.path for m in specs if m.source_kind() == "file")
     writes = [table(f"metric_{m.name}") for m in specs]
     return StageIO(
-        reads=tuple(reads),
+        reads=reads,
+        optional=optional,
         writes=(*writes, table("metrics_summary"), table("forecast_anomalies")),
-        files=tuple(files),
+        files=files,
     )
 
 

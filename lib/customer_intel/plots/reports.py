@@ -172,5 +172,9 @@ def report_figure(df: pl.DataFrame, r: ReportSpec) -> go.Figure:
 def report_figures(
     reports: list[ReportSpec], tables: dict[str, pl.DataFrame]
 ) -> dict[str, go.Figure]:
-    """Every report whose metric's table is there: {report name: figure}."""
-    return {r.name: report_figure(tables[r.metric], r) for r in reports if r.metric in tables}
+    """Every report whose metric's table is there and has rows: {report name: figure}."""
+    return {
+        r.name: report_figure(tables[r.metric], r)
+        for r in reports
+        if r.metric in tables and not tables[r.metric].is_empty()
+    }
