@@ -35,7 +35,7 @@ ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-EXPECTED_CHARTS = {"executive": 4, "customers": 3, "growth": 3, "experiments": 1}
+EXPECTED_CHARTS = {"executive": 4, "customers": 3, "growth": 3, "experiments": 1, "reports": 8}
 LOAD_TIMES: dict[str, dict[str, float]] = {}
 
 

@@ -80,6 +80,8 @@ ALLOWED_EXAMPLES = [
     "LENGTH(marital)",
     "SUBSTRING(marital, 1, 3)",
     "CONCAT(marital, '-x')",
+    "SPLIT_PART(marital, 'a', 1)",
+    "SPLIT_PART(CONCAT(marital, '.x.y'), '.', 3)",
     "COALESCE(year_birth, 1970)",
     "LEAST(mnt_a, mnt_b)",
     "GREATEST(mnt_a, mnt_b)",
@@ -119,3 +121,10 @@ def test_what_the_checker_allows_both_engines_run(expression):
 def test_date_diff_is_refused_at_validation_with_a_way_out():
     with pytest.raises(sqlexpr.ExpressionError, match=r"^segmentation\.derived\.age: .*DATE_DIFF"):
         sqlexpr.check("DATE_DIFF('day', a, b)", ["a", "b"], where="segmentation.derived.age")
+
+
+@pytest.mark.parametrize("index", ["0", "-1", "mnt_a"])
+def test_split_part_needs_a_positive_literal_part(index):
+    # DuckDB counts a negative part from the end; the engines disagree there, so it is refused
+    with pytest.raises(sqlexpr.ExpressionError, match=r"^m\.derived\.c: .*SPLIT_PART needs"):
+        sqlexpr.check(f"SPLIT_PART(marital, '.', {index})", DF.columns, where="m.derived.c")

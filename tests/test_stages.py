@@ -68,12 +68,15 @@ def test_graph_edges_and_order():
         "propensity": {"optimize", "segmentation"},
         "recommendations": {"optimize"},
         "experiments": {"optimize", "ingest"},
+        # the default metrics read the warehouse, propensity's held-out scores and the units
+        "metrics": {"optimize", "propensity", "experiments"},
     }
     ab = stages.dependencies(stages.STAGES, load_params(PARAMS_DIR / "external_ab.yaml"))
     assert ab["experiments"] == set()  # an external unit table needs no other stage
     text = stages.mermaid(stages.STAGES, params)
     assert "optimize -->|warehouse| recommendations" in text
     assert "segmentation -.->|rfm| propensity" in text
+    assert "propensity -.->|propensity_test_scores| metrics" in text
 
 
 def test_library_closure_follows_imports_and_a_changed_file_changes_the_key(tmp_path, monkeypatch):

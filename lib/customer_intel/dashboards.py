@@ -33,7 +33,7 @@ from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR
 from customer_intel.plots.theme import COLORS, styled
 
 ENV_OUTPUT_ROOT = "CUSTOMER_INTEL_OUTPUT_ROOT"
-DASHBOARDS = ("executive", "customers", "growth", "experiments")
+DASHBOARDS = ("executive", "customers", "growth", "experiments", "reports")
 
 
 def output_root() -> Path:
@@ -655,6 +655,78 @@ class Dashboard:
 
 
 # -- serving ------------------------------------------------------------------------------------
+# -- metrics stage: forecast anomalies (executive) and the reports page ---------------------------
+# Self-contained on purpose (issue 18): they read only the metrics stage's tables and the run's
+# resolved params, so they move with the Dashboard class wherever it goes.
+def forecast_anomalies(dash: Dashboard) -> Any:
+    """The forecast backtest's anomalies: days whose actual value fell outside the interval."""
+    if dash.run is None:
+        return None
+    t = dash.table("forecast_anomalies")
+    if t is None:
+        return dash._missing("The forecast (metrics stage)")
+    if t.is_empty():
+        return _html(
+            '<div id="forecast-anomalies" data-n="0" style="color:#555">Forecast backtest: '
+            "no day fell outside the forecast's prediction interval.</div>"
+        )
+    rows = "".join(
+        f"<tr><td>{html.escape(r['metric'])}</td><td>{r['date']}</td>"
+        f'<td class="actual" data-value="{r["actual"]!r}">{money(r["actual"])}</td>'
+        f"<td>{money(r['lower'])} to {money(r['upper'])}</td>"
+        f"<td>{'above' if r['actual'] > r['upper'] else 'below'}</td></tr>"
+        for r in t.sort("date").iter_rows(named=True)
+    )
+    return _html(
+        f'<div id="forecast-anomalies" data-n="{t.height}"><b>Anomalies</b>: {t.height} day(s) of '
+        "the forecast backtest fell outside the prediction interval."
+        '<table style="border-collapse:collapse"><tr><th>metric</th><th>day</th><th>actual</th>'
+        f"<th>expected range</th><th></th></tr>{rows}</table></div>"
+    )
+
+
+def report_specs(dash: Dashboard) -> list:
+    """The reports declared in the run's params (``metrics.reports``), typed."""
+    from customer_intel.params.metrics import ReportSpec
+
+    section = dash.manifest.params.get("metrics", {}) if dash.manifest else {}
+    return [ReportSpec.model_validate(r) for r in section.get("reports", [])]
+
+
+def show_reports(dash: Dashboard) -> Any:
+    """Every configured report: its title, description and figure, from the metric tables."""
+    from IPython.display import display
+
+    if dash.run is None:
+        return None
+    specs = report_specs(dash)
+    if not specs:
+        return _html(
+            '<p id="no-reports">No report is configured: add one under <code>metrics.reports'
+            "</code> in the params profile and run <code>run_all.py --only metrics</code>.</p>"
+        )
+    for r in specs:
+        table = dash.table(f"metric_{r.metric}")
+        display(
+            _html(
+                f'<h3 class="report" data-metric="{html.escape(r.metric)}">{html.escape(r.name)}'
+                f'</h3><p style="color:#555">{html.escape(r.description)}</p>'
+            )
+        )
+        if table is None:
+            display(dash._missing(f"The table of metric {r.metric!r}"))
+        elif table.is_empty():
+            display(
+                _html(
+                    f'<p style="color:#666">Metric {html.escape(r.metric)!r} has no rows in '
+                    "this run (see the table metrics_summary for why).</p>"
+                )
+            )
+        else:
+            display(plots.report_figure(table, r))
+    return None
+
+
 def voila_command(*, host: str, port: int, pool_size: int) -> list[str]:
     """The Voila command line: tree of notebooks/dashboards, sources stripped, preheated kernels."""
     return [

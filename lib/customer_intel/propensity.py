@@ -789,3 +789,20 @@ def score_table(
         return out.with_columns(segment=pl.lit(None, pl.String))
     seg = segments.lazy().select("user_id", "segment").collect()
     return out.join(seg, on="user_id", how="left", maintain_order="left")
+
+
+def test_score_table(
+    test: pl.DataFrame,
+    probability: np.ndarray,
+    segments: pl.DataFrame | pl.LazyFrame | None,
+) -> pl.DataFrame:
+    """``propensity_test_scores``: the held-out users' scores with their observed ``label``.
+
+    The columns of :func:`score_table` plus ``label`` (1 = bought in the label window), so a
+    metric can score the model per group (``model_scores`` in the metrics stage). ``segments``
+    are the ``rfm`` table's, measured at the last event: a grouping, not a feature.
+    """
+    labels = test.select("user_id", pl.col("label").cast(pl.Int8))
+    return score_table(test["user_id"], probability, segments).join(
+        labels, on="user_id", how="left", maintain_order="left"
+    )

@@ -73,6 +73,7 @@ _ALLOWED = (
     exp.Length,
     exp.Substring,
     exp.Concat,
+    exp.SplitPart,  # only with a positive literal index (checked below): both engines agree there
     exp.Year,
     exp.Month,
     exp.Day,
@@ -130,6 +131,13 @@ def check(
                 "expressions do not all support; use YEAR(), MONTH() and DAY() arithmetic "
                 "(e.g. 'YEAR(a) - YEAR(b)') or compute the column before the data is read"
             )
+        if isinstance(node, exp.SplitPart):
+            index = node.args.get("part_index")
+            if not (isinstance(index, exp.Literal) and index.is_int and int(index.name) >= 1):
+                raise ExpressionError(
+                    f"{where}: {expression!r}: SPLIT_PART needs a positive whole-number part "
+                    "(1 is the first); other indices differ between the engines"
+                )
         if not isinstance(node, _ALLOWED):
             raise ExpressionError(
                 f"{where}: {expression!r} uses {node.key.upper()} ({node.sql()!r}), which is not "

@@ -118,6 +118,27 @@ def _experiments(p: Params) -> StageIO:
     return StageIO(reads=(WAREHOUSE, table("sample_assignments")), writes=outputs)
 
 
+def _metrics(p: Params) -> StageIO:
+    """Each metric's table, reading what the metrics' sources name.
+
+    The warehouse, another stage's table (optional: a metric whose table no stage made in this
+    run, e.g. experiment units without the sample's assignments, is recorded as skipped and the
+    others run) or a file. A metric over ``propensity_test_scores`` makes this stage wait for
+    propensity; one over a file alone needs no other stage.
+    """
+    specs = p.metrics.metric_specs()
+    reads = (WAREHOUSE,) if any(m.source_kind() == "events" for m in specs) else ()
+    optional = tuple(sorted({table(m.source.table) for m in specs if m.source_kind() == "table"}))
+    files = tuple(m.source.path for m in specs if m.source_kind() == "file")
+    writes = [table(f"metric_{m.name}") for m in specs]
+    return StageIO(
+        reads=reads,
+        optional=optional,
+        writes=(*writes, table("metrics_summary"), table("forecast_anomalies")),
+        files=files,
+    )
+
+
 #: The pipeline, in the order a reader meets it (the runner orders by the declarations).
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -152,6 +173,7 @@ STAGES: tuple[Stage, ...] = (
                 table(t)
                 for t in (
                     "propensity_scores",
+                    "propensity_test_scores",
                     "propensity_metrics",
                     "propensity_deciles",
                     "propensity_profit",
@@ -179,6 +201,13 @@ STAGES: tuple[Stage, ...] = (
         ),
     ),
     Stage("experiments", "06_experiments.ipynb", "experiments", "A/B test readout", _experiments),
+    Stage(
+        "metrics",
+        "07_metrics.ipynb",
+        "metrics",
+        "metrics and reports declared in params, forecasts",
+        _metrics,
+    ),
 )
 
 BY_NAME = {s.name: s for s in STAGES}

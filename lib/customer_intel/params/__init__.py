@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from customer_intel.params.common import CommonParams
 from customer_intel.params.dashboards import DashboardsParams
 from customer_intel.params.experiments import ExperimentsParams
 from customer_intel.params.ingest import IngestParams
+from customer_intel.params.metrics import EVENT_COLUMNS, MetricsParams
 from customer_intel.params.optimize import OptimizeParams
 from customer_intel.params.propensity import PropensityParams
 from customer_intel.params.recommendations import RecommendationsParams
@@ -59,7 +60,20 @@ class Params(BaseModel):
     propensity: PropensityParams = Field(default_factory=PropensityParams)
     recommendations: RecommendationsParams = Field(default_factory=RecommendationsParams)
     experiments: ExperimentsParams = Field(default_factory=ExperimentsParams)
+    metrics: MetricsParams = Field(default_factory=MetricsParams)
     dashboards: DashboardsParams = Field(default_factory=DashboardsParams)
+
+    @model_validator(mode="after")
+    def _metric_sources(self, info: ValidationInfo) -> Params:
+        # the metrics section alone cannot know the event log's columns (ingest's
+        # carry_columns add some) nor where relative file paths start
+        base = Path((info.context or {}).get("base_dir", PROJECT_ROOT))
+        events = [*EVENT_COLUMNS, *self.ingest.carry_columns]
+        try:
+            self.metrics.check_sources(events, base)
+        except ValueError as e:
+            raise ValueError(f"metrics.{e}") from None
+        return self
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from customer_intel.plots.dashboards import *  # noqa: F403
 from customer_intel.plots.experiments import *  # noqa: F403
 from customer_intel.plots.propensity import *  # noqa: F403
 from customer_intel.plots.recommendations import *  # noqa: F403
+from customer_intel.plots.reports import *  # noqa: F403
 from customer_intel.plots.segmentation import *  # noqa: F403
 from customer_intel.plots.theme import COLORS, color_map, styled  # noqa: F401
 from customer_intel.plots.warehouse import *  # noqa: F403
