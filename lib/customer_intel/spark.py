@@ -171,9 +171,29 @@ def stop() -> None:
     s = _active.pop("session", None)
     work_dir = _active.pop("work_dir", None)
     if s is not None:
+        jvm = jvm_peak_rss_mb()
+        if jvm:  # the stage's peak memory is its Python process's; the local JVM is apart
+            print(f"spark: local JVM peak RSS {jvm:,.0f} MiB")
         s.stop()
     if work_dir is not None:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def jvm_peak_rss_mb() -> float:
+    """Peak resident memory (``VmHWM``) of the local JVMs this process started, in MiB."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "java" not in child.name():
+                continue
+            status = Path(f"/proc/{child.pid}/status").read_text()
+        except (psutil.Error, OSError):
+            continue
+        m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+        total += int(m.group(1)) / 1024 if m else 0.0
+    return total
 
 
 def backend(spark: SparkSettings | Mapping[str, Any] | None, work_dir: Path) -> Any:
