@@ -116,6 +116,9 @@ def spark_conf(settings: SparkSettings, work_dir: Path) -> dict[str, str]:
             f"-Dlog4j.configurationFile={work_dir / LOG4J_FILE}"
         ),
         "spark.sql.parquet.compression.codec": "zstd",
+        # Parquet timestamps as UTC microseconds (Spark writes legacy INT96 otherwise), so
+        # Polars and DuckDB read the tables with the canonical Datetime(us, UTC)
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     }
     if not settings.remote:
         conf["spark.master"] = settings.master
@@ -196,10 +199,54 @@ def jvm_peak_rss_mb() -> float:
     return total
 
 
+def _utc_timestamps() -> None:
+    """Read Spark's TIMESTAMP as Ibis ``timestamp('UTC')``, as DuckDB's TIMESTAMPTZ is read.
+
+    Spark's TIMESTAMP is an instant shown in the session's time zone (UTC here, always), yet
+    Ibis 12 maps it to a naive timestamp: results then came back without a zone, and Polars
+    refuses to compare them with the UTC times the rest of the library uses (the canonical
+    schema is Datetime(us, UTC)). TIMESTAMP_NTZ stays naive.
+    """
+    import functools
+
+    import ibis.expr.datatypes as dt
+    import pyspark.sql.types as pt
+    from ibis.backends.pyspark import datatypes
+
+    datatypes._from_pyspark_dtypes[pt.TimestampType] = functools.partial(
+        dt.Timestamp, timezone="UTC"
+    )
+
+
+def _microseconds(result: Any) -> Any:
+    """Arrow results with ``timestamp[ns]`` as ``timestamp[us]`` (DuckDB's and the schema's).
+
+    Ibis' PySpark backend goes through pandas, whose timestamps are nanoseconds.
+    """
+    import pyarrow as pa
+
+    def unit(t: pa.DataType) -> pa.DataType:
+        return pa.timestamp("us", t.tz) if pa.types.is_timestamp(t) and t.unit == "ns" else t
+
+    if isinstance(result, pa.Table):
+        target = pa.schema([f.with_type(unit(f.type)) for f in result.schema])
+        return result if target == result.schema else result.cast(target)
+    if isinstance(result, pa.Scalar | pa.Array | pa.ChunkedArray):
+        return result if unit(result.type) == result.type else result.cast(unit(result.type))
+    return result
+
+
 def backend(spark: SparkSettings | Mapping[str, Any] | None, work_dir: Path) -> Any:
-    """An Ibis PySpark backend on the stage's session; its ``disconnect`` calls :func:`stop`."""
+    """An Ibis PySpark backend on the stage's session; its ``disconnect`` calls :func:`stop`.
+
+    Results arrive as DuckDB's do: UTC timestamps (:func:`_utc_timestamps`) in microseconds.
+    """
     import ibis
 
+    _utc_timestamps()
     con = ibis.pyspark.connect(session(spark, work_dir))
+    to_pyarrow = con.to_pyarrow
+    # to_polars and to_pyarrow_batches go through to_pyarrow too
+    con.to_pyarrow = lambda expr, **kw: _microseconds(to_pyarrow(expr, **kw))
     con.disconnect = stop  # the session ends with the stage, scratch folder included
     return con
