@@ -11,7 +11,7 @@ STAMP      := $(VENV)/.installed
 # Trust the system certificate store (machines behind a TLS-inspecting proxy need it).
 export UV_NATIVE_TLS ?= 1
 
-.PHONY: help setup lock run smoke test test-slow nbval lint format browser-deps dashboards bench bench-e2e clean
+.PHONY: help setup setup-spark lock run smoke test test-slow nbval lint format browser-deps dashboards bench bench-e2e clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,9 +29,15 @@ $(STAMP): requirements.lock pyproject.toml | $(UV)
 
 setup: $(STAMP) ## create .venv from requirements.lock (uv; installs uv with pip if absent)
 
+setup-spark: setup ## add the Spark engine (the spark extra: PySpark 4.0; needs Java 17+)
+	@uv_bin=$$(command -v uv || echo $(HOME)/.local/bin/uv); \
+	$$uv_bin pip install --quiet --python $(PY) -c requirements.lock -e '.[spark]'
+	@java -version 2>&1 | head -1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' \
+	  || echo "Java 17+ not found: install it (Debian: apt-get install -y openjdk-17-jre-headless)"
+
 lock: | $(UV) ## recompile requirements.lock from pyproject.toml
 	@uv_bin=$$(command -v uv || echo $(HOME)/.local/bin/uv); \
-	$$uv_bin pip compile --quiet pyproject.toml --extra test --python-version 3.11 -o requirements.lock
+	$$uv_bin pip compile --quiet pyproject.toml --extra test --extra spark --python-version 3.11 -o requirements.lock
 	@echo "requirements.lock updated; run 'make setup'"
 
 run: setup ## run the whole pipeline on the built-in sample (PARAMS=params/default.yaml)

@@ -11,11 +11,14 @@ from packaging.requirements import Requirement
 from customer_intel.paths import PROJECT_ROOT
 
 CONDA_NAMES = {"duckdb": "python-duckdb", "ibis-framework": "ibis-duckdb"}
+#: conda installs what pip cannot: the Java runtime the spark extra needs
+CONDA_ONLY = {"openjdk"}
 
 
 def _pyproject_requirements() -> dict[str, str]:
     meta = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    reqs = [*meta["dependencies"], *meta["optional-dependencies"]["test"]]
+    extras = meta["optional-dependencies"]
+    reqs = [*meta["dependencies"], *extras["test"], *extras["spark"]]
     out = {}
     for text in reqs:
         r = Requirement(text)
@@ -31,7 +34,7 @@ def _conda_requirements() -> dict[str, str]:
         for text in items:
             m = re.match(r"^([A-Za-z0-9_.\-]+)\s*(.*)$", text)
             name, spec = m.group(1), m.group(2).replace(" ", "")
-            if name in {"python", "pip"}:
+            if name in {"python", "pip", *CONDA_ONLY}:
                 continue
             out[name] = str(Requirement(f"x{spec}").specifier) if spec else ""
     return out

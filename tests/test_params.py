@@ -166,9 +166,11 @@ def test_extends_replaces_a_mapping_value_whole_and_overrides_reach_into_it(tmp_
     assert q.ingest.column_map["price"] == "unit_price" and q.ingest.column_map["user_id"] == "uid"
 
 
-def test_spark_engine_is_refused_before_anything_runs(tmp_path):
+def test_spark_engine_without_java_is_refused_naming_the_file_and_key(tmp_path, monkeypatch):
+    # tests/test_spark_setup.py covers the missing pieces one by one
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
     path = _write(tmp_path, "p.yaml", {"common": {"engine": "spark"}})
-    with pytest.raises(ParamsError, match=r"common\.engine: .*engine 'spark' is not available"):
+    with pytest.raises(ParamsError, match=rf"{path}: common\.engine: 'spark' cannot run here"):
         load_params(path)
 
 

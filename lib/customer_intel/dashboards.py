@@ -117,6 +117,10 @@ class Dashboard:
 
         path = self.run / "warehouse" / "warehouse.duckdb" if self.run else None
         if path is None or not path.exists():
+            # engine spark writes the tables as folders of Parquet parts, no DuckDB file
+            parts = self.run / "warehouse" / "tables" / name if self.run else None
+            if parts is not None and parts.is_dir():
+                return pl.read_parquet(parts / "*.parquet")
             return None
         con = duckdb.connect(str(path), read_only=True)
         try:

@@ -274,8 +274,13 @@ def unit_outcomes(
     """
     con = events._find_backend()
     a = assignments.select("user_id", "assigned_at").unique("user_id")
-    con.create_table("_assignments", a, temp=True, overwrite=True)
-    at = con.table("_assignments")
+    if con.name == "pyspark":
+        # Ibis' PySpark backend has no temporary tables: the assignments go to Spark as an
+        # in-memory table (a temporary view of the driver's frame), which joins the same way
+        at = ibis.memtable(a.to_arrow())
+    else:
+        con.create_table("_assignments", a, temp=True, overwrite=True)
+        at = con.table("_assignments")
     end = ibis.literal(window_end)
     # Read only what an outcome can use, before the join: events from the earliest pre-period
     # to the window's end, and after the last assignment only purchases. The engine prunes

@@ -206,8 +206,10 @@ def _without_excluded(
         e = e.filter(~e[col].cast("string").isin([str(i) for i in items]))
     if where:
         tree = sqlexpr.check(where, e.columns, where="recommendations.exclude_where", boolean=True)
+        # the text is DuckDB's dialect; Ibis transpiles it for another engine (Spark SQL)
         e = e.alias("_basket_rows").sql(
-            f"SELECT * FROM _basket_rows WHERE NOT coalesce({sqlexpr.to_sql(tree)}, false)"
+            f"SELECT * FROM _basket_rows WHERE NOT coalesce({sqlexpr.to_sql(tree)}, false)",
+            dialect="duckdb",
         )
     return e
 

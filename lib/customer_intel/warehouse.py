@@ -3,7 +3,8 @@
 Layout inside a run folder (``<run>/warehouse/``)::
 
     events/event_date=YYYY-MM-DD/*.parquet   optimized canonical events
-    warehouse.duckdb                         dims and facts below
+    warehouse.duckdb                         dims and facts below (engine duckdb)
+    tables/<table>/part-*.parquet            the same dims and facts (engine spark: no DuckDB)
 
 Optimized events: the files ingestion wrote in the layout of :mod:`customer_intel.layout`
 (smallest integer ids, Float32 prices where exact, Enum event types, sorted by user and time
@@ -53,6 +54,10 @@ from customer_intel.runs import StageRun
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 EVENTS_DIR = "events"
+#: Folder of the Parquet dims and facts the Spark engine writes (one folder of parts a table).
+PARQUET_TABLES_DIR = "tables"
+#: Spark's scratch folder, beside the warehouse in the run folder (removed when Spark stops).
+SPARK_SCRATCH = ".spark"
 TABLES = ("dim_users", "dim_products", "fact_sessions", "fact_daily_kpis", "fact_funnel")
 #: Share of the available memory a DuckDB connection may use when ``memory_limit`` is auto.
 AUTO_MEMORY_SHARE = 0.15
@@ -367,9 +372,16 @@ def configure_duckdb(con: ibis.BaseBackend, memory_limit: str = "auto") -> int:
 
 
 def build(
-    warehouse_dir: Path, *, engine: str = "duckdb", memory_limit: str = "auto"
+    warehouse_dir: Path,
+    *,
+    engine: str = "duckdb",
+    memory_limit: str = "auto",
+    spark: dict | None = None,
 ) -> dict[str, float]:
     """Create the dims and facts in ``warehouse_dir`` from its ``events/``; seconds per table.
+
+    ``engine`` 'spark' builds them on a SparkSession made from ``spark`` (the params section)
+    as Parquet under ``tables/`` (:func:`build_spark`); ``memory_limit`` is DuckDB's.
 
     Raises
     ------
@@ -377,11 +389,8 @@ def build(
         DuckDB ran out of memory even with spilling; the message names the
         ``optimize.memory_limit`` parameter and a value to try.
     """
-    if engine != "duckdb":
-        raise NotImplementedError(
-            "engine 'spark' builds the same Ibis expressions on a SparkSession; it needs the "
-            "pyspark extra (pip install -e '.[spark]'), which this environment does not install"
-        )
+    if engine == "spark":
+        return build_spark(warehouse_dir, spark)
     con = ibis.duckdb.connect(str(warehouse_dir / WAREHOUSE_FILE))
     cap = configure_duckdb(con, memory_limit)
     days = sorted((warehouse_dir / EVENTS_DIR).glob("event_date=*"))
@@ -413,6 +422,49 @@ def build(
         return timings
     except duckdb.OutOfMemoryException as e:
         raise MemoryError(out_of_memory_message(name, cap, e)) from None
+    finally:
+        con.disconnect()
+
+
+def build_spark(warehouse_dir: Path, spark: dict | None = None) -> dict[str, float]:
+    """The warehouse on Spark: each table one Spark job over all events, written as Parquet.
+
+    The definitions are :func:`star_schema`'s (no per-day parts: Spark spreads one job over
+    its executors and spills by itself, and keeps no temporary tables between jobs the way
+    DuckDB does). ``dim_users`` and ``fact_sessions`` are read back from their Parquet for
+    the facts built on them, so no table is computed twice. The session stops when the build
+    ends (its scratch folder sits in the folder being written, which is renamed into place).
+    """
+    from customer_intel import spark as sparkmod
+
+    out = warehouse_dir / PARQUET_TABLES_DIR
+    con = sparkmod.backend(spark, warehouse_dir.parent / SPARK_SCRATCH)
+    try:
+        all_events = con.read_parquet(str(warehouse_dir / EVENTS_DIR), table_name="all_events")
+        events = all_events.filter(all_events.user_id.notnull())  # as the ``events`` view
+
+        def built(name: str) -> ibis.Table:
+            return con.read_parquet(str(out / name), table_name=name)
+
+        tables = {
+            "dim_users": lambda: dim_users(events),
+            "dim_products": lambda: dim_products(events),
+            "fact_sessions": lambda: fact_sessions(events),
+            "fact_daily_kpis": lambda: fact_daily_kpis(daily_parts(events), built("fact_sessions")),
+            "fact_funnel": lambda: fact_funnel(
+                funnel_day_parts(events), built("dim_users"), built("fact_sessions")
+            ),
+        }
+        timings: dict[str, float] = {}
+        with progress.Progress(
+            "warehouse (spark): tables", total=len(tables), unit="tables"
+        ) as bar:
+            for name, expr in tables.items():
+                t0 = time.perf_counter()
+                con.to_parquet(expr(), out / name, mode="overwrite")
+                timings[name] = round(time.perf_counter() - t0, 3)
+                bar.update(1, note=f"{name} {timings[name]:.1f} s")
+        return timings
     finally:
         con.disconnect()
 
@@ -486,22 +538,40 @@ def out_of_memory_message(table: str, cap: int, error: Exception) -> str:
 
 
 def connect(
-    run: StageRun | Path, engine: str = "duckdb", *, memory_limit: str = "auto"
+    run: StageRun | Path,
+    engine: str = "duckdb",
+    *,
+    memory_limit: str = "auto",
+    spark: dict | None = None,
 ) -> ibis.BaseBackend:
     """Open a run's warehouse read-only, with ``events`` registered as a temporary view.
 
     The connection is capped like the build (:func:`configure_duckdb`), so a stage's queries
-    over the events spill to disk instead of taking the machine's memory.
+    over the events spill to disk instead of taking the machine's memory. With ``engine``
+    'spark' it is an Ibis PySpark backend on a session made from ``spark`` (the params
+    section; started here, stopped by the backend's ``disconnect``), with the same names:
+    ``all_events``, ``events`` and the tables of the Parquet warehouse (:func:`build_spark`).
     """
     wdir = run.warehouse_dir if isinstance(run, StageRun) else Path(run)
-    if engine != "duckdb":
-        raise NotImplementedError(
-            "engine 'spark' needs the pyspark extra (pip install -e '.[spark]'), which this "
-            "environment does not install"
-        )
+    if engine == "spark":
+        return connect_spark(wdir, spark)
     con = ibis.duckdb.connect(str(wdir / WAREHOUSE_FILE), read_only=True)
     configure_duckdb(con, memory_limit)
     register_events(con, wdir / EVENTS_DIR)
+    return con
+
+
+def connect_spark(wdir: Path, spark: dict | None = None) -> ibis.BaseBackend:
+    """:func:`connect` on Spark: temporary views over the events and the Parquet tables."""
+    from customer_intel import spark as sparkmod
+
+    scratch = wdir.parent / SPARK_SCRATCH  # the run folder, or the folder holding a warehouse
+    con = sparkmod.backend(spark, scratch)
+    all_events = con.read_parquet(str(wdir / EVENTS_DIR), table_name="all_events")
+    con.create_view("events", all_events.filter(all_events.user_id.notnull()), overwrite=True)
+    for name in TABLES:
+        if (wdir / PARQUET_TABLES_DIR / name).exists():
+            con.read_parquet(str(wdir / PARQUET_TABLES_DIR / name), table_name=name)
     return con
 
 

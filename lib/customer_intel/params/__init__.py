@@ -27,6 +27,7 @@ from customer_intel.params.optimize import OptimizeParams
 from customer_intel.params.propensity import PropensityParams
 from customer_intel.params.recommendations import RecommendationsParams
 from customer_intel.params.segmentation import SegmentationParams
+from customer_intel.params.spark import SparkParams
 from customer_intel.paths import PARAMS_DIR, PROJECT_ROOT
 
 __all__ = [
@@ -62,6 +63,7 @@ class Params(BaseModel):
     experiments: ExperimentsParams = Field(default_factory=ExperimentsParams)
     metrics: MetricsParams = Field(default_factory=MetricsParams)
     dashboards: DashboardsParams = Field(default_factory=DashboardsParams)
+    spark: SparkParams = Field(default_factory=SparkParams)
 
     @model_validator(mode="after")
     def _metric_sources(self, info: ValidationInfo) -> Params:
@@ -227,7 +229,22 @@ def load_params_with_origin(
         params = Params.model_validate(data, context={"base_dir": base_dir or PROJECT_ROOT})
     except ValidationError as err:
         raise ParamsError(_format_errors(err, origin, str(path.resolve()))) from None
+    if params.common.engine == "spark":
+        _check_spark(params, origin, path)
     return params, origin
+
+
+def _check_spark(params: Params, origin: dict, path: Path) -> None:
+    """Refuse ``engine: spark`` before anything runs when PySpark or Java is missing."""
+    from customer_intel import spark
+
+    problem = spark.requirements_problem(params.spark)
+    if problem:
+        source = origin.get(("common", "engine"), str(path.resolve()))
+        raise ParamsError(
+            f"invalid params:\n  {source}: common.engine: 'spark' cannot run here: {problem}; "
+            "or use engine 'duckdb'"
+        )
 
 
 def params_hash(params: Params, length: int = 8) -> str:
@@ -242,9 +259,15 @@ def stage_parameters(params: Params, section: str, *, run_dir: str | Path) -> di
     values = model.model_dump(mode="json")
     common = params.common.model_dump(mode="json")
     for key in type(model).COMMON_KEYS:
-        values[key] = common[key]
+        # a key of ``common``, or a whole section passed as one mapping (``spark``)
+        values[key] = common[key] if key in common else values_of(params, key)
     values["run_dir"] = str(run_dir)
     return values
+
+
+def values_of(params: Params, section: str) -> dict[str, Any]:
+    """A whole section as plain values (for a notebook parameter such as ``spark``)."""
+    return getattr(params, section).model_dump(mode="json")
 
 
 def section_from(name: str, namespace: dict[str, Any]) -> BaseModel:

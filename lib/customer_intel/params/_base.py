@@ -15,8 +15,9 @@ from customer_intel.timeutil import parse_utc
 class Section(BaseModel):
     """A params section: unknown keys are errors, values are immutable once validated.
 
-    ``COMMON_KEYS`` names the keys of the ``common`` section a stage notebook also receives
-    as parameters (besides its own section's keys and the runtime key ``run_dir``).
+    ``COMMON_KEYS`` names the keys of the ``common`` section (or whole sections, such as
+    ``spark``, passed as one mapping) a stage notebook also receives as parameters (besides
+    its own section's keys and the runtime key ``run_dir``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)

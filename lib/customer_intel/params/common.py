@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from customer_intel.params._base import Section
 
@@ -12,21 +12,9 @@ class CommonParams(Section):
 
     seed: int = Field(42, ge=0, description="seed for every random step of the run")
     engine: Literal["duckdb", "spark"] = Field(
-        "duckdb", description="engine that runs the heavy Ibis expressions"
+        "duckdb",
+        description="engine that runs the heavy Ibis expressions; spark needs the spark extra "
+        "and Java 17+ (checked when params are loaded) and reads the spark section",
     )
     data_dir: str = Field("data", description="raw inputs and the generated sample's cache")
     output_root: str = Field("outputs", description="where runs/<run_id>/ and latest live")
-
-    @field_validator("engine")
-    @classmethod
-    def _engine_available(cls, value: str) -> str:
-        if value == "spark":
-            # The stage code is Ibis and engine-neutral, but the Spark session, the
-            # Parquet-backed warehouse and a pyspark install step are not built yet: refuse
-            # here, before anything runs, rather than fail in the middle of a run.
-            raise ValueError(
-                "engine 'spark' is not available in this version (the Ibis stages are "
-                "engine-neutral, but the Spark connection and warehouse are not implemented); "
-                "use 'duckdb'"
-            )
-        return value

@@ -65,7 +65,7 @@ DEFAULT_METRICS: list[dict[str, Any]] = [
 class ExperimentsParams(Section):
     """Parameters of the experiments stage (notebook ``06_experiments``)."""
 
-    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")
+    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine", "spark")
 
     units_path: InputPath = Field(
         None, description="external unit-level CSV/Parquet; null = sample assignments + warehouse"

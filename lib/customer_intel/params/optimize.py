@@ -10,7 +10,7 @@ from customer_intel.params._base import Section
 class OptimizeParams(Section):
     """Parameters of the optimize stage (notebook ``02_optimize``)."""
 
-    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("engine",)
+    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("engine", "spark")
 
     memory_limit: str = Field(
         "auto",

@@ -28,7 +28,7 @@ DEFAULT_FEATURES = [
 class PropensityParams(Section):
     """Parameters of the propensity stage (notebook ``04_propensity``)."""
 
-    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")
+    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine", "spark")
 
     label_days: int = Field(30, ge=1, le=365, description="prediction window length (days)")
     observation_days: int | None = Field(

@@ -10,7 +10,7 @@ from customer_intel.params._base import Section
 class RecommendationsParams(Section):
     """Parameters of the recommendations stage (notebook ``05_recommendations``)."""
 
-    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")
+    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine", "spark")
 
     basket: Literal["session", "order", "user_day"] = Field(
         "session", description="what a basket is"

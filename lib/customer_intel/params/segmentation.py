@@ -11,7 +11,7 @@ from customer_intel.rfm import DEFAULT_CODES, DEFAULT_RULES
 class SegmentationParams(Section):
     """Parameters of the segmentation stage (notebook ``03_segmentation``)."""
 
-    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")
+    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine", "spark")
 
     as_of: IsoDate = Field(None, description="reference date (ISO); null = the last event")
     rfm_frequency: Literal["days", "orders", "lines"] = Field(
