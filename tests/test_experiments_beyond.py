@@ -375,3 +375,11 @@ def test_a_control_without_conversions_gives_an_infinite_odds_ratio_not_a_crash(
     got = st.odds_ratio(0, 100, 10, 100)
     assert got["odds_ratio"] == np.inf and np.isnan(got["ci_low"]) and got["ci_high"] == np.inf
     assert st.two_proportion_ztest(0, 100, 0, 100) == {"z": 0.0, "p_value": 1.0}
+
+
+def test_a_metric_column_with_missing_values_is_an_error_that_says_how_to_exclude_them():
+    units = pl.DataFrame({"g": ["control", "treatment", "control"], "v": [1.0, None, 2.0]})
+    with pytest.raises(
+        ValueError, match=r"metrics\[0\] \('v'\): column 'v' has 1 missing.*IS NULL"
+    ):
+        ex.analyze(units, [{"name": "v", "column": "v", "kind": "continuous"}], group="g")

@@ -540,7 +540,10 @@ def _skew_note(values: np.ndarray, kind: str, threshold: float) -> tuple[float, 
 
 
 def check_metrics(units: pl.DataFrame, metrics: Sequence[dict]) -> None:
-    """Raise a params error naming the metric and column when a column is missing."""
+    """Raise a params error naming the metric and column that is missing or has nulls.
+
+    A missing outcome is not silently a zero: the message says how to exclude such units.
+    """
     for i, m in enumerate(metrics):
         for key in ("column", "denominator", "covariate"):
             col = m.get(key)
@@ -548,6 +551,12 @@ def check_metrics(units: pl.DataFrame, metrics: Sequence[dict]) -> None:
                 raise ValueError(
                     f"experiments.metrics[{i}] ({m.get('name')!r}): {key} {col!r} is not a "
                     f"column of the unit table; it has {units.columns}"
+                )
+            if col and units[col].null_count():
+                raise ValueError(
+                    f"experiments.metrics[{i}] ({m.get('name')!r}): {key} {col!r} has "
+                    f"{units[col].null_count():,} missing values; fill them in the export or "
+                    f"remove those units with experiments.exclude: ['{col} IS NULL']"
                 )
 
 
@@ -594,13 +603,13 @@ def analyze(
     for spec in metrics:
         m = _metric_defaults(spec)
         col, kind = m["column"], m["kind"]
-        x = units[col].cast(pl.Float64).fill_null(0.0).to_numpy()
+        x = units[col].cast(pl.Float64).to_numpy()
         x, cap, n_capped = cap_values(x, value=m["cap_value"], percentile=m["cap_percentile"])
         den = units[m["denominator"]].cast(pl.Float64).to_numpy() if kind == "ratio" else None
         skew, skew_note = _skew_note(x, kind, skew_threshold)
         cov = m["covariate"] if kind in ("binary", "continuous", "count") else None
         if cov:
-            adj, theta, reduction = cuped(x, units[cov].cast(pl.Float64).fill_null(0).to_numpy())
+            adj, theta, reduction = cuped(x, units[cov].cast(pl.Float64).to_numpy())
         for arm in arms:
             ia, ib = g == control, g == arm
             row, boot = _arm_row(
@@ -855,7 +864,7 @@ def experiment_daily(
     rows = []
     for spec in metrics:
         m = _metric_defaults(spec)
-        x = units[m["column"]].cast(pl.Float64).fill_null(0.0).to_numpy()
+        x = units[m["column"]].cast(pl.Float64).to_numpy()
         x, _, _ = cap_values(x, value=m["cap_value"], percentile=m["cap_percentile"])
         den = units[m["denominator"]].cast(pl.Float64).to_numpy() if m["kind"] == "ratio" else None
         for d in np.unique(day):
