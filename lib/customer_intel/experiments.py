@@ -807,7 +807,16 @@ def experiment_decision(
         elif up:
             d, text = "ship", "ship: goal up, no guardrail harmed"
         else:
-            d, text = "keep running", "keep running: no goal has moved yet"
+            stop = [x["metric"] for x in goals if x.get("seq_decision") == "can stop"]
+            d, text = (
+                "keep running",
+                "keep running: no goal has moved yet"
+                + (
+                    f" (the confidence sequence of {names(stop)} already excludes 0)"
+                    if stop
+                    else ""
+                ),
+            )
         out.append(
             {
                 "arm": arm,
@@ -1020,7 +1029,11 @@ def diagnostics(
 
 
 def describe_readout(
-    results: pl.DataFrame, srm: dict[str, Any], decision: pl.DataFrame | None = None
+    results: pl.DataFrame,
+    srm: dict[str, Any],
+    decision: pl.DataFrame | None = None,
+    *,
+    alpha: float = 0.05,
 ) -> str:
     """The readout in words, a failed sample-ratio check first, then the decision per arm.
 
@@ -1041,7 +1054,7 @@ def describe_readout(
         arm, ctrl = r.get("arm", "treatment"), r.get("control_label", "control")
         line = (
             f"{r['metric']}: {r['control']:.4g} ({ctrl}) vs {r['treatment']:.4g} ({arm}), "
-            f"{r['rel_lift']:+.1%} relative; {1 - 0.05:.0%} CI of the difference "
+            f"{r['rel_lift']:+.1%} relative; {1 - alpha:.0%} CI of the difference "
             f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}], adjusted p = {fmt_p(r['p_adjusted'])} "
             f"-> {r['verdict']}"
         )
