@@ -375,3 +375,31 @@ def test_a_control_without_conversions_gives_an_infinite_odds_ratio_not_a_crash(
     got = st.odds_ratio(0, 100, 10, 100)
     assert got["odds_ratio"] == np.inf and np.isnan(got["ci_low"]) and got["ci_high"] == np.inf
     assert st.two_proportion_ztest(0, 100, 0, 100) == {"z": 0.0, "p_value": 1.0}
+
+
+def test_a_metric_column_with_missing_values_is_an_error_that_says_how_to_exclude_them():
+    units = pl.DataFrame({"g": ["control", "treatment", "control"], "v": [1.0, None, 2.0]})
+    with pytest.raises(
+        ValueError, match=r"metrics\[0\] \('v'\): column 'v' has 1 missing.*IS NULL"
+    ):
+        ex.analyze(units, [{"name": "v", "column": "v", "kind": "continuous"}], group="g")
+
+
+def test_figures_over_time_and_by_role_carry_the_tables_values(three_arms):
+    from customer_intel import plots
+
+    daily = ex.experiment_daily(three_arms, METRICS, date_column="day", group="arm",
+                                control="ctl", treatment=["v1", "v2"])  # fmt: skip
+    fig = plots.experiment_over_time(daily, "conversion")
+    effect = [t for t in fig.data if t.name == "v1: effect"][0]
+    v1 = daily.filter(pl.col("arm") == "v1", pl.col("metric") == "conversion").sort("day")
+    assert list(effect.y) == pytest.approx(v1["abs_lift"].to_list(), rel=REL)
+    assert len(fig.data) == 2 * 4  # per arm: interval band, two sequence bounds, the effect
+    res, _ = ex.analyze(three_arms, METRICS, group="arm", control="ctl", treatment=["v1", "v2"],
+                        n_resamples=100)  # fmt: skip
+    forest = plots.effects_forest(res)
+    goal = [t for t in forest.data if t.name == "goal"][0]
+    assert list(goal.y) == ["conversion (v1)", "conversion (v2)"]
+    assert list(goal.x) == pytest.approx((res["abs_lift"] / res["control"]).to_list()[:2], rel=REL)
+    margin = [t for t in forest.data if t.name == "non-inferiority margin"]
+    assert [t.x[0] for t in margin] == [-0.1, -0.1]

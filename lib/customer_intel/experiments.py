@@ -545,7 +545,10 @@ def _skew_note(values: np.ndarray, kind: str, threshold: float) -> tuple[float, 
 
 
 def check_metrics(units: pl.DataFrame, metrics: Sequence[dict]) -> None:
-    """Raise a params error naming the metric and column when a column is missing."""
+    """Raise a params error naming the metric and column that is missing or has nulls.
+
+    A missing outcome is not silently a zero: the message says how to exclude such units.
+    """
     for i, m in enumerate(metrics):
         for key in ("column", "denominator", "covariate"):
             col = m.get(key)
@@ -553,6 +556,12 @@ def check_metrics(units: pl.DataFrame, metrics: Sequence[dict]) -> None:
                 raise ValueError(
                     f"experiments.metrics[{i}] ({m.get('name')!r}): {key} {col!r} is not a "
                     f"column of the unit table; it has {units.columns}"
+                )
+            if col and units[col].null_count():
+                raise ValueError(
+                    f"experiments.metrics[{i}] ({m.get('name')!r}): {key} {col!r} has "
+                    f"{units[col].null_count():,} missing values; fill them in the export or "
+                    f"remove those units with experiments.exclude: ['{col} IS NULL']"
                 )
 
 
@@ -599,13 +608,13 @@ def analyze(
     for spec in metrics:
         m = _metric_defaults(spec)
         col, kind = m["column"], m["kind"]
-        x = units[col].cast(pl.Float64).fill_null(0.0).to_numpy()
+        x = units[col].cast(pl.Float64).to_numpy()
         x, cap, n_capped = cap_values(x, value=m["cap_value"], percentile=m["cap_percentile"])
         den = units[m["denominator"]].cast(pl.Float64).to_numpy() if kind == "ratio" else None
         skew, skew_note = _skew_note(x, kind, skew_threshold)
         cov = m["covariate"] if kind in ("binary", "continuous", "count") else None
         if cov:
-            adj, theta, reduction = cuped(x, units[cov].cast(pl.Float64).fill_null(0).to_numpy())
+            adj, theta, reduction = cuped(x, units[cov].cast(pl.Float64).to_numpy())
         for arm in arms:
             ia, ib = g == control, g == arm
             row, boot = _arm_row(
@@ -803,7 +812,16 @@ def experiment_decision(
         elif up:
             d, text = "ship", "ship: goal up, no guardrail harmed"
         else:
-            d, text = "keep running", "keep running: no goal has moved yet"
+            stop = [x["metric"] for x in goals if x.get("seq_decision") == "can stop"]
+            d, text = (
+                "keep running",
+                "keep running: no goal has moved yet"
+                + (
+                    f" (the confidence sequence of {names(stop)} already excludes 0)"
+                    if stop
+                    else ""
+                ),
+            )
         out.append(
             {
                 "arm": arm,
@@ -860,7 +878,7 @@ def experiment_daily(
     rows = []
     for spec in metrics:
         m = _metric_defaults(spec)
-        x = units[m["column"]].cast(pl.Float64).fill_null(0.0).to_numpy()
+        x = units[m["column"]].cast(pl.Float64).to_numpy()
         x, _, _ = cap_values(x, value=m["cap_value"], percentile=m["cap_percentile"])
         den = units[m["denominator"]].cast(pl.Float64).to_numpy() if m["kind"] == "ratio" else None
         for d in np.unique(day):
@@ -1016,7 +1034,11 @@ def diagnostics(
 
 
 def describe_readout(
-    results: pl.DataFrame, srm: dict[str, Any], decision: pl.DataFrame | None = None
+    results: pl.DataFrame,
+    srm: dict[str, Any],
+    decision: pl.DataFrame | None = None,
+    *,
+    alpha: float = 0.05,
 ) -> str:
     """The readout in words, a failed sample-ratio check first, then the decision per arm.
 
@@ -1037,7 +1059,7 @@ def describe_readout(
         arm, ctrl = r.get("arm", "treatment"), r.get("control_label", "control")
         line = (
             f"{r['metric']}: {r['control']:.4g} ({ctrl}) vs {r['treatment']:.4g} ({arm}), "
-            f"{r['rel_lift']:+.1%} relative; {1 - 0.05:.0%} CI of the difference "
+            f"{r['rel_lift']:+.1%} relative; {1 - alpha:.0%} CI of the difference "
             f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}], adjusted p = {fmt_p(r['p_adjusted'])} "
             f"-> {r['verdict']}"
         )

@@ -186,4 +186,7 @@ def effects_forest(results: pl.DataFrame, *, title: str | None = None) -> go.Fig
                 )  # fmt: skip
     fig.add_vline(x=0, line_dash="dot", line_color="#999")
     fig.update_xaxes(title_text="relative change vs control (95% interval)", tickformat=".0%")
-    return styled(fig, title=title or "Effects by metric and role")
+    fig = styled(fig, title=title or "Effects by metric and role")
+    longest = max((len(str(y)) for t in fig.data for y in (t.y or ())), default=10)
+    fig.update_yaxes(automargin=True)
+    return fig.update_layout(margin={"l": min(40 + 7 * longest, 320)})
