@@ -237,11 +237,6 @@ def test_sizes_and_timings(wh, tmp_path):
     )
 
 
-def test_spark_engine_without_pyspark_is_a_clear_error(wh):
-    with pytest.raises(NotImplementedError, match="pyspark"):
-        warehouse.connect(wh["dir"], engine="spark")
-
-
 def test_optimizing_nothing_says_why(tmp_path):
     with pytest.raises(ValueError, match="ingestion kept no rows"):
         warehouse.optimize_events(tmp_path / "empty", tmp_path / "events")
