@@ -144,8 +144,16 @@ def _agg(t: ibis.Table, keys: list[str], **aggs) -> ibis.Table:
     return t.group_by(keys).agg(**aggs) if keys else t.aggregate(**aggs)
 
 
+#: Significant digits kept of a float score. The engine aggregates in parallel, so the last
+#: bits of a mean or a variance depend on how its threads split the rows; rounding far below
+#: any meaningful precision makes identical inputs give identical tables.
+SIGNIFICANT_DIGITS = 12
+
+
 def _collect(expr: ibis.Table, keys: list[str]) -> pl.DataFrame:
     df = expr.to_polars()
+    floats = [c for c, t in df.schema.items() if t.is_float()]
+    df = df.with_columns(pl.col(floats).round_sig_figs(SIGNIFICANT_DIGITS)) if floats else df
     return df.sort(keys, nulls_last=True) if keys else df
 
 
