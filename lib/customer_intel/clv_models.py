@@ -770,7 +770,7 @@ def tracking(
     customers' purchase periods after their first, per period). Returns pidx, actual, expected,
     actual_cum, expected_cum, holdout (True after calibration).
     """
-    # sorted: the sum over cohorts below runs in a fixed order, so reruns give the same bits
+    # sorted: the sums below then add in one order, and two runs write the same bytes
     cohorts = cal.group_by("first_pidx").agg(n=pl.len()).sort("first_pidx")
     c = cohorts["first_pidx"].to_numpy()
     n = cohorts["n"].to_numpy().astype(float)
