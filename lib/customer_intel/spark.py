@@ -17,6 +17,7 @@ or Java 17+), so params validation can refuse ``engine: spark`` with the missing
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import shutil
@@ -201,10 +202,14 @@ def session(spark: SparkSettings | Mapping[str, Any] | None, work_dir: Path) -> 
         raise RuntimeError(f"engine 'spark': {problem}")
     from pyspark.sql import SparkSession
 
-    work_dir = Path(work_dir)
+    # one folder per process: stages running side by side share the run folder, and each
+    # removes its own scratch space when it stops
+    work_dir = Path(work_dir) / f"pid{os.getpid()}"
     for sub in ("tmp", "derby"):
         (work_dir / sub).mkdir(parents=True, exist_ok=True)
     (work_dir / LOG4J_FILE).write_text(LOG4J.format(level=settings.log_level))
+    if settings.master.startswith("local") and not settings.remote:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # see spark_conf: loopback only
     builder = SparkSession.builder
     if settings.remote:
         builder = builder.remote(settings.remote)
@@ -231,6 +236,8 @@ def stop() -> None:
         s.stop()
     if work_dir is not None:
         shutil.rmtree(work_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            work_dir.parent.rmdir()  # the run's .spark folder, once no stage uses it
 
 
 def jvm_peak_rss_mb() -> float:
