@@ -224,8 +224,11 @@ def test_sizes_and_timings(wh, tmp_path):
     assert timings.height == 5 and (timings["seconds"] > 0).all()
 
 
-def test_spark_engine_without_pyspark_is_a_clear_error(wh):
-    with pytest.raises(NotImplementedError, match="pyspark"):
+def test_spark_engine_without_pyspark_is_a_clear_error(wh, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark -> ImportError
+    with pytest.raises(RuntimeError, match="engine 'spark': PySpark is not installed"):
         warehouse.connect(wh["dir"], engine="spark")
 
 

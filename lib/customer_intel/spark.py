@@ -301,8 +301,9 @@ def backend(spark: SparkSettings | Mapping[str, Any] | None, work_dir: Path) -> 
     """
     import ibis
 
+    s = session(spark, work_dir)  # first: says what is missing before anything imports it
     _utc_timestamps()
-    con = ibis.pyspark.connect(session(spark, work_dir))
+    con = ibis.pyspark.connect(s)
     to_pyarrow = con.to_pyarrow
     # to_polars and to_pyarrow_batches go through to_pyarrow too
     con.to_pyarrow = lambda expr, **kw: _microseconds(to_pyarrow(expr, **kw))
