@@ -237,6 +237,14 @@ def test_sizes_and_timings(wh, tmp_path):
     )
 
 
+def test_spark_engine_without_pyspark_is_a_clear_error(wh, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark -> ImportError
+    with pytest.raises(RuntimeError, match="engine 'spark': PySpark is not installed"):
+        warehouse.connect(wh["dir"], engine="spark")
+
+
 def test_optimizing_nothing_says_why(tmp_path):
     with pytest.raises(ValueError, match="ingestion kept no rows"):
         warehouse.optimize_events(tmp_path / "empty", tmp_path / "events")

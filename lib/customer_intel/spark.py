@@ -17,6 +17,7 @@ or Java 17+), so params validation can refuse ``engine: spark`` with the missing
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from customer_intel.params.spark import SparkParams as SparkSettings
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Lowest Java major version PySpark 4.0 runs on.
 JAVA_MIN = 17
@@ -39,6 +40,57 @@ appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{{HH:mm:ss}} %p %c{{1}}: %m%n
 """
+
+
+class SparkParams(BaseModel):
+    """The ``spark:`` params section: where and how the Spark engine runs.
+
+    Defined here, not in :mod:`customer_intel.params`, so that the warehouse (which imports
+    this module) does not import every params section: a stage's content key follows the
+    library files it imports. Configured as every params section is (unknown keys are errors,
+    values immutable).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    master: str = Field(
+        "local[*]", description="spark.master: local[*], spark://host:7077, yarn, k8s://..."
+    )
+    remote: str | None = Field(
+        None,
+        pattern=r"^sc://[^\s/]+(:\d+)?(/.*)?$",
+        description="Spark Connect URL (sc://host:port); when set, master is not used",
+    )
+    app_name: str = Field("customer_intel", description="application name shown by the cluster")
+    driver_memory: str = Field(
+        "2g", pattern=r"^\d+[kmgt]?$", description="spark.driver.memory (e.g. 2g)"
+    )
+    executor_memory: str | None = Field(
+        None, pattern=r"^\d+[kmgt]?$", description="spark.executor.memory; null: Spark's default"
+    )
+    shuffle_partitions: int = Field(
+        8, ge=1, description="spark.sql.shuffle.partitions (Spark's 200 is for clusters)"
+    )
+    log_level: str = Field(
+        "WARN",
+        pattern=r"^(ALL|DEBUG|INFO|WARN|ERROR|FATAL|OFF)$",
+        description="log level of the Spark JVM",
+    )
+    ui: bool = Field(False, description="start the Spark web UI (a port per stage)")
+    conf: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="any other spark.* setting, passed as given"
+    )
+
+    @field_validator("conf")
+    @classmethod
+    def _spark_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in value if not k.startswith("spark.")]
+        if bad:
+            raise ValueError(f"keys must be Spark settings starting with 'spark.'; got {bad}")
+        return value
+
+
+SparkSettings = SparkParams
 
 
 def java_version(java: str | None = None) -> int | None:
@@ -150,10 +202,14 @@ def session(spark: SparkSettings | Mapping[str, Any] | None, work_dir: Path) -> 
         raise RuntimeError(f"engine 'spark': {problem}")
     from pyspark.sql import SparkSession
 
-    work_dir = Path(work_dir)
+    # one folder per process: stages running side by side share the run folder, and each
+    # removes its own scratch space when it stops
+    work_dir = Path(work_dir) / f"pid{os.getpid()}"
     for sub in ("tmp", "derby"):
         (work_dir / sub).mkdir(parents=True, exist_ok=True)
     (work_dir / LOG4J_FILE).write_text(LOG4J.format(level=settings.log_level))
+    if settings.master.startswith("local") and not settings.remote:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # see spark_conf: loopback only
     builder = SparkSession.builder
     if settings.remote:
         builder = builder.remote(settings.remote)
@@ -180,6 +236,8 @@ def stop() -> None:
         s.stop()
     if work_dir is not None:
         shutil.rmtree(work_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            work_dir.parent.rmdir()  # the run's .spark folder, once no stage uses it
 
 
 def jvm_peak_rss_mb() -> float:
@@ -243,8 +301,9 @@ def backend(spark: SparkSettings | Mapping[str, Any] | None, work_dir: Path) -> 
     """
     import ibis
 
+    s = session(spark, work_dir)  # first: says what is missing before anything imports it
     _utc_timestamps()
-    con = ibis.pyspark.connect(session(spark, work_dir))
+    con = ibis.pyspark.connect(s)
     to_pyarrow = con.to_pyarrow
     # to_polars and to_pyarrow_batches go through to_pyarrow too
     con.to_pyarrow = lambda expr, **kw: _microseconds(to_pyarrow(expr, **kw))

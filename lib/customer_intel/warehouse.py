@@ -432,41 +432,48 @@ def build_spark(warehouse_dir: Path, spark: dict | None = None) -> dict[str, flo
     The definitions are :func:`star_schema`'s (no per-day parts: Spark spreads one job over
     its executors and spills by itself, and keeps no temporary tables between jobs the way
     DuckDB does). ``dim_users`` and ``fact_sessions`` are read back from their Parquet for
-    the facts built on them, so no table is computed twice. The session stops when the build
-    ends (its scratch folder sits in the folder being written, which is renamed into place).
+    the facts built on them, so no table is computed twice. The session stays for the stage
+    (its JVM keeps its scratch folder); the backend's ``disconnect`` ends it.
     """
     from customer_intel import spark as sparkmod
 
     out = warehouse_dir / PARQUET_TABLES_DIR
-    con = sparkmod.backend(spark, warehouse_dir.parent / SPARK_SCRATCH)
-    try:
-        all_events = con.read_parquet(str(warehouse_dir / EVENTS_DIR), table_name="all_events")
-        events = all_events.filter(all_events.user_id.notnull())  # as the ``events`` view
+    con = sparkmod.backend(spark, _spark_scratch(warehouse_dir))
+    # the session stays for the stage's connect(); the backend's disconnect() ends it
+    all_events = con.read_parquet(str(warehouse_dir / EVENTS_DIR), table_name="all_events")
+    events = all_events.filter(all_events.user_id.notnull())  # as the ``events`` view
 
-        def built(name: str) -> ibis.Table:
-            return con.read_parquet(str(out / name), table_name=name)
+    def built(name: str) -> ibis.Table:
+        return con.read_parquet(str(out / name), table_name=name)
 
-        tables = {
-            "dim_users": lambda: dim_users(events),
-            "dim_products": lambda: dim_products(events),
-            "fact_sessions": lambda: fact_sessions(events),
-            "fact_daily_kpis": lambda: fact_daily_kpis(daily_parts(events), built("fact_sessions")),
-            "fact_funnel": lambda: fact_funnel(
-                funnel_day_parts(events), built("dim_users"), built("fact_sessions")
-            ),
-        }
-        timings: dict[str, float] = {}
-        with progress.Progress(
-            "warehouse (spark): tables", total=len(tables), unit="tables"
-        ) as bar:
-            for name, expr in tables.items():
-                t0 = time.perf_counter()
-                con.to_parquet(expr(), out / name, mode="overwrite")
-                timings[name] = round(time.perf_counter() - t0, 3)
-                bar.update(1, note=f"{name} {timings[name]:.1f} s")
-        return timings
-    finally:
-        con.disconnect()
+    tables = {
+        "dim_users": lambda: dim_users(events),
+        "dim_products": lambda: dim_products(events),
+        "fact_sessions": lambda: fact_sessions(events),
+        "fact_daily_kpis": lambda: fact_daily_kpis(daily_parts(events), built("fact_sessions")),
+        "fact_funnel": lambda: fact_funnel(
+            funnel_day_parts(events), built("dim_users"), built("fact_sessions")
+        ),
+    }
+    timings: dict[str, float] = {}
+    with progress.Progress("warehouse (spark): tables", total=len(tables), unit="tables") as bar:
+        for name, expr in tables.items():
+            t0 = time.perf_counter()
+            con.to_parquet(expr(), out / name, mode="overwrite")
+            timings[name] = round(time.perf_counter() - t0, 3)
+            bar.update(1, note=f"{name} {timings[name]:.1f} s")
+    return timings
+
+
+def _spark_scratch(wdir: Path) -> Path:
+    """Spark's scratch folder for a warehouse: beside it, in the run folder.
+
+    A warehouse being written sits in a temporary folder (``.warehouse.*.tmp``) that is
+    removed once renamed into place; the JVM keeps the scratch folder it started with for the
+    whole stage, so the scratch goes beside that temporary folder, not inside it.
+    """
+    parent = Path(wdir).parent
+    return (parent.parent if parent.name.endswith(".tmp") else parent) / SPARK_SCRATCH
 
 
 def _day_chunks(days: list[Path], rows_per_chunk: int) -> list[list[Path]]:
@@ -565,8 +572,7 @@ def connect_spark(wdir: Path, spark: dict | None = None) -> ibis.BaseBackend:
     """:func:`connect` on Spark: temporary views over the events and the Parquet tables."""
     from customer_intel import spark as sparkmod
 
-    scratch = wdir.parent / SPARK_SCRATCH  # the run folder, or the folder holding a warehouse
-    con = sparkmod.backend(spark, scratch)
+    con = sparkmod.backend(spark, _spark_scratch(wdir))
     all_events = con.read_parquet(str(wdir / EVENTS_DIR), table_name="all_events")
     con.create_view("events", all_events.filter(all_events.user_id.notnull()), overwrite=True)
     for name in TABLES:
