@@ -160,6 +160,8 @@ def test_metrics_stage_reads_what_its_metrics_name(tmp_path):
                             "kind": "conversion",
                             "outcome": "Outcome",
                             "positive": ["Clicked"],
+                            "negative": ["Impression"],
+                            "scores": ["ConversionRate"],  # no value column for Revenue
                             "source": {"path": str(csv)},
                         }
                     ],
