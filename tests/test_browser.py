@@ -230,6 +230,25 @@ def test_experiments_readout_and_power_calculator(browser, server):
     _shot(page, "experiments")
 
 
+def test_reports_page_draws_every_configured_report(browser, server):
+    page = _open(browser, server, "reports", "cold")
+    _check_clean(page)
+    manifest = json.loads((server["run"] / "manifest.json").read_text())
+    reports = manifest["params"]["metrics"]["reports"]
+    titles = page.locator("h3.report").all_inner_texts()
+    assert titles == [r["name"] for r in reports]
+    assert page.locator(".js-plotly-plot").count() == len(reports)
+    _shot(page, "reports")
+
+
+def test_executive_lists_the_forecast_anomalies(browser, server):
+    page = _open(browser, server, "executive", "anomalies")
+    shown = int(page.locator("#forecast-anomalies").get_attribute("data-n"))
+    table = pl.read_parquet(server["run"] / "tables" / "forecast_anomalies.parquet")
+    assert shown == table.height
+    assert page.locator("#forecast-anomalies td.actual").count() == table.height
+
+
 def test_preheated_load_times(browser, server):
     time.sleep(5)  # let the pool refill after the first visits
     for name in dashboards.DASHBOARDS:

@@ -15,7 +15,7 @@ import pytest
 from customer_intel.paths import PROJECT_ROOT
 
 #: Columns that hold measured seconds (and what depends on them), different on every run.
-MEASURED = {"query_timings.parquet": ["seconds", "runs"], "metrics_summary.parquet": ["seconds"]}
+MEASURED = {"query_timings.parquet": ["seconds", "runs"]}
 
 
 @pytest.mark.e2e

@@ -195,37 +195,6 @@ def test_rfm_counts_lines_and_recency_in_whole_days(retail_run):
     assert both["recency_days"].to_list() == both["recency"].to_list()  # floor, whole days
 
 
-def test_clv_summary_and_models_run_on_the_order_table(retail_run):
-    table, run_dir = retail_run["table"], retail_run["run_dir"]
-    kept = _kept_lines(table).filter(pl.col("CustomerID") != "")
-    days = (
-        kept.with_columns(
-            day=pl.col("InvoiceDate").str.to_datetime("%m/%d/%Y %H:%M").dt.date(),
-            value=pl.col("UnitPrice").cast(pl.Float64) * pl.col("Quantity").cast(pl.Float64),
-        )
-        .group_by("CustomerID", "day")
-        .agg(pl.col("value").sum())
-        .sort("CustomerID", "day")
-    )
-    want = days.group_by("CustomerID").agg(
-        frequency=pl.len() - 1,
-        monetary_value=pl.col("value").slice(1).mean().fill_null(0.0),
-    )
-    got = pl.read_parquet(run_dir / "tables" / "clv.parquet").select(
-        pl.col("user_id").cast(pl.String).alias("CustomerID"), "frequency", "monetary_value"
-    )
-    both = want.join(got, on="CustomerID", how="full", coalesce=True, suffix="_got")
-    assert both.height == want.height == got.height
-    assert both["frequency"].to_list() == both["frequency_got"].to_list()
-    assert both["monetary_value"].to_list() == pytest.approx(both["monetary_value_got"].to_list())
-    preds = pl.read_parquet(run_dir / "tables" / "clv_predictions.parquet")
-    assert preds.height == got.height
-    fit = pl.read_parquet(run_dir / "tables" / "clv_fit.parquet")
-    assert set(fit["status"]) <= {"converged", "at_boundary", "no_standard_errors", "failed"}
-    assert set(fit["model"]) == {"BG/NBD (calibration)", "BG/NBD", "Gamma-Gamma"}
-    assert pl.read_parquet(run_dir / "tables" / "clv_holdout.parquet").height > 0
-
-
 def test_basket_supports_count_every_invoice_and_equal_mlxtend(retail_run):
     table, run_dir = retail_run["table"], retail_run["run_dir"]
     kept = _kept_lines(table)
@@ -260,7 +229,7 @@ def test_every_sentence_reads_right_on_purchase_only_data(retail_run):
             if cell["cell_type"] == "code"
             for out in cell.get("outputs", [])
         )
-        # a forecast's MAPE is an error, not a share: it may exceed 100% on a few days of data
+        # a forecast's MAPE can exceed 100% (a forecast twice the actual): not impossible
         shares = "\n".join(line for line in text.splitlines() if "MAPE" not in line)
         for pct in re.findall(r"(\d[\d,]*\.?\d*)%", shares):
             assert float(pct.replace(",", "")) <= 100, f"{path.name}: {pct}%"

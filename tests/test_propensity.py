@@ -337,3 +337,34 @@ def test_features_by_hand():
     }
     for name, values in expected.items():
         assert f[name].to_list() == pytest.approx(values), name
+
+
+def test_test_score_table_keeps_labels_and_the_cutoff_state():
+    import numpy as np
+    import polars as pl
+
+    from customer_intel import propensity as prop
+
+    test = pl.DataFrame(
+        {
+            "user_id": [3, 1, 2],
+            "label": [1, 0, 1],
+            "rfm_score": [12, None, 5],
+            "has_prior_purchase": [1, 0, 1],
+            "views": [9, 9, 9],
+        }
+    )
+    out = prop.test_score_table(test, np.array([0.2, 0.9, 0.5]))
+    assert out.columns == [
+        "user_id",
+        "probability",
+        "decile",
+        "label",
+        "rfm_score",
+        "has_prior_purchase",
+    ]
+    assert out.select("user_id", "probability", "label").rows() == [
+        (1, 0.9, 0),
+        (2, 0.5, 1),
+        (3, 0.2, 1),
+    ]

@@ -141,3 +141,37 @@ def test_notebooks_import_customer_intel_only_through_names_the_closure_sees():
             for p in reuse.library_closure(reuse.notebook_code(NOTEBOOKS_DIR / stage.notebook))
         }
         assert set(names) <= files | {"plots", "params"}, stage.name
+
+
+def test_metrics_stage_reads_what_its_metrics_name(tmp_path):
+    import yaml
+
+    csv = tmp_path / "ih.csv"
+    csv.write_text("Outcome,Channel\nClicked,Web\n")
+    profile = tmp_path / "p.yaml"
+    profile.write_text(
+        yaml.safe_dump(
+            {
+                "extends": str(PARAMS_DIR / "default.yaml"),
+                "metrics": {
+                    "metrics": [
+                        {
+                            "name": "ctr",
+                            "kind": "conversion",
+                            "outcome": "Outcome",
+                            "positive": ["Clicked"],
+                            "negative": ["Impression"],
+                            "scores": ["ConversionRate"],  # no value column for Revenue
+                            "source": {"path": str(csv)},
+                        }
+                    ],
+                    "reports": [],  # the default reports name the default metrics
+                },
+            }
+        )
+    )
+    params = load_params(profile)
+    io = stages.BY_NAME["metrics"].resolve(params)
+    assert io.reads == () and io.optional == () and io.files == (str(csv),)
+    assert stages.table("metric_ctr") in io.writes
+    assert stages.dependencies(stages.STAGES, params)["metrics"] == set()  # a file alone

@@ -43,7 +43,6 @@ Score definitions (the tests hold each to a hand-computed table and a reference 
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -144,16 +143,8 @@ def _agg(t: ibis.Table, keys: list[str], **aggs) -> ibis.Table:
     return t.group_by(keys).agg(**aggs) if keys else t.aggregate(**aggs)
 
 
-#: Significant digits kept of a float score. The engine aggregates in parallel, so the last
-#: bits of a mean or a variance depend on how its threads split the rows; rounding far below
-#: any meaningful precision makes identical inputs give identical tables.
-SIGNIFICANT_DIGITS = 12
-
-
 def _collect(expr: ibis.Table, keys: list[str]) -> pl.DataFrame:
     df = expr.to_polars()
-    floats = [c for c, t in df.schema.items() if t.is_float()]
-    df = df.with_columns(pl.col(floats).round_sig_figs(SIGNIFICANT_DIGITS)) if floats else df
     return df.sort(keys, nulls_last=True) if keys else df
 
 
@@ -406,9 +397,20 @@ KIND_FUNCTIONS = {
 }
 
 
+#: significant digits kept in a metric's floating-point columns (see :func:`compute`)
+SIGNIFICANT_DIGITS = 12
+
+
 def compute(t: ibis.Table, spec: MetricSpec) -> pl.DataFrame:
-    """One metric's table from its source rows (:func:`prepare` then the kind's function)."""
-    return KIND_FUNCTIONS[spec.kind](prepare(t, spec), spec)
+    """One metric's table from its source rows (:func:`prepare` then the kind's function).
+
+    Floating-point results keep :data:`SIGNIFICANT_DIGITS` significant digits: DuckDB's threads
+    add partial sums in whatever order they finish, so a sum over many files differs in its
+    last bits from run to run; rounding keeps two runs with the same params byte-identical.
+    """
+    out = KIND_FUNCTIONS[spec.kind](prepare(t, spec), spec)
+    floats = [c for c, d in out.schema.items() if d == pl.Float64]
+    return out.with_columns(pl.col(floats).round_sig_figs(SIGNIFICANT_DIGITS))
 
 
 def empty_table(spec: MetricSpec) -> pl.DataFrame:
@@ -423,7 +425,7 @@ def compute_all(
     table_paths: dict[str, Path],
     base_dir: Path,
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """Every metric's table, and a summary (metric, kind, source, table, rows, seconds, note).
+    """Every metric's table, and a summary (metric, kind, source, table, rows, note).
 
     ``table_paths`` maps the run tables metrics read (``source.table``) to their files; a
     metric whose table is not there (no stage made it in this run), or a forecast whose series
@@ -433,7 +435,6 @@ def compute_all(
 
     out, summary = {}, []
     for spec in specs:
-        t0 = time.perf_counter()
         kind = spec.source_kind()
         note = ""
         if kind == "table" and spec.source.table not in table_paths:
@@ -458,7 +459,6 @@ def compute_all(
                 "source": "events" if kind == "events" else spec.source.table or spec.source.path,
                 "table": metric_table_name(spec.name),
                 "rows": out[spec.name].height,
-                "seconds": round(time.perf_counter() - t0, 3),
                 "note": note,
             }
         )
@@ -468,7 +468,6 @@ def compute_all(
         "source": pl.String,
         "table": pl.String,
         "rows": pl.Int64,
-        "seconds": pl.Float64,
         "note": pl.String,
     }
     return out, pl.DataFrame(summary, schema=schema)

@@ -791,18 +791,20 @@ def score_table(
     return out.join(seg, on="user_id", how="left", maintain_order="left")
 
 
-def test_score_table(
-    test: pl.DataFrame,
-    probability: np.ndarray,
-    segments: pl.DataFrame | pl.LazyFrame | None,
-) -> pl.DataFrame:
-    """``propensity_test_scores``: the held-out users' scores with their observed ``label``.
+def test_score_table(test: pl.DataFrame, probability: np.ndarray) -> pl.DataFrame:
+    """``propensity_test_scores``: the held-out users' scores, observed ``label`` and cutoff state.
 
-    The columns of :func:`score_table` plus ``label`` (1 = bought in the label window), so a
-    metric can score the model per group (``model_scores`` in the metrics stage). ``segments``
-    are the ``rfm`` table's, measured at the last event: a grouping, not a feature.
+    Columns: user_id, probability, decile (as :func:`score_table`), label (1 = bought in the
+    label window), and the features ``rfm_score``, ``has_prior_purchase`` and
+    ``primary_category`` that the model used (those it used), all measured at the cutoff, so a
+    metric can score the model per group (``model_scores`` in the metrics stage) by what was
+    known before the label window. (The ``rfm`` table's segments are measured at the last
+    event: grouping by them would select on the outcome.)
     """
-    labels = test.select("user_id", pl.col("label").cast(pl.Int8))
-    return score_table(test["user_id"], probability, segments).join(
-        labels, on="user_id", how="left", maintain_order="left"
+    keep = [c for c in ("rfm_score", "has_prior_purchase", "primary_category") if c in test.columns]
+    extra = test.select("user_id", pl.col("label").cast(pl.Int8), *keep)
+    return (
+        score_table(test["user_id"], probability, None)
+        .drop("segment")
+        .join(extra, on="user_id", how="left", maintain_order="left")
     )

@@ -84,9 +84,29 @@ EVENT_COLUMNS = (*C.CANONICAL_COLUMNS, *C.OPTIONAL_COLUMNS, C.EVENT_DATE)
 #: Columns of the tables other stages write that a metric may read as ``source: {table: ...}``.
 RUN_TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "propensity_scores": ("user_id", "probability", "decile", "segment"),
-    "propensity_test_scores": ("user_id", "probability", "decile", "segment", "label"),
+    "propensity_test_scores": (
+        "user_id",
+        "probability",
+        "decile",
+        "label",
+        "rfm_score",
+        "has_prior_purchase",
+        "primary_category",
+    ),
     "experiment_units": C.UNIT_OUTCOME_COLUMNS,
-    "rfm": ("user_id", "recency_days", "frequency", "monetary", "r", "f", "m", "segment"),
+    "rfm": (
+        "user_id",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "revenue",
+        "r",
+        "f",
+        "m",
+        "rfm_code",
+        "rfm_score",
+        "segment",
+    ),
 }
 
 
