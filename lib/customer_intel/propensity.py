@@ -264,16 +264,10 @@ def feature_batches(
             mine = rfm_all.filter(pl.col("user_id").is_in(batch.implode()))
             rfm_part = ibis.memtable(mine.to_arrow())
         obs = _only(everyone, batch, whole_range=whole_range).select(*_columns_for(names))
-        if ibis.get_backend(obs).name != "duckdb":
-            yield _feature_table(obs, cutoff, names, rfm_part).to_polars()
-            continue
-        # The features are five aggregations of the same events (per session, distinct
-        # products and days, two modes); DuckDB would scan the Parquet once for each. Caching
-        # the batch's slice (a temp table, released right after) reads it once. (Spark plans
-        # its own reuse, and its cached views cannot refer to the batch's in-memory tables.)
-        with obs.cache() as cached:
-            frame = _feature_table(cached, cutoff, names, rfm_part).to_polars()
-        yield frame
+        # Measured: caching the batch's slice as a temp table (one Parquet scan instead of one
+        # per aggregation) was slower on DuckDB (13-14 s vs 9-11 s for 3M events), so each
+        # aggregation reads the projected, range-filtered Parquet itself.
+        yield _feature_table(obs, cutoff, names, rfm_part).to_polars()
 
 
 def labels(events: ibis.Table, cutoff: dt.datetime, end: dt.datetime) -> ibis.Table:
