@@ -727,7 +727,8 @@ def segment_srm(
         if seg not in units.columns:
             raise ValueError(f"experiments.segments: column {seg!r} not in the unit table")
         counts = units.group_by(seg, group).len()
-        for value in counts[seg].unique(maintain_order=True).to_list():
+        # sorted values: the group-by's order varies from run to run
+        for value in counts[seg].unique().sort(nulls_last=True).to_list():
             c = dict(
                 counts.filter(pl.col(seg) == value if value is not None else pl.col(seg).is_null())
                 .select(pl.col(group).cast(pl.String), "len")
