@@ -1,0 +1,127 @@
+"""Customers: RFM segments (in the selected period), their share of revenue, cluster profiles
+and a form that scores a customer with the saved segmentation model."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import polars as pl
+
+from customer_intel import plots
+from customer_intel.dashboards import present, widgets
+from customer_intel.dashboards.data import ALL
+from customer_intel.dashboards.pages.base import Page
+
+
+class Customers(Page):
+    """The customers dashboard."""
+
+    name = "customers"
+    applies = "the segment table (dates, category); segment sizes are as of the run"
+
+    def top_segment(self) -> present.Html | None:
+        """The most valuable segment in one sentence (with data-values for tests)."""
+        s = self.data.table("rfm_segments_summary") if self.ok else None
+        if s is None:
+            return None
+        top = s.sort("revenue", descending=True).row(0, named=True)
+        return present.Html(
+            f'<p class="ci-block" id="top-segment" data-segment="{top["segment"]}" '
+            f'data-share="{top["share"]!r}" data-revenue-share="{top["revenue_share"]!r}">'
+            f"<b>{top['segment']}</b> are {present.pct(top['share'])} of buyers and bring "
+            f"{present.pct(top['revenue_share'])} of revenue.</p>"
+        )
+
+    def segments_in_period(self) -> present.Html | None:
+        """Buyers and revenue per segment in the selected dates and category."""
+        if not self.ok or self.period is None:
+            return None
+        b = self.data.buyer_days(replace(self.filters, segment=ALL))
+        if b is None:
+            return self.missing("Segments by period")
+        b = b.filter(pl.col("event_date").is_between(self.period.start, self.period.end))
+        t = (
+            b.group_by("segment")
+            .agg(buyers=pl.col("user_id").n_unique(), revenue=pl.col("revenue").sum())
+            .with_columns(revenue_share=pl.col("revenue") / pl.col("revenue").sum())
+            .sort("revenue", descending=True)
+        )
+        c = self.currency
+        scope = "" if self.filters.category == ALL else f", category {self.filters.category}"
+        return present.table(
+            t,
+            {
+                "segment": ("segment", None),
+                "buyers": ("customers who bought", present.number),
+                "revenue": ("revenue", lambda v: present.money(v, c)),
+                "revenue_share": ("share of revenue", present.pct),
+            },
+            element_id="segments-period",
+            title=f"Segments, {present.period(self.period)}{scope}",
+            row_attrs=lambda r: {
+                "data-segment": r["segment"],
+                "data-buyers": r["buyers"],
+                "data-revenue": repr(r["revenue"]),
+                "class": "selected" if r["segment"] == self.filters.segment else "",
+            },
+        )
+
+    def segment_sizes(self) -> present.Html | None:
+        """RFM segment sizes (as of the run)."""
+        s = self.data.table("rfm_segments_summary") if self.ok else None
+        if not self.ok:
+            return None
+        if s is None:
+            return self.missing("RFM segments")
+        return present.figure(
+            plots.segment_sizes(s),
+            title="Customers per segment (as of the run)",
+            element_id="chart-segments",
+            data=s,
+        )
+
+    def revenue_share(self) -> present.Html | None:
+        """Share of customers vs of revenue per segment."""
+        s = self.data.table("rfm_segments_summary") if self.ok else None
+        if not self.ok:
+            return None
+        if s is None:
+            return self.missing("RFM segments")
+        return present.figure(
+            plots.revenue_share(s),
+            title="Share of customers and of revenue per segment",
+            element_id="chart-revenue-share",
+            data=s.select("segment", "share", "revenue_share"),
+        )
+
+    def cluster_profiles(self) -> present.Html | None:
+        """Standardised cluster profiles heatmap."""
+        from customer_intel import clustering
+
+        if not self.ok:
+            return None
+        prof = self.data.table("cluster_profiles")
+        if prof is None:
+            return self.missing("Cluster profiles")
+        numeric = [c for c in prof.columns if c not in ("cluster", "segment", "customers", "share")]
+        z = clustering.standardized_profiles(prof, numeric)
+        z = z.rename({c: widgets.label(c) for c in numeric if c in z.columns})
+        return present.figure(
+            plots.cluster_heatmap(z),
+            title="What each customer group looks like (compared with the average)",
+            element_id="chart-clusters",
+            height=360,
+            data=prof,
+        )
+
+    def score_form(self):
+        """A form: a customer's values -> predicted group, refusing bad input with a message."""
+        if not self.ok:
+            return None
+        import joblib
+
+        path = self.data.run / "models" / "segmentation.joblib"
+        prof = self.data.table("cluster_profiles")
+        if not path.exists() or prof is None:
+            return self.missing("The segmentation model")
+        return widgets.score_form(joblib.load(path), prof, self.currency)
