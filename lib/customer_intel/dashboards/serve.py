@@ -13,7 +13,7 @@ What makes the server safe to leave running for a day of visits:
 - **Idle kernels are culled** (a tab left open, a browser that crashed before sending the
   shutdown): ``cull_idle_timeout`` / ``cull_interval`` below, connected or not.
 - **Offline**: a local template (:file:`voila/index.html.j2`) without Font Awesome from a CDN,
-  plotly.js served by this server (linked from the plotly package), charts without the
+  plotly.js served by this server (copied from the plotly package), charts without the
   "send to cloud" button (:data:`customer_intel.dashboards.present.PLOTLY_CONFIG`).
 """
 
@@ -52,7 +52,7 @@ def set_xsrf_cookie(handler: Any, notebook: Any, cwd: str) -> None:
 def template_root(into: Path) -> Path:
     """A Jupyter data dir holding the ``customer_intel`` Voila template (returns ``into``).
 
-    The template files are the package's; ``static/plotly.min.js`` is linked from the
+    The template files are the package's; ``static/plotly.min.js`` is copied from the
     installed plotly, so the page draws with the same plotly.js version the figures target.
     """
     import plotly
@@ -62,12 +62,8 @@ def template_root(into: Path) -> Path:
     for name in ("index.html.j2", "conf.json"):
         shutil.copy2(TEMPLATE_SOURCE / name, target / name)
     js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    link = target / "static" / "plotly.min.js"
-    if not link.exists():
-        try:
-            link.symlink_to(js)
-        except OSError:
-            shutil.copy2(js, link)
+    # copied, not linked: tornado refuses a static file whose real path is outside the root
+    shutil.copy2(js, target / "static" / "plotly.min.js")
     return into
 
 
@@ -123,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
     template_root(data_dir)
     os.environ[ENV_OUTPUT_ROOT] = str(args.output_root.resolve())  # the kernels inherit it
+    os.environ["CUSTOMER_INTEL_PLOTLY_RENDERER"] = "none"  # see customer_intel.plots.theme
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
         p for p in (str(data_dir), os.environ.get("JUPYTER_PATH", "")) if p
     )

@@ -69,25 +69,33 @@ def number_inputs(fields: dict[str, tuple[str, float]]) -> dict[str, Any]:
     }
 
 
-def score_form(model: Any, profiles: pl.DataFrame, currency: str) -> Any:
-    """Enter a customer's values -> the cluster the saved segmentation model gives them."""
+def score_form(model_path: Any, profiles: pl.DataFrame, currency: str) -> Any:
+    """Enter a customer's values -> the group the saved segmentation model gives them.
+
+    The model (and scikit-learn) loads on the first press, not with the page: the form's
+    fields come from the cluster profiles table.
+    """
     import ipywidgets as w
 
-    from customer_intel import clustering
-
-    cols = list(model.spec.numeric)
+    skip = {"cluster", "segment", "customers", "share"}
+    cols = [c for c in profiles.columns if c not in skip and profiles.schema[c].is_numeric()]
     typical = profiles.select(cols).mean().row(0, named=True)
     highs = profiles.select(cols).max().row(0, named=True)
+    money_cols = {"monetary"}
     fields = {
         c: (
-            label(c) + (f" ({currency})" if c == model.value_column else ""),
+            label(c) + (f" ({currency})" if c in money_cols else ""),
             round(float(typical[c] or 0), 1),
         )
         for c in cols
     }
     inputs = number_inputs(fields)
     button = w.Button(description="Score this customer", button_style="primary")
-    out = w.HTML(value='<div id="score-result"></div>')
+    out = w.HTML(
+        value='<div id="score-result" class="ci-result">Enter the values and press '
+        "<b>Score this customer</b>.</div>"
+    )
+    model: list[Any] = []
 
     def score(_: Any = None) -> None:
         values, errors = {}, []
@@ -103,8 +111,15 @@ def score_form(model: Any, profiles: pl.DataFrame, currency: str) -> Any:
                 + "<div>Nothing was scored.</div></div>"
             )
             return
-        pred = clustering.predict_segment(pl.DataFrame({c: [values[c]] for c in cols}), model)
-        pred = pred.row(0, named=True)
+        import joblib
+
+        from customer_intel import clustering
+
+        if not model:
+            model.append(joblib.load(model_path))
+        m = model[0]
+        frame = pl.DataFrame({c: [values.get(c, float(typical[c] or 0))] for c in m.spec.numeric})
+        pred = clustering.predict_segment(frame, m).row(0, named=True)
         row = profiles.filter(pl.col("cluster") == pred["cluster"]).row(0, named=True)
         far = [fields[c][0] for c in cols if highs[c] and values[c] > 10 * float(highs[c])]
         warn = (
@@ -113,16 +128,18 @@ def score_form(model: Any, profiles: pl.DataFrame, currency: str) -> Any:
             if far
             else ""
         )
+        value = row.get(m.value_column)
+        spent = (
+            f", who spent {present.money(value, currency)} on average" if value is not None else ""
+        )
         out.value = (
             f'<div id="score-result" class="ci-result" data-cluster="{pred["cluster"]}" '
             f'data-segment="{html.escape(pred["segment"])}">This customer belongs with the '
             f"<b>{html.escape(pred['segment'])}</b> group: {present.pct(row['share'])} of "
-            f"customers, who spent {present.money(row[model.value_column], currency)} on "
-            f"average.{warn}</div>"
+            f"customers{spent}.{warn}</div>"
         )
 
     button.on_click(score)
-    score()
     return _box([*inputs.values(), button, out])
 
 

@@ -13,6 +13,19 @@ from customer_intel.dashboards.data import ALL
 from customer_intel.dashboards.pages.base import Page
 
 
+def standardized(prof: pl.DataFrame, numeric: list[str]) -> pl.DataFrame:
+    """Cluster means as z-scores across clusters: the formula of
+    :func:`customer_intel.clustering.standardized_profiles` (a test holds them equal), written
+    here because importing that module pulls scikit-learn into every page load (2-5 s)."""
+    return prof.select(
+        "segment",
+        *[
+            ((pl.col(c) - pl.col(c).mean()) / pl.col(c).std().fill_null(1.0).clip(1e-12)).alias(c)
+            for c in numeric
+        ],
+    )
+
+
 class Customers(Page):
     """The customers dashboard."""
 
@@ -96,16 +109,13 @@ class Customers(Page):
 
     def cluster_profiles(self) -> present.Html | None:
         """Standardised cluster profiles heatmap."""
-        from customer_intel import clustering
-
         if not self.ok:
             return None
         prof = self.data.table("cluster_profiles")
         if prof is None:
             return self.missing("Cluster profiles")
         numeric = [c for c in prof.columns if c not in ("cluster", "segment", "customers", "share")]
-        z = clustering.standardized_profiles(prof, numeric)
-        z = z.rename({c: widgets.label(c) for c in numeric if c in z.columns})
+        z = standardized(prof, numeric).rename({c: widgets.label(c) for c in numeric})
         return present.figure(
             plots.cluster_heatmap(z),
             title="What each customer group looks like (compared with the average)",
@@ -118,10 +128,8 @@ class Customers(Page):
         """A form: a customer's values -> predicted group, refusing bad input with a message."""
         if not self.ok:
             return None
-        import joblib
-
         path = self.data.run / "models" / "segmentation.joblib"
         prof = self.data.table("cluster_profiles")
         if not path.exists() or prof is None:
             return self.missing("The segmentation model")
-        return widgets.score_form(joblib.load(path), prof, self.currency)
+        return widgets.score_form(path, prof, self.currency)
