@@ -128,9 +128,7 @@ class Visit:
         self.requests: list[str] = []
         self.errors: list[str] = []
         self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on(
-            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
-        )
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         t0 = time.perf_counter()
         self.page.goto(f"{server['base']}/voila/render/{name}.ipynb{query}", timeout=180_000)
@@ -295,7 +293,7 @@ def test_customers_segments_and_score_form_refuses_bad_input(browser, server):
     labels = v.page.locator(".widget-text label").all_inner_texts()
     assert labels and not any("_" in t for t in labels)  # words, not column names
     field = v.page.locator(".widget-text input").first
-    button = v.page.get_by_text("Score this customer")
+    button = v.page.get_by_role("button", name="Score this customer")
     for bad in ("-5000", "", "abc"):
         field.fill(bad)
         field.press("Tab")
@@ -324,7 +322,7 @@ def test_growth_targeting_campaign_editor_and_cross_sell_labels(browser, server)
     boxes = v.page.locator(".widget-text input")
     boxes.nth(0).fill(str(cost))
     boxes.nth(1).fill(str(margin))
-    v.page.get_by_text("Recompute").click()
+    v.page.get_by_role("button", name="Recompute").click()
     v.page.wait_for_function(
         f"document.querySelector('#targeting-edit')?.dataset.depth == '{expect}'", timeout=30_000
     )
@@ -397,13 +395,22 @@ def test_fifty_visits_leave_few_kernels_and_bounded_memory(browser, server):
         time.sleep(0.3)
         rss.append(proc.memory_info().rss / 1e6)
         RESULTS["visits"].append(
-            {"visit": i + 1, "seconds": v.seconds, "kernels": len(_kernels(proc)), "rss_mb": rss[-1]}
+            {
+                "visit": i + 1,
+                "seconds": v.seconds,
+                "kernels": len(_kernels(proc)),
+                "rss_mb": rss[-1],
+            }
         )
     deadline = time.time() + 30
     while len(_kernels(proc)) > 2 and time.time() < deadline:
         time.sleep(1)
     kernels = len(_kernels(proc))
-    RESULTS["after_visits"] = {"kernels": kernels, "server_rss_mb": rss[-1], "rss_mb_visit_10": rss[9]}
+    RESULTS["after_visits"] = {
+        "kernels": kernels,
+        "server_rss_mb": rss[-1],
+        "rss_mb_visit_10": rss[9],
+    }
     assert kernels <= 2, f"{kernels} kernels left after {VISITS} visits"
     assert rss[-1] < rss[9] + 150, f"server RSS grew from {rss[9]:.0f} MB to {rss[-1]:.0f} MB"
     log = server["log"].read_text()

@@ -175,6 +175,7 @@ def test_select_rejects_unknown_stage_and_both_options():
         "propensity",
         "recommendations",
         "experiments",
+        "dashboard_data",
     ]
 
 

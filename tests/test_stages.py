@@ -68,12 +68,14 @@ def test_graph_edges_and_order():
         "propensity": {"optimize", "segmentation"},
         "recommendations": {"optimize"},
         "experiments": {"optimize", "ingest"},
+        "dashboard_data": {"optimize", "ingest", "segmentation"},
     }
     ab = stages.dependencies(stages.STAGES, load_params(PARAMS_DIR / "external_ab.yaml"))
     assert ab["experiments"] == set()  # an external unit table needs no other stage
     text = stages.mermaid(stages.STAGES, params)
     assert "optimize -->|warehouse| recommendations" in text
     assert "segmentation -.->|rfm| propensity" in text
+    assert "segmentation -.->|rfm| dashboard_data" in text
 
 
 def test_library_closure_follows_imports_and_a_changed_file_changes_the_key(tmp_path, monkeypatch):

@@ -76,8 +76,10 @@ def daily(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     by_session = f"""
         SELECT d, {_cube_labels()},
                count(DISTINCT user_session) AS sessions,
-               count(DISTINCT user_session) FILTER (WHERE event_type = 'view') AS sessions_with_view,
-               count(DISTINCT user_session) FILTER (WHERE event_type = 'cart') AS sessions_with_cart,
+               count(DISTINCT user_session) FILTER (WHERE event_type = 'view')
+                   AS sessions_with_view,
+               count(DISTINCT user_session) FILTER (WHERE event_type = 'cart')
+                   AS sessions_with_cart,
                count(DISTINCT user_session) FILTER (WHERE event_type = 'purchase') AS orders
         FROM (SELECT ev.* EXCLUDE (d), s.session_start::DATE AS d
               FROM ev JOIN fact_sessions s USING (user_session))
@@ -142,8 +144,11 @@ def quality_missing(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def quality_prices(con: duckdb.DuckDBPyConnection, bins: int) -> pl.DataFrame:
-    """``dash_quality_prices``: a histogram of prices, ``bins`` equal bins up to the 99th
-    percentile and one bin for the rest (so one extreme price does not flatten the chart)."""
+    """``dash_quality_prices``: a histogram of prices.
+
+    ``bins`` equal bins up to the 99th percentile and one bin for the rest (so one extreme price
+    does not flatten the chart).
+    """
     top = con.execute("SELECT quantile_cont(price, 0.99) FROM all_events").fetchone()[0]
     if top is None:
         return pl.DataFrame(

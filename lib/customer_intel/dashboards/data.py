@@ -153,6 +153,7 @@ class Period:
 
     @property
     def days(self) -> int:
+        """Days."""
         return (self.end - self.start).days + 1
 
     def before(self) -> Period:
@@ -163,8 +164,10 @@ class Period:
 
 # -- numbers (one definition each) -------------------------------------------------------------
 def kpis(daily: pl.DataFrame, buyers: pl.DataFrame, period: Period) -> dict[str, float]:
-    """The headline numbers of one period, from ``dash_daily`` rows of one segment x category
-    (already filtered) and the matching ``dash_buyer_days`` rows.
+    """The headline numbers of one period.
+
+    From ``dash_daily`` rows of one segment x category (already filtered) and the matching
+    ``dash_buyer_days`` rows.
 
     revenue, orders (sessions with a purchase), sessions, conversion = orders / sessions,
     aov = revenue / orders, customers = distinct buyers (exact, from ``dash_buyer_days``).
@@ -224,6 +227,7 @@ class RunData:
 
     @cached_property
     def salt(self) -> str:
+        """Salt."""
         return secret_salt(self.root, self.params.get("pseudonym_salt"))
 
     # -- the filter grain ------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""How the dashboards say things: number formats for people, HTML from jinja2 templates,
-plotly figures drawn offline (the page's local plotly.js), tables with a CSV download.
+"""How the dashboards say things: formats, HTML templates, offline charts, CSV.
+
+Number formats for people, HTML from jinja2 templates, plotly figures drawn offline (the page's
+local plotly.js), tables with a CSV download.
 
 Figures are emitted as HTML (a ``div`` and ``Plotly.newPlot``) rather than plotly's
 ``application/vnd.plotly.v1+json`` mime bundle: Voila hands that renderer a plain JSON object,
@@ -85,7 +87,7 @@ def p_value(p: float | None) -> str:
         return "–"
     if p < 0.001:
         return "< 0.001"
-    return f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
+    return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
 
 
 def probability(p: float | None) -> str:
@@ -167,8 +169,11 @@ def table(
     filename: str | None = None,
     row_attrs: Any = None,
 ) -> Html:
-    """A table: ``columns`` maps a column to (header, formatter); a CSV download of ``csv``
-    (default: the shown columns, unformatted). ``row_attrs(row) -> dict`` adds data attributes."""
+    """A table with a CSV download.
+
+    ``columns`` maps a column to (header, formatter); the download holds ``csv`` (default: the
+    shown columns, unformatted). ``row_attrs(row) -> dict`` adds data attributes.
+    """
     rows = []
     for r in frame.iter_rows(named=True):
         cells = [
@@ -199,8 +204,11 @@ def figure(
     height: int = 380,
     note: str | None = None,
 ) -> Html:
-    """A plotly figure as HTML drawn by the page's local plotly.js, under an HTML title (which
-    wraps on a phone instead of being clipped), with the chart's data as a CSV download."""
+    """A plotly figure as HTML, drawn by the page's local plotly.js.
+
+    Under an HTML title (which wraps on a phone instead of being clipped), with the chart's data as
+    a CSV download.
+    """
     from plotly.utils import PlotlyJSONEncoder
 
     fig.update_layout(title_text=None, height=height, autosize=True, width=None)

@@ -1,5 +1,8 @@
-"""The interactive forms of the dashboards (ipywidgets): each validates what people type and
-answers in words, never with a traceback or a silently reused value."""
+"""The interactive forms of the dashboards (ipywidgets).
+
+Each validates what people type and answers in words, never with a traceback or a silently reused
+value.
+"""
 
 from __future__ import annotations
 
@@ -270,8 +273,10 @@ def power_calculator(
 def campaign_editor(
     profit: pl.DataFrame, cost: float, margin: float, currency: str, draw: Callable[..., Any]
 ) -> Any:
-    """Contact cost and margin per conversion -> the most profitable number of customers to
-    contact, recomputed from the model's expected conversions at each depth."""
+    """Contact cost and margin -> the most profitable number of customers to contact.
+
+    Recomputed recomputed from the model's expected conversions at each depth.
+    """
     import ipywidgets as w
 
     fields = {

@@ -31,13 +31,16 @@ class Page:
 
     @property
     def ok(self) -> bool:
+        """Ok."""
         return self.data.run is not None
 
     @property
     def currency(self) -> str:
+        """Currency."""
         return str(self.data.params.get("currency") or "USD")
 
     def missing(self, what: str) -> present.Html:
+        """Missing."""
         return present.message(f"{what} is not in this run.")
 
     def experiments(self) -> list[str]:

@@ -1,5 +1,8 @@
-"""Customers: RFM segments (in the selected period), their share of revenue, cluster profiles
-and a form that scores a customer with the saved segmentation model."""
+"""Customers: RFM segments, share of revenue, cluster profiles, a scoring form.
+
+Segments in the selected period, their share of revenue, cluster profiles and a form that scores a
+customer with the saved segmentation model.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +17,12 @@ from customer_intel.dashboards.pages.base import Page
 
 
 def standardized(prof: pl.DataFrame, numeric: list[str]) -> pl.DataFrame:
-    """Cluster means as z-scores across clusters: the formula of
-    :func:`customer_intel.clustering.standardized_profiles` (a test holds them equal), written
-    here because importing that module pulls scikit-learn into every page load (2-5 s)."""
+    """Cluster means as z-scores across clusters.
+
+    The formula of :func:`customer_intel.clustering.standardized_profiles` (a test holds them
+    equal), written here because importing that module pulls scikit-learn into every page load (2-5
+    s).
+    """
     return prof.select(
         "segment",
         *[

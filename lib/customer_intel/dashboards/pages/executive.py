@@ -1,5 +1,8 @@
-"""Executive overview: headline KPIs (with the dates they compare), daily revenue and visitors,
-the session funnel, categories, top customers, cohorts."""
+"""Executive overview: KPIs, trends, funnel, categories, customers, cohorts.
+
+Headline KPIs (with the dates they compare), daily revenue and visitors, the session funnel,
+categories, top customers, cohorts.
+"""
 
 from __future__ import annotations
 

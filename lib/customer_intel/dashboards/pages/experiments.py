@@ -1,10 +1,12 @@
-"""Experiments: the decision table in words (sample-ratio check first), lift distributions
-and a power calculator that starts at the test's observed rate."""
+"""Experiments: decision table, lift distributions, power calculator.
+
+The decision table in words (sample-ratio check first), lift distributions and a power calculator
+that starts at the test's observed rate.
+"""
 
 from __future__ import annotations
 
 from typing import Any
-
 
 from customer_intel import plots
 from customer_intel.dashboards import present, widgets
@@ -116,7 +118,7 @@ class Experiments(Page):
             data=bs,
         )
 
-    def observed_rate(self) -> float:
+    def _observed_rate(self) -> float:
         """The control arm's rate of the first binary metric (the power calculator starts there)."""
         res = self.data.table("experiment_results") if self.ok else None
         if res is not None and "kind" in res.columns:
@@ -127,6 +129,8 @@ class Experiments(Page):
 
     def power_calculator(self) -> Any:
         """Rates and risks in percent -> units needed per group, with messages in words."""
+        if not self.ok:
+            return None
         from customer_intel import experiments
 
-        return widgets.power_calculator(self.observed_rate(), experiments.sample_size_per_group)
+        return widgets.power_calculator(self._observed_rate(), experiments.sample_size_per_group)

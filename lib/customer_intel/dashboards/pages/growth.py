@@ -1,5 +1,8 @@
-"""Growth: who will buy next (propensity deciles, gains, lift), how many to contact (with the
-contact cost and margin editable), and what to cross-sell."""
+"""Growth: who will buy next, how many to contact, what to cross-sell.
+
+Propensity deciles, gains and lift; the targeting depth (with the contact cost and margin
+editable), and what to cross-sell.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Data quality: events by type and day (with a warning for missing or near-empty days),
-missing values per column, rejected rows by reason, duplicates, prices, storage sizes."""
+"""Data quality: events, missing values, rejects, duplicates, prices, sizes.
+
+Events by type and day (with a warning for missing or near-empty days), missing values per column,
+rejected rows by reason, duplicates, prices, storage sizes.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ class Quality(Page):
     applies = "events by day (dates)"
 
     def day_warning(self) -> present.Html | None:
+        """Day warning."""
         if not self.ok or self.period is None:
             return None
         ev = self.data.table("dash_quality_events")
@@ -63,6 +67,7 @@ class Quality(Page):
         )
 
     def events_by_day(self) -> present.Html | None:
+        """Events by day."""
         if not self.ok or self.period is None:
             return None
         ev = self.data.table("dash_quality_events")
@@ -115,6 +120,7 @@ class Quality(Page):
         return present.Html(out)
 
     def missing_values(self) -> present.Html | None:
+        """Missing values."""
         m = self.data.table("dash_quality_missing") if self.ok else None
         if m is None:
             return None
@@ -130,6 +136,7 @@ class Quality(Page):
         )
 
     def prices(self) -> present.Html | None:
+        """Prices."""
         p = self.data.table("dash_quality_prices") if self.ok else None
         if p is None or p.is_empty():
             return None
@@ -141,6 +148,7 @@ class Quality(Page):
         )
 
     def storage(self) -> present.Html | None:
+        """Storage."""
         s = self.data.table("optimize_sizes") if self.ok else None
         if s is None:
             return None
