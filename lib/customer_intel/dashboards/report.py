@@ -50,7 +50,10 @@ def export(name: str, run: Path, root: Path) -> Path:
     os.environ["CUSTOMER_INTEL_PLOTLY_RENDERER"] = "none"
     nb = nbformat.read(DASHBOARDS_DIR / f"{name}.ipynb", as_version=4)
     NotebookClient(
-        nb, kernel_name="python3", resources={"metadata": {"path": str(DASHBOARDS_DIR)}}
+        nb,
+        kernel_name="python3",
+        timeout=600,
+        resources={"metadata": {"path": str(DASHBOARDS_DIR)}},
     ).execute()
     for cell in nb.cells:  # forms need a live kernel: drop their (widget) outputs
         if cell.cell_type == "code":

@@ -313,11 +313,10 @@ def campaign_editor(
             f"<b>{present.money(best['profit'], currency)}</b> from "
             f"{best['expected_conversions']:,.0f} expected conversions.</div>"
         )
-        chart.clear_output(wait=True)
-        with chart:
-            from IPython.display import display
-
-            display(draw(curve, best["depth"]))
+        # replace the chart's output directly (no "with chart:" capture, which waits on the
+        # kernel's output hooks and stalled a page under nbclient)
+        chart.outputs = ()
+        chart.append_display_data(draw(curve, best["depth"]))
 
     button.on_click(update)
     update()
