@@ -127,6 +127,11 @@ ENV.filters.update(
 
 
 # -- output objects ----------------------------------------------------------------------------
+#: classes that keep the page's LaTeX typesetter off our text: "$1.00 and $20.00" is money, not
+#: an inline formula (it was set as "1.00andamarginof20.00")
+NO_MATH = "tex2jax_ignore mathjax_ignore"
+
+
 class Html:
     """An HTML block a notebook cell displays (``text/html``)."""
 
@@ -134,7 +139,7 @@ class Html:
         self.data = text
 
     def _repr_html_(self) -> str:
-        return self.data
+        return f'<div class="{NO_MATH}">{self.data}</div>'
 
     def __str__(self) -> str:
         return self.data

@@ -66,7 +66,7 @@ def number_inputs(fields: dict[str, tuple[str, float]]) -> dict[str, Any]:
             value=f"{v:g}",
             description=lab,
             style=_STYLE,
-            layout=w.Layout(width="min(420px, 100%)"),
+            layout=w.Layout(width="100%", max_width="480px"),
         )
         for k, (lab, v) in fields.items()
     }
@@ -95,7 +95,7 @@ def score_form(model_path: Any, profiles: pl.DataFrame, currency: str) -> Any:
     inputs = number_inputs(fields)
     button = w.Button(description="Score this customer", button_style="primary")
     out = w.HTML(
-        value='<div id="score-result" class="ci-result">Enter the values and press '
+        value='<div id="score-result" class="ci-result tex2jax_ignore mathjax_ignore">Enter the values and press '
         "<b>Score this customer</b>.</div>"
     )
     model: list[Any] = []
@@ -109,7 +109,7 @@ def score_form(model_path: Any, profiles: pl.DataFrame, currency: str) -> Any:
                 errors.append(err)
         if errors:
             out.value = (
-                '<div id="score-result" class="ci-result" data-error="1">'
+                '<div id="score-result" class="ci-result tex2jax_ignore mathjax_ignore" data-error="1">'
                 + "".join(f'<div class="ci-error">{html.escape(e)}</div>' for e in errors)
                 + "<div>Nothing was scored.</div></div>"
             )
@@ -136,7 +136,7 @@ def score_form(model_path: Any, profiles: pl.DataFrame, currency: str) -> Any:
             f", who spent {present.money(value, currency)} on average" if value is not None else ""
         )
         out.value = (
-            f'<div id="score-result" class="ci-result" data-cluster="{pred["cluster"]}" '
+            f'<div id="score-result" class="ci-result tex2jax_ignore mathjax_ignore" data-cluster="{pred["cluster"]}" '
             f'data-segment="{html.escape(pred["segment"])}">This customer belongs with the '
             f"<b>{html.escape(pred['segment'])}</b> group: {present.pct(row['share'])} of "
             f"customers{spent}.{warn}</div>"
@@ -200,7 +200,7 @@ def product_selector(
             "cross-sell",
         )
         out.value = (
-            f'<div class="ci-scroll"><table class="ci-table" id="product-recs" '
+            f'<div class="ci-scroll tex2jax_ignore mathjax_ignore"><table class="ci-table" id="product-recs" '
             f'data-item="{html.escape(str(dd.value))}" data-rules="{rules.height}">'
             f"<thead><tr><th>#</th><th>suggest</th><th>why</th></tr></thead>"
             f"<tbody>{body}</tbody></table></div><div class='ci-download'>{csv}</div>"
@@ -250,14 +250,14 @@ def power_calculator(
         attrs = " ".join(f'data-{k}="{(x / 100 if x is not None else "")!r}"' for k, x in v.items())
         if errors:
             out.value = (
-                f'<div id="power-result" class="ci-result" data-n="nan" {attrs}>'
+                f'<div id="power-result" class="ci-result tex2jax_ignore mathjax_ignore" data-n="nan" {attrs}>'
                 + "".join(f'<div class="ci-error">{html.escape(e)}</div>' for e in errors)
                 + "</div>"
             )
             return
         n = sample_size(v["baseline"] / 100, v["mde"] / 100, v["alpha"] / 100, v["power"] / 100)
         out.value = (
-            f'<div id="power-result" class="ci-result" data-n="{n!r}" {attrs}>You need '
+            f'<div id="power-result" class="ci-result tex2jax_ignore mathjax_ignore" data-n="{n!r}" {attrs}>You need '
             f"<b>{math.ceil(n):,}</b> units in each group ({math.ceil(n) * 2:,} in all) to have "
             f"a {v['power']:g}% chance of detecting a change from {v['baseline']:g}% to "
             f"{v['baseline'] * (1 + v['mde'] / 100):.3g}%.</div>"
@@ -299,7 +299,7 @@ def campaign_editor(
             errors.append("The margin per conversion must be above 0.")
         if errors:
             out.value = (
-                '<div id="targeting-edit" class="ci-result">'
+                '<div id="targeting-edit" class="ci-result tex2jax_ignore mathjax_ignore">'
                 + "".join(f'<div class="ci-error">{html.escape(e)}</div>' for e in errors)
                 + "</div>"
             )
@@ -307,7 +307,7 @@ def campaign_editor(
         curve = best_depth(profit, v["cost"], v["margin"])
         best = curve.row(int(curve["profit"].arg_max()), named=True)
         out.value = (
-            f'<div id="targeting-edit" class="ci-result" data-depth="{best["depth"]}" '
+            f'<div id="targeting-edit" class="ci-result tex2jax_ignore mathjax_ignore" data-depth="{best["depth"]}" '
             f'data-profit="{best["profit"]!r}">Contact the top <b>{best["depth"]:,}</b> customers '
             f"({present.pct(best['share'])}): expected profit "
             f"<b>{present.money(best['profit'], currency)}</b> from "
