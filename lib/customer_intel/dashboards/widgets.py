@@ -26,6 +26,7 @@ FIELD_LABELS = {
     "tenure_days": "Days since the first visit",
 }
 _STYLE = {"description_width": "initial"}
+_RESULT = f"ci-result {present.NO_MATH}"
 
 
 def label(column: str) -> str:
@@ -95,7 +96,7 @@ def score_form(model_path: Any, profiles: pl.DataFrame, currency: str) -> Any:
     inputs = number_inputs(fields)
     button = w.Button(description="Score this customer", button_style="primary")
     out = w.HTML(
-        value='<div id="score-result" class="ci-result tex2jax_ignore mathjax_ignore">Enter the values and press '
+        value=f'<div id="score-result" class="{_RESULT}">Enter the values and press '
         "<b>Score this customer</b>.</div>"
     )
     model: list[Any] = []
@@ -109,7 +110,7 @@ def score_form(model_path: Any, profiles: pl.DataFrame, currency: str) -> Any:
                 errors.append(err)
         if errors:
             out.value = (
-                '<div id="score-result" class="ci-result tex2jax_ignore mathjax_ignore" data-error="1">'
+                f'<div id="score-result" class="{_RESULT}" data-error="1">'
                 + "".join(f'<div class="ci-error">{html.escape(e)}</div>' for e in errors)
                 + "<div>Nothing was scored.</div></div>"
             )
@@ -136,7 +137,7 @@ def score_form(model_path: Any, profiles: pl.DataFrame, currency: str) -> Any:
             f", who spent {present.money(value, currency)} on average" if value is not None else ""
         )
         out.value = (
-            f'<div id="score-result" class="ci-result tex2jax_ignore mathjax_ignore" data-cluster="{pred["cluster"]}" '
+            f'<div id="score-result" class="{_RESULT}" data-cluster="{pred["cluster"]}" '
             f'data-segment="{html.escape(pred["segment"])}">This customer belongs with the '
             f"<b>{html.escape(pred['segment'])}</b> group: {present.pct(row['share'])} of "
             f"customers{spent}.{warn}</div>"
@@ -200,7 +201,7 @@ def product_selector(
             "cross-sell",
         )
         out.value = (
-            f'<div class="ci-scroll tex2jax_ignore mathjax_ignore"><table class="ci-table" id="product-recs" '
+            f'<div class="ci-scroll {present.NO_MATH}"><table class="ci-table" id="product-recs" '
             f'data-item="{html.escape(str(dd.value))}" data-rules="{rules.height}">'
             f"<thead><tr><th>#</th><th>suggest</th><th>why</th></tr></thead>"
             f"<tbody>{body}</tbody></table></div><div class='ci-download'>{csv}</div>"
@@ -250,14 +251,14 @@ def power_calculator(
         attrs = " ".join(f'data-{k}="{(x / 100 if x is not None else "")!r}"' for k, x in v.items())
         if errors:
             out.value = (
-                f'<div id="power-result" class="ci-result tex2jax_ignore mathjax_ignore" data-n="nan" {attrs}>'
+                f'<div id="power-result" class="{_RESULT}" data-n="nan" {attrs}>'
                 + "".join(f'<div class="ci-error">{html.escape(e)}</div>' for e in errors)
                 + "</div>"
             )
             return
         n = sample_size(v["baseline"] / 100, v["mde"] / 100, v["alpha"] / 100, v["power"] / 100)
         out.value = (
-            f'<div id="power-result" class="ci-result tex2jax_ignore mathjax_ignore" data-n="{n!r}" {attrs}>You need '
+            f'<div id="power-result" class="{_RESULT}" data-n="{n!r}" {attrs}>You need '
             f"<b>{math.ceil(n):,}</b> units in each group ({math.ceil(n) * 2:,} in all) to have "
             f"a {v['power']:g}% chance of detecting a change from {v['baseline']:g}% to "
             f"{v['baseline'] * (1 + v['mde'] / 100):.3g}%.</div>"
@@ -299,7 +300,7 @@ def campaign_editor(
             errors.append("The margin per conversion must be above 0.")
         if errors:
             out.value = (
-                '<div id="targeting-edit" class="ci-result tex2jax_ignore mathjax_ignore">'
+                f'<div id="targeting-edit" class="{_RESULT}">'
                 + "".join(f'<div class="ci-error">{html.escape(e)}</div>' for e in errors)
                 + "</div>"
             )
@@ -307,7 +308,7 @@ def campaign_editor(
         curve = best_depth(profit, v["cost"], v["margin"])
         best = curve.row(int(curve["profit"].arg_max()), named=True)
         out.value = (
-            f'<div id="targeting-edit" class="ci-result tex2jax_ignore mathjax_ignore" data-depth="{best["depth"]}" '
+            f'<div id="targeting-edit" class="{_RESULT}" data-depth="{best["depth"]}" '
             f'data-profit="{best["profit"]!r}">Contact the top <b>{best["depth"]:,}</b> customers '
             f"({present.pct(best['share'])}): expected profit "
             f"<b>{present.money(best['profit'], currency)}</b> from "
