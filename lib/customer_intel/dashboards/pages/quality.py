@@ -96,7 +96,7 @@ class Quality(Page):
         }
         s = s.with_columns(
             what=pl.col("metric").replace_strict(
-                words, default=pl.col("metric").str.replace_all("_", " ")
+                words, default=pl.col("metric").str.replace_all("_", " ").str.replace(":", ": ")
             )
         )
         out = str(
@@ -108,13 +108,17 @@ class Quality(Page):
                 csv=s.select("metric", "value"),
             )
         )
-        if r is not None:
+        if r is not None and r.is_empty():
+            out += str(
+                present.message("No input row was rejected.", kind="note", element_id="rejects")
+            )
+        elif r is not None:
             out += str(
                 present.table(
                     r,
                     {"reason": ("reason", None), "rows": ("rows", lambda v: f"{v:,}")},
                     element_id="rejects",
-                    title="Rejected rows by reason" + ("" if r.height else ": none"),
+                    title="Rejected rows by reason",
                 )
             )
         return present.Html(out)
