@@ -217,7 +217,7 @@ def figure(
     from plotly.utils import PlotlyJSONEncoder
 
     fig.update_layout(title_text=None, height=height, autosize=True, width=None)
-    fig.update_layout(margin={"l": 8, "r": 8, "t": 36, "b": 8})
+    fig.update_layout(margin={"l": 8, "r": 28, "t": 36, "b": 8})  # r: room for the last tick
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)
     div_id = element_id or f"chart-{next(_ids)}"

@@ -10,8 +10,10 @@ What makes the server safe to leave running for a day of visits:
   on ``beforeunload`` with the ``_xsrf`` cookie as the form's token; Voila never set that
   cookie, so every shutdown was refused (403). :func:`set_xsrf_cookie` (Voila's
   ``prelaunch_hook``, run per visit before the kernel starts) sets it; XSRF checks stay on.
-- **Idle kernels are culled** (a tab left open, a browser that crashed before sending the
-  shutdown): ``cull_idle_timeout`` / ``cull_interval`` below, connected or not.
+- **Kernels nobody is connected to are culled** after a minute (a browser that crashed or was
+  killed before its shutdown beacon left; headless Chromium closing a tab drops the beacon):
+  ``cull_idle_timeout`` / ``cull_interval`` below. A kernel with an open tab (connected) or a
+  page still executing (busy) is kept.
 - **Offline**: a local template (:file:`voila/index.html.j2`) without Font Awesome from a CDN,
   plotly.js served by this server (copied from the plotly package), charts without the
   "send to cloud" button (:data:`customer_intel.dashboards.present.PLOTLY_CONFIG`).
@@ -35,9 +37,10 @@ from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR
 
 TEMPLATE = "customer_intel"
 TEMPLATE_SOURCE = Path(__file__).with_name("voila")
-#: a kernel with no activity for this long is shut down (seconds), checked every CULL_INTERVAL
-CULL_IDLE_TIMEOUT = 900
-CULL_INTERVAL = 60
+#: a kernel with no connection and no activity for this long is shut down (seconds), checked
+#: every CULL_INTERVAL
+CULL_IDLE_TIMEOUT = 60
+CULL_INTERVAL = 15
 
 
 def set_xsrf_cookie(handler: Any, notebook: Any, cwd: str) -> None:
@@ -82,7 +85,7 @@ def voila_command(*, host: str, port: int) -> list[str]:
         "--ServerApp.disable_check_xsrf=False",
         f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_TIMEOUT}",
         f"--MappingKernelManager.cull_interval={CULL_INTERVAL}",
-        "--MappingKernelManager.cull_connected=True",
+        "--MappingKernelManager.cull_connected=False",
         "--MappingKernelManager.cull_busy=False",
     ]
 
