@@ -51,11 +51,14 @@ def _free_port() -> int:
 
 
 def _kernels(server: psutil.Process) -> list[psutil.Process]:
-    return [
-        p
-        for p in server.children(recursive=True)
-        if p.is_running() and "ipykernel" in " ".join(p.cmdline())
-    ]
+    out = []
+    for p in server.children(recursive=True):
+        try:  # a kernel shutting down may be gone (or a zombie) between listing and reading
+            if p.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
 
 
 @pytest.fixture(scope="module")
