@@ -561,3 +561,29 @@ def test_reports_page_draws_each_declared_report_and_filters_dated_ones(tmp_path
     assert "report-0" in empty  # the default period (the last 30 days) holds them all
     _run(tmp_path, {"metrics": {"reports": []}})
     assert 'id="no-reports"' in str(Reports(root=tmp_path, query="").reports())
+
+
+def test_dashboard_data_reads_a_spark_runs_parquet_warehouse_the_same(con, tmp_path):
+    """engine spark leaves no DuckDB file, only Parquet (``events/<day>/``, ``tables/<t>/``):
+    the stage reads it and writes the same tables as from the DuckDB warehouse."""
+    from types import SimpleNamespace
+
+    from customer_intel import warehouse
+
+    wdir = tmp_path / "warehouse"
+    for d, part in EVENTS.group_by("event_date"):
+        folder = wdir / warehouse.EVENTS_DIR / f"event_date={d[0]}"
+        folder.mkdir(parents=True)
+        part.drop("event_date").write_parquet(folder / "part-00000.parquet")
+    for name in warehouse.TABLES:
+        folder = wdir / warehouse.PARQUET_TABLES_DIR / name
+        folder.mkdir(parents=True)
+        con.execute(f"SELECT * FROM {name}").pl().write_parquet(folder / "part-00000.parquet")
+    spark = build.connect(SimpleNamespace(warehouse_dir=wdir), "spark")
+    build.prepare(spark, SEGMENTS)
+    order = ["event_date", "segment", "category"]
+    mine = build.daily(spark).sort(order)
+    ref = build.daily(con).sort(order)
+    assert mine.select(ref.columns).equals(ref)
+    assert build.quality_missing(spark).equals(build.quality_missing(con))
+    spark.close()
