@@ -297,7 +297,7 @@ def test_customers_segments_and_score_form_refuses_bad_input(browser, server):
     top = v.page.locator("#top-segment")
     assert top.get_attribute("data-segment") == summary["segment"][0]
     assert v.page.locator("#customers-at-risk").count() == 1  # a table or why it is empty
-    assert v.page.locator("#chart-clv .main-svg, #chart-p-alive .main-svg").count() == 2
+    assert v.page.locator("#chart-clv.js-plotly-plot, #chart-p-alive.js-plotly-plot").count() == 2
     labels = v.page.locator(".widget-text label").all_inner_texts()
     assert labels and not any("_" in t for t in labels)  # words, not column names
     field = v.page.locator(".widget-text input").first
