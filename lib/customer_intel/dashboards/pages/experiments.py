@@ -37,7 +37,7 @@ class Experiments(Page):
         return str(e.get("control_label", "control")), str(e.get("treatment_label", "treatment"))
 
     def _value(self, kind: str, v: float | None) -> str:
-        if v is None:
+        if v is None or v != v:  # None or NaN (e.g. no interval for a quantile)
             return "–"
         if kind == "binary":
             return present.pct(v, 2)
