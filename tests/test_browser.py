@@ -298,6 +298,7 @@ def test_customers_segments_and_score_form_refuses_bad_input(browser, server):
     assert top.get_attribute("data-segment") == summary["segment"][0]
     assert v.page.locator("#customers-at-risk").count() == 1  # a table or why it is empty
     assert v.page.locator("#chart-clv.js-plotly-plot, #chart-p-alive.js-plotly-plot").count() == 2
+    v.page.wait_for_selector(".widget-text label", timeout=60_000)  # the form renders last
     labels = v.page.locator(".widget-text label").all_inner_texts()
     assert labels and not any("_" in t for t in labels)  # words, not column names
     field = v.page.locator(".widget-text input").first
@@ -357,7 +358,7 @@ def test_experiments_readout_and_power_calculator(browser, server):
         assert shown.inner_text().strip() == r["verdict"]
     daily = server["run"] / "tables" / "experiment_daily.parquet"
     if daily.exists() and pl.read_parquet(daily).height:
-        assert v.page.locator("#chart-over-time .main-svg").count() >= 1
+        assert v.page.locator("#chart-lift-over-time .main-svg").count() >= 1
     assert "e-" not in v.page.locator("#decision-table").inner_text()  # no 2.03e-11
     control = float(results.filter(pl.col("kind") == "binary")["control"][0])
     result = v.page.locator("#power-result")

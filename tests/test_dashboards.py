@@ -496,7 +496,7 @@ def test_experiments_page_shows_each_arm_its_decision_method_and_sequential_read
     assert "not in this run" in str(page.effect_over_time())
     daily.write_parquet(tmp_path / "runs" / "r1" / "tables" / "experiment_daily.parquet")
     chart = str(Experiments(root=tmp_path, query="").effect_over_time())
-    assert 'id="chart-over-time"' in chart and "conversion" in chart
+    assert 'id="chart-lift-over-time"' in chart and "conversion" in chart
 
 
 def test_forecast_anomalies_on_the_executive_page(tmp_path):

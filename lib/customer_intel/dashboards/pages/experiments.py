@@ -113,7 +113,7 @@ class Experiments(Page):
                 "range": ("95% range of the difference", None),
                 "p": ("p (adjusted)", None),
                 "prob": ("chance the arm is better (method)", None),
-                "sequential": ("sequential (anytime-valid)", None),
+                "sequential": ("sequential readout (any look)", None),
                 "verdict": ("verdict", None),
             },
             element_id="decision-table",
@@ -141,7 +141,7 @@ class Experiments(Page):
         return present.figure(
             plots.experiment_over_time(daily, metric),
             title=f"The change in {metric} day by day (cumulative, with the anytime-valid range)",
-            element_id="chart-over-time",
+            element_id="chart-lift-over-time",
             data=daily,
         )
 
