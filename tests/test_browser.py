@@ -201,7 +201,7 @@ CLIPPED = """() => {
     for (const t of chart.querySelectorAll('.ytick text, .xtick text')) {
       const v = t.textContent.replace(/[\\u2212]/g, '-').trim();
       if (/^-\\d/.test(v) && !chart.id.includes('lift') && !chart.id.includes('clusters')
-          && !chart.id.includes('profit'))
+          && !chart.id.includes('profit') && !chart.id.startsWith('report-'))
         bad.push(chart.id + ' negative tick on a count axis: ' + v);
     }
   }
