@@ -11,7 +11,7 @@ STAMP      := $(VENV)/.installed
 # Trust the system certificate store (machines behind a TLS-inspecting proxy need it).
 export UV_NATIVE_TLS ?= 1
 
-.PHONY: help setup setup-spark lock run smoke test test-slow nbval lint format browser-deps dashboards bench bench-e2e clean
+.PHONY: help setup setup-spark lock run smoke test test-slow nbval lint format browser-deps dashboards report bench bench-e2e clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ test-slow: setup ## the slow statistical and scale tests
 
 dashboards: setup ## serve the dashboards of outputs/latest with Voila on 127.0.0.1
 	$(PY) -m customer_intel.dashboards
+
+report: setup ## static HTML of each dashboard (charts offline) into outputs/latest/reports/
+	$(PY) -m customer_intel.dashboards.report
 
 bench: setup ## ingest benchmark (EVENTS=2000000)
 	$(PY) -m benchmarks.ingest --events $${EVENTS:-2000000}

@@ -1,49 +1,58 @@
-"""Dashboard data access: the no-run message, numbers, pseudonyms; notebooks run without a run."""
+"""Dashboards without a browser: the no-run message, the precomputed tables against the
+warehouse, the one definition of each number, filters, formats, salts, the server command."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+
+import duckdb
 import nbformat
 import polars as pl
 import pytest
 from nbclient import NotebookClient
 
-from customer_intel import dashboards, runs
+from customer_intel import clustering, dashboards, runs
 from customer_intel.contracts import Manifest
+from customer_intel.dashboards import build, present
+from customer_intel.dashboards.data import ALL, Filters, Period, RunData, kpis, secret_salt
+from customer_intel.dashboards.pages import (
+    Customers,
+    Executive,
+    Experiments,
+    Growth,
+    Quality,
+    Reports,
+)
+from customer_intel.dashboards.pages.customers import standardized
+from customer_intel.dashboards.pages.executive import conversion_note
+from customer_intel.dashboards.pages.quality import day_gaps
+from customer_intel.dashboards.widgets import best_depth, parse_number
 from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR
 
-
-def _html(obj) -> str:
-    return obj.data if hasattr(obj, "data") else str(obj)
+PAGES = (Executive, Customers, Growth, Experiments, Quality, Reports)
 
 
 def test_no_run_says_so_and_every_other_cell_is_silent(tmp_path):
-    d = dashboards.Dashboard(root=tmp_path)
-    assert d.run is None
-    text = _html(d.header("Executive overview"))
-    assert 'id="no-run"' in text and "make run" in text
-    for method in (
-        "kpi_cards",
-        "daily_trend",
-        "funnel",
-        "top_categories",
-        "top_customers",
-        "cohorts",
-        "segment_sizes",
-        "clv_distribution",
-        "p_alive_matrix",
-        "customers_at_risk",
-        "score_form",
-        "targeting",
-        "product_selector",
-        "decision_table",
-    ):
-        assert getattr(d, method)() is None, method
+    for cls in PAGES:
+        page = cls(root=tmp_path, query="")
+        assert not page.ok
+        text = str(page.header())
+        assert 'id="no-run"' in text and "make run" in text
+        assert text.count("<h1") == 1
+        for method in dir(cls):
+            if method.startswith("_") or method in {"header", "missing", "experiments"}:
+                continue
+            attr = getattr(page, method)
+            if callable(attr):
+                assert attr() is None, f"{cls.__name__}.{method}"
 
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("name", dashboards.DASHBOARDS)
 def test_dashboard_notebooks_run_cleanly_without_a_run(tmp_path, name, monkeypatch):
     monkeypatch.setenv(dashboards.ENV_OUTPUT_ROOT, str(tmp_path))
+    monkeypatch.setenv("CUSTOMER_INTEL_PLOTLY_RENDERER", "none")
     nb = nbformat.read(DASHBOARDS_DIR / f"{name}.ipynb", as_version=4)
     NotebookClient(
         nb, kernel_name="python3", resources={"metadata": {"path": str(DASHBOARDS_DIR)}}
@@ -51,6 +60,202 @@ def test_dashboard_notebooks_run_cleanly_without_a_run(tmp_path, name, monkeypat
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("no-run" in str(o.get("data", {})) for o in outputs)
+
+
+# -- the dashboard_data stage ------------------------------------------------------------------
+EVENTS = pl.DataFrame(
+    {
+        "event_time": [
+            dt.datetime(2019, 11, 1, 10, 0, tzinfo=dt.UTC),
+            dt.datetime(2019, 11, 1, 10, 5, tzinfo=dt.UTC),
+            dt.datetime(2019, 11, 1, 10, 9, tzinfo=dt.UTC),
+            dt.datetime(2019, 11, 1, 23, 50, tzinfo=dt.UTC),
+            dt.datetime(2019, 11, 2, 0, 10, tzinfo=dt.UTC),  # same session, next day
+            dt.datetime(2019, 11, 2, 9, 0, tzinfo=dt.UTC),
+            dt.datetime(2019, 11, 2, 9, 1, tzinfo=dt.UTC),
+        ],
+        "event_type": ["view", "cart", "purchase", "view", "purchase", "view", "purchase"],
+        "user_id": [1, 1, 1, 2, 2, 3, 3],
+        "user_session": ["a", "a", "a", "b", "b", "c", "c"],
+        "product_id": [10, 10, 10, 11, 12, 14, 13],
+        "category_code": ["electronics.phone"] * 3
+        + ["apparel.shoes", None, "electronics.tv", "electronics.tv"],
+        "price": [100.0, 100.0, 100.0, 20.0, 5.0, 100.0, 300.0],
+        "category_id": [1, 1, 1, 2, None, 3, 3],
+        "brand": ["acme", "acme", "acme", None, None, "tvco", "tvco"],
+    }
+).with_columns(event_date=pl.col("event_time").dt.date())
+SEGMENTS = pl.DataFrame({"user_id": [1, 3], "segment": ["Champions", "New"]})
+
+
+@pytest.fixture
+def con():
+    from customer_intel import warehouse
+
+    c = duckdb.connect()
+    c.execute("SET TimeZone = 'UTC'")
+    c.register("all_events_df", EVENTS.to_arrow())
+    c.execute("CREATE VIEW all_events AS SELECT * FROM all_events_df")
+    c.execute("CREATE VIEW events AS SELECT * FROM all_events WHERE user_id IS NOT NULL")
+    import ibis
+
+    ib = ibis.duckdb.from_connection(c)
+    for name, expr in warehouse.star_schema(ib.table("events")).items():
+        c.execute(f"CREATE TABLE {name} AS {ib.compile(expr)}")
+    build.prepare(c, SEGMENTS)
+    yield c
+    c.close()
+
+
+def test_daily_all_rows_equal_the_warehouse_daily_kpis(con):
+    """One definition: the (all, all) rows are fact_daily_kpis, row for row."""
+    d = build.daily(con).filter(segment=ALL, category=ALL).sort("event_date")
+    ref = con.execute("SELECT * FROM fact_daily_kpis ORDER BY event_date").pl()
+    for mine, theirs in (
+        ("revenue", "revenue"),
+        ("orders", "orders"),
+        ("sessions", "sessions"),
+        ("buyers", "buyers"),
+        ("visitors", "dau"),
+        ("views", "views"),
+        ("purchases", "purchases"),
+    ):
+        assert d[mine].cast(pl.Float64).to_list() == ref[theirs].cast(pl.Float64).to_list(), mine
+
+
+def test_daily_by_segment_and_category_by_hand(con):
+    d = build.daily(con)
+    # 1 Nov: user 1 (Champions) bought a phone (100); user 2 (no purchase scored) viewed shoes
+    champions = d.filter(
+        event_date=dt.date(2019, 11, 1), segment="Champions", category="electronics"
+    ).row(0, named=True)
+    assert (champions["revenue"], champions["orders"], champions["sessions"]) == (100.0, 1, 1)
+    # session b starts on 1 Nov and buys on 2 Nov: the order counts on its start day (as the
+    # warehouse does), the revenue on the purchase's day
+    nopurchase = d.filter(segment=build.NO_PURCHASE, category=ALL)
+    assert nopurchase.filter(event_date=dt.date(2019, 11, 1))["orders"].to_list() == [1]
+    assert nopurchase.filter(event_date=dt.date(2019, 11, 2))["revenue"].to_list() == [5.0]
+    assert build.NO_CATEGORY in d["category"].to_list()
+
+
+def test_buyer_days_products_and_quality_tables(con):
+    b = build.buyer_days(con)
+    assert b.height == 3 and b["revenue"].sum() == pytest.approx(405.0)
+    labels = build.products(con)
+    phone = labels.filter(product_id="10")["label"][0]
+    assert "electronics › phone" in phone and "(#10)" in phone
+    missing = dict(zip(*build.quality_missing(con).select("column", "missing"), strict=True))
+    assert missing["category_code"] == 1 and missing["price"] == 0
+    q = build.quality_events(con)
+    assert q["events"].sum() == EVENTS.height
+    prices = build.quality_prices(con, bins=5)
+    assert prices["events"].sum() == EVENTS.height
+    rejects = build.quality_rejects(pl.LazyFrame({"reason": ["bad price", "bad price", "no user"]}))
+    assert rejects.rows() == [("bad price", 2), ("no user", 1)]
+
+
+def test_kpis_one_definition():
+    daily = pl.DataFrame(
+        {
+            "event_date": [dt.date(2019, 11, d) for d in (1, 2, 3)],
+            "revenue": [100.0, 50.0, 30.0],
+            "orders": [2, 1, 1],
+            "sessions": [10, 10, 5],
+        }
+    )
+    buyers = pl.DataFrame(
+        {"event_date": [dt.date(2019, 11, d) for d in (1, 2, 2, 3)], "user_id": [1, 1, 2, 3]}
+    )
+    k = kpis(daily, buyers, Period(dt.date(2019, 11, 1), dt.date(2019, 11, 2)))
+    assert k == {
+        "revenue": 150.0,
+        "orders": 3.0,
+        "sessions": 20.0,
+        "customers": 2.0,  # user 1 on two days counts once
+        "conversion": 3 / 20,
+        "aov": 50.0,
+    }
+    assert Period(dt.date(2019, 11, 11), dt.date(2019, 11, 20)).before() == Period(
+        dt.date(2019, 11, 1), dt.date(2019, 11, 10)
+    )
+
+
+def test_conversion_change_from_a_traffic_drop_says_so():
+    prev = {"conversion": 0.02, "sessions": 1000.0, "orders": 20.0}
+    cur = {"conversion": 0.06, "sessions": 300.0, "orders": 18.0}  # +200% from -70% sessions
+    note = conversion_note(cur, prev)
+    assert note and "traffic" in note and "−70.0%" in note
+    better = {"conversion": 0.03, "sessions": 1000.0, "orders": 30.0}  # real improvement
+    assert conversion_note(better, prev) is None
+
+
+def test_filters_round_trip_and_refuse_nonsense():
+    f = Filters.from_query("from=2019-11-01&to=2019-11-30&segment=Champions&category=electronics")
+    assert (f.start, f.end, f.segment, f.category) == (
+        dt.date(2019, 11, 1),
+        dt.date(2019, 11, 30),
+        "Champions",
+        "electronics",
+    )
+    assert Filters.from_query(f.query()) == f
+    bad = Filters.from_query("from=yesterday&to=2019-11-01&segment=")
+    assert bad.start is None and bad.segment == ALL and "not a date" in bad.problems[0]
+    swapped = Filters.from_query("from=2019-11-30&to=2019-11-01")
+    assert swapped.start < swapped.end and swapped.problems
+
+
+def test_formats_for_people():
+    assert present.money(123631.0, compact=True) == "$123.6K"
+    assert present.money(1234.5) == "$1,234.50"
+    assert present.number(123631) == "123.6K" and present.number(950) == "950"
+    assert present.pct(0.2018) == "20.2%"
+    assert present.signed_pct(-0.7) == "−70.0%"
+    assert present.p_value(2.03e-11) == "< 0.001" and present.p_value(0.0234) == "0.023"
+    assert present.probability(1.0) == "> 99.9%" and present.probability(0.0) == "< 0.1%"
+    assert present.period(Period(dt.date(2019, 11, 1), dt.date(2019, 11, 30))) == (
+        "1 Nov – 30 Nov 2019"
+    )
+
+
+def test_charts_are_html_with_an_offline_config():
+    import plotly.graph_objects as go
+
+    out = str(present.figure(go.Figure(go.Bar(x=[1], y=[2])), title="t", element_id="c1"))
+    assert "Plotly.newPlot" in out and "https://" not in out
+    assert '"showSendToCloud": false' in out and '"displaylogo": false' in out
+
+
+def test_score_and_power_inputs_are_refused_in_words():
+    assert parse_number("-5000", "Money spent") == (
+        None,
+        "Money spent cannot be below 0 (you entered -5000).",
+    )
+    assert parse_number("", "Visits")[1] == "Visits: please enter a number."
+    assert parse_number("abc", "Visits")[1] == "Visits: 'abc' is not a number."
+    assert parse_number("1,200", "Visits") == (1200.0, None)
+
+
+def test_campaign_depth_recomputed():
+    profit = pl.DataFrame({"depth": [0, 1, 2, 3], "expected_conversions": [0.0, 0.5, 0.8, 0.9]})
+    curve = best_depth(profit, cost=1.0, margin=10.0)
+    assert curve["profit"].to_list() == pytest.approx([0.0, 4.0, 6.0, 6.0])
+    assert int(curve["depth"][int(curve["profit"].arg_max())]) == 2
+
+
+def test_dashboard_z_scores_equal_the_clustering_module():
+    prof = pl.DataFrame({"segment": ["a", "b", "c"], "x": [1.0, 2.0, 6.0], "y": [3.0, 3.0, 3.0]})
+    assert standardized(prof, ["x", "y"]).equals(clustering.standardized_profiles(prof, ["x", "y"]))
+
+
+def test_days_missing_or_near_empty():
+    ev = pl.DataFrame(
+        {
+            "event_date": [dt.date(2019, 11, 1), dt.date(2019, 11, 2), dt.date(2019, 11, 4)],
+            "events": [100, 5, 120],
+        }
+    )
+    missing, thin = day_gaps(ev, dt.date(2019, 11, 1), dt.date(2019, 11, 4))
+    assert missing == [dt.date(2019, 11, 3)] and thin == [dt.date(2019, 11, 2)]
 
 
 def test_pseudonyms_are_stable_salted_and_not_the_id():
@@ -61,29 +266,64 @@ def test_pseudonyms_are_stable_salted_and_not_the_id():
     assert all(x.startswith("C-") and "512000" not in x for x in a)
 
 
+def test_secret_salt_is_made_once_per_deployment_unless_params_set_one(tmp_path):
+    first = secret_salt(tmp_path)
+    assert len(first) == 64 and secret_salt(tmp_path) == first
+    path = tmp_path / ".secrets" / "pseudonym_salt"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert secret_salt(tmp_path / "other") != first
+    assert secret_salt(tmp_path, "a-configured-salt-123") == "a-configured-salt-123"
+    assert ".secrets/" in (OUTPUTS_DIR.parent / ".gitignore").read_text()
+
+
 def test_a_failed_run_is_not_shown(tmp_path):
     run = tmp_path / "runs" / "r1"
     run.mkdir(parents=True)
     (run / "manifest.json").write_text('{"status": "failed"}')
     (tmp_path / "latest").symlink_to(run)
     assert dashboards.latest_run(tmp_path) is None
+    assert RunData(tmp_path).run is None
 
 
-def test_urls_and_command_bind_loopback():
+def test_urls_and_command_bind_loopback_cull_and_keep_xsrf():
     urls = dashboards.urls("127.0.0.1", 8866)
     assert set(urls) == set(dashboards.DASHBOARDS)
     assert urls["growth"] == "http://127.0.0.1:8866/voila/render/growth.ipynb"
-    cmd = dashboards.voila_command(host="127.0.0.1", port=8866, pool_size=1)
+    cmd = dashboards.voila_command(host="127.0.0.1", port=8866)
+    assert "--Voila.ip=127.0.0.1" in cmd and "--strip_sources=True" in cmd
+    assert "--preheat_kernel=False" in cmd and "--template=customer_intel" in cmd
+    assert any(c.startswith("--MappingKernelManager.cull_idle_timeout=") for c in cmd)
+    assert "--ServerApp.disable_check_xsrf=False" in cmd
+
+
+def test_template_has_no_cdn_and_loads_local_plotly(tmp_path):
+    from customer_intel.dashboards import serve
+
+    root = serve.template_root(tmp_path)
+    index = (root / "voila" / "templates" / "customer_intel" / "index.html.j2").read_text()
+    assert "cdn." not in index and "fontawesome" not in index.lower()
+    assert "static/plotly.min.js" in index
     assert (
-        "--Voila.ip=127.0.0.1" in cmd
-        and "--strip_sources=True" in cmd
-        and "--preheat_kernel=True" in cmd
-    )
+        root / "voila" / "templates" / "customer_intel" / "static" / "plotly.min.js"
+    ).stat().st_size > 1e6
+
+
+def test_xsrf_hook_sets_the_cookie():
+    from customer_intel.dashboards.serve import set_xsrf_cookie
+
+    class Handler:
+        touched = False
+
+        @property
+        def xsrf_token(self):
+            Handler.touched = True
+            return b"t"
+
+    set_xsrf_cookie(Handler(), None, os.getcwd())
+    assert Handler.touched
 
 
 def test_dashboards_read_the_latest_good_run_of_the_env_output_root(monkeypatch, tmp_path):
-    """CUSTOMER_INTEL_OUTPUT_ROOT decides which runs the dashboards see, and only a run whose
-    manifest says success counts."""
     good = tmp_path / "runs" / "good"
     good.mkdir(parents=True)
     manifest = Manifest(
@@ -106,15 +346,50 @@ def test_dashboards_read_the_latest_good_run_of_the_env_output_root(monkeypatch,
     assert dashboards.output_root() == OUTPUTS_DIR
 
 
-def test_clv_cards_read_the_run_and_pseudonymise_customers_at_risk(tmp_path):
+def _run(tmp_path, params: dict, tables: dict[str, pl.DataFrame] | None = None):
+    """A run folder with a valid manifest (status success, ``params``) and ``tables``."""
     run = tmp_path / "runs" / "r1"
-    (run / "tables").mkdir(parents=True)
-    (run / "manifest.json").write_text(
-        '{"status": "success", "params": {"dashboards": {"pseudonym_salt": "s1"}}}'
+    (run / "tables").mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(
+        run_id="r1",
+        status="success",
+        started_at="2026-11-27T00:00:00+00:00",
+        params_file="params/default.yaml",
+        params_hash="0",
+        params=params,
     )
-    (tmp_path / "latest").symlink_to(run)
-    d = dashboards.Dashboard(root=tmp_path)
-    assert "not in this run" in _html(d.customers_at_risk())
+    runs.write_model(manifest, run / "manifest.json")
+    if not (tmp_path / "latest").exists():
+        (tmp_path / "latest").symlink_to(run)
+    for name, frame in (tables or {}).items():
+        frame.write_parquet(run / "tables" / f"{name}.parquet")
+    return run
+
+
+def _spec(html: str, element_id: str) -> dict:
+    import json
+    import re
+
+    m = re.search(rf'id="{element_id}-spec">(.*?)</script>', html, re.S)
+    return json.loads(m.group(1).replace("<\\/", "</"))
+
+
+def _array(v):
+    """A plotly JSON array (a list, or a typed array ``{dtype, bdata, shape}``) as numpy."""
+    import base64
+
+    import numpy as np
+
+    if not isinstance(v, dict):
+        return np.asarray(v)
+    a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+    shape = v.get("shape")
+    return a.reshape([int(n) for n in str(shape).split(",")]) if shape else a
+
+
+def test_clv_cards_read_the_run_and_pseudonymise_customers_at_risk(tmp_path):
+    run = _run(tmp_path, {"dashboards": {"pseudonym_salt": "s1-sixteen-chars"}})
+    assert "not in this run" in str(Customers(root=tmp_path, query="").customers_at_risk())
     risk = pl.DataFrame(
         {
             "user_id": [512000001, 512000002],
@@ -124,16 +399,24 @@ def test_clv_cards_read_the_run_and_pseudonymise_customers_at_risk(tmp_path):
         }
     )
     risk.write_parquet(run / "tables" / "clv_at_risk.parquet")
-    text = _html(d.customers_at_risk())
-    pseudonyms = dashboards.pseudonymize(risk["user_id"].cast(pl.String), "s1").to_list()
+    text = str(Customers(root=tmp_path, query="").customers_at_risk())
+    pseudonyms = dashboards.pseudonymize(
+        risk["user_id"].cast(pl.String), "s1-sixteen-chars"
+    ).to_list()
     assert all(p in text for p in pseudonyms) and "512000001" not in text
-    assert ">900.00<" in text and ">20.0%<" in text
+    assert ">$900.00<" in text and ">20.0%<" in text
+    import base64
+
+    csv = base64.b64decode(text.split("base64,")[1].split('"')[0]).decode()
+    assert "512000001" not in csv and pseudonyms[0] in csv  # the download is pseudonymised too
     risk.head(0).write_parquet(run / "tables" / "clv_at_risk.parquet")
-    assert "No customer is at risk" in _html(d.customers_at_risk())
-    pl.DataFrame({"clv": [1.0, 2.0, None]}).write_parquet(
+    assert "No customer is at risk" in str(Customers(root=tmp_path, query="").customers_at_risk())
+    pl.DataFrame({"clv": [1.0, 2.0, None], "clv_decile": [1, 10, None]}).write_parquet(
         run / "tables" / "clv_predictions.parquet"
     )
-    assert list(d.clv_distribution().data[0].x) == [1.0, 2.0]
+    page = Customers(root=tmp_path, query="")
+    x = _array(_spec(str(page.clv_distribution()), "chart-clv")["data"][0]["x"])
+    assert x.tolist() == [1.0, 2.0]
     fr = pl.DataFrame(
         {
             "frequency": [0.0, 0.0, 1.0, 1.0],
@@ -142,5 +425,165 @@ def test_clv_cards_read_the_run_and_pseudonymise_customers_at_risk(tmp_path):
         }
     )
     fr.write_parquet(run / "tables" / "clv_fr_matrix.parquet")
-    z = d.p_alive_matrix().data[0].z
-    assert [list(r) for r in z] == [[1, 1], [0.3, 0.9]]
+    z = _array(_spec(str(page.p_alive_matrix()), "chart-p-alive")["data"][0]["z"])
+    assert z.tolist() == [[1, 1], [0.3, 0.9]]
+
+
+def test_experiments_page_shows_each_arm_its_decision_method_and_sequential_readout(tmp_path):
+    results = pl.DataFrame(
+        {
+            "arm": ["gate_40", "gate_40", "gate_50"],
+            "control_label": ["gate_30"] * 3,
+            "metric": ["conversion", "revenue per user", "conversion"],
+            "kind": ["binary", "continuous", "binary"],
+            "control": [0.10, 2.5, 0.10],
+            "treatment": [0.12, 2.4, 0.09],
+            "rel_lift": [0.2, -0.04, -0.1],
+            "ci_low": [0.01, -0.3, -0.03],
+            "ci_high": [0.03, 0.1, 0.01],
+            "p_value": [0.001, 0.4, 0.2],
+            "p_adjusted": [0.003, 0.4, 0.4],
+            "prob_b_better": [0.9995, 0.3, 0.1],
+            "prob_method": ["Beta-Binomial", "bootstrap", "Beta-Binomial"],
+            "seq_decision": ["can stop", "keep running", "keep running"],
+            "verdict": ["significant", "not significant", "not significant"],
+        }
+    )
+    decision = pl.DataFrame(
+        {
+            "arm": ["gate_40", "gate_50"],
+            "decision": ["ship", "keep running"],
+            "verdict": ["gate_40: ship: goal up", "gate_50: keep running: no goal has moved yet"],
+        }
+    )
+    diag = pl.DataFrame({"check": ["SRM p-value"], "value": [0.5]})
+    daily = pl.DataFrame(
+        {
+            "metric": ["conversion"] * 4,
+            "arm": ["gate_40", "gate_40", "gate_50", "gate_50"],
+            "day": [dt.date(2019, 11, 1), dt.date(2019, 11, 2)] * 2,
+            "units": [100, 200, 100, 200],
+            "abs_lift": [0.01, 0.02, -0.01, -0.01],
+            "ci_low": [-0.05, -0.01, -0.06, -0.03],
+            "ci_high": [0.07, 0.05, 0.04, 0.01],
+            "seq_ci_low": [-0.09, -0.04, -0.1, -0.05],
+            "seq_ci_high": [0.11, 0.08, 0.08, 0.03],
+        }
+    )
+    _run(
+        tmp_path,
+        {"experiments": {"control_label": "gate_30", "treatment_label": "gate_40"}},
+        {
+            "experiment_results": results,
+            "experiment_decision": decision,
+            "experiment_diagnostics": diag,
+        },
+    )
+    page = Experiments(root=tmp_path, query="")
+    text = str(page.decision_table())
+    assert 'id="srm-ok"' in text
+    assert text.index('data-arm="gate_40" data-decision="ship"') < text.index("decision-table")
+    assert "gate_50: keep running: no goal has moved yet" in text
+    rows = text.split('class="metric-row"')[1:]
+    assert [r.split('data-arm="')[1].split('"')[0] for r in rows] == [
+        "gate_40",
+        "gate_40",
+        "gate_50",
+    ]
+    assert "&gt; 99.9% (Beta-Binomial)" in rows[0] and "can stop" in rows[0]
+    assert "30.0% (bootstrap)" in rows[1] and "$2.40" in rows[1]
+    assert page.arms == ("gate_30", "gate_40")
+    assert "not in this run" in str(page.effect_over_time())
+    daily.write_parquet(tmp_path / "runs" / "r1" / "tables" / "experiment_daily.parquet")
+    chart = str(Experiments(root=tmp_path, query="").effect_over_time())
+    assert 'id="chart-lift-over-time"' in chart and "conversion" in chart
+
+
+def test_forecast_anomalies_on_the_executive_page(tmp_path):
+    run = _run(tmp_path, {"dashboards": {"currency": "EUR"}})
+    assert "not in this run" in str(Executive(root=tmp_path, query="").forecast_anomalies())
+    anomalies = pl.DataFrame(
+        {
+            "metric": ["revenue_forecast", "revenue_forecast"],
+            "date": [dt.date(2019, 11, 20), dt.date(2019, 11, 3)],
+            "actual": [50.0, 900.0],
+            "lower": [100.0, 200.0],
+            "upper": [300.0, 400.0],
+        }
+    )
+    anomalies.head(0).write_parquet(run / "tables" / "forecast_anomalies.parquet")
+    text = str(Executive(root=tmp_path, query="").forecast_anomalies())
+    assert 'data-n="0"' in text and "no day fell outside" in text
+    anomalies.write_parquet(run / "tables" / "forecast_anomalies.parquet")
+    text = str(Executive(root=tmp_path, query="").forecast_anomalies())
+    assert 'data-n="2"' in text and text.count('class="num actual"') == 2
+    assert text.index("3 Nov 2019") < text.index("20 Nov 2019")  # by day
+    row = text.split("20 Nov 2019")[1].split("</tr>")[0]
+    assert "€50.00" in row and "€100.00 to €300.00" in row and "below" in row
+    assert "above" in text.split("3 Nov 2019")[1].split("</tr>")[0]
+
+
+def test_reports_page_draws_each_declared_report_and_filters_dated_ones(tmp_path):
+    reports = [
+        {"name": "Daily revenue", "metric": "daily", "type": "line", "x": "Day", "y": "Revenue"},
+        {"name": "By brand", "metric": "brands", "type": "bar", "x": "brand", "y": "Revenue"},
+        {"name": "Not computed", "metric": "absent", "type": "bar", "x": "a", "y": "b"},
+    ]
+    days = [dt.date(2019, 11, d) for d in (1, 2, 3, 4)]
+    daily_kpis = pl.DataFrame(
+        {
+            "event_date": days,
+            "segment": [ALL] * 4,
+            "category": [ALL] * 4,
+            "revenue": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    _run(
+        tmp_path,
+        {"metrics": {"reports": reports}},
+        {
+            "metric_daily": pl.DataFrame({"Day": days, "Revenue": [10.0, 20.0, 30.0, 40.0]}),
+            "metric_brands": pl.DataFrame({"brand": ["a", "b"], "Revenue": [5.0, 7.0]}),
+            "dash_daily": daily_kpis,
+        },
+    )
+    text = str(Reports(root=tmp_path, query="from=2019-11-02&to=2019-11-03").reports())
+    import re
+
+    titles = re.findall(r'<h3 class="ci-chart-title report"[^>]*>([^<]*)</h3>', text)
+    assert titles == ["Daily revenue", "By brand", "Not computed"]
+    y = _array(_spec(text, "report-0")["data"][0]["y"])
+    assert y.tolist() == [20.0, 30.0]  # the chosen days only
+    x = _array(_spec(text, "report-1")["data"][0]["x"])
+    assert sorted(x.tolist()) == ["a", "b"]  # not dated: all rows
+    assert "metric 'absent'" in text.replace("&#39;", "'") and "not in this run" in text
+    empty = str(Reports(root=tmp_path, query="").reports())
+    assert "report-0" in empty  # the default period (the last 30 days) holds them all
+    _run(tmp_path, {"metrics": {"reports": []}})
+    assert 'id="no-reports"' in str(Reports(root=tmp_path, query="").reports())
+
+
+def test_dashboard_data_reads_a_spark_runs_parquet_warehouse_the_same(con, tmp_path):
+    """engine spark leaves no DuckDB file, only Parquet (``events/<day>/``, ``tables/<t>/``):
+    the stage reads it and writes the same tables as from the DuckDB warehouse."""
+    from types import SimpleNamespace
+
+    from customer_intel import warehouse
+
+    wdir = tmp_path / "warehouse"
+    for d, part in EVENTS.group_by("event_date"):
+        folder = wdir / warehouse.EVENTS_DIR / f"event_date={d[0]}"
+        folder.mkdir(parents=True)
+        part.drop("event_date").write_parquet(folder / "part-00000.parquet")
+    for name in warehouse.TABLES:
+        folder = wdir / warehouse.PARQUET_TABLES_DIR / name
+        folder.mkdir(parents=True)
+        con.execute(f"SELECT * FROM {name}").pl().write_parquet(folder / "part-00000.parquet")
+    spark = build.connect(SimpleNamespace(warehouse_dir=wdir), "spark")
+    build.prepare(spark, SEGMENTS)
+    order = ["event_date", "segment", "category"]
+    mine = build.daily(spark).sort(order)
+    ref = build.daily(con).sort(order)
+    assert mine.select(ref.columns).equals(ref)
+    assert build.quality_missing(spark).equals(build.quality_missing(con))
+    spark.close()

@@ -176,6 +176,7 @@ def test_select_rejects_unknown_stage_and_both_options():
         "recommendations",
         "experiments",
         "metrics",
+        "dashboard_data",
     ]
 
 

@@ -70,6 +70,7 @@ def test_graph_edges_and_order():
         "experiments": {"optimize", "ingest"},
         # the default metrics read the warehouse, propensity's held-out scores and the units
         "metrics": {"optimize", "propensity", "experiments"},
+        "dashboard_data": {"optimize", "ingest", "segmentation"},
     }
     ab = stages.dependencies(stages.STAGES, load_params(PARAMS_DIR / "external_ab.yaml"))
     assert ab["experiments"] == set()  # an external unit table needs no other stage
@@ -77,6 +78,7 @@ def test_graph_edges_and_order():
     assert "optimize -->|warehouse| recommendations" in text
     assert "segmentation -.->|rfm| propensity" in text
     assert "propensity -.->|propensity_test_scores| metrics" in text
+    assert "segmentation -.->|rfm| dashboard_data" in text
 
 
 def test_library_closure_follows_imports_and_a_changed_file_changes_the_key(tmp_path, monkeypatch):

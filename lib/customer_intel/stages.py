@@ -208,6 +208,28 @@ STAGES: tuple[Stage, ...] = (
         "metrics and reports declared in params, forecasts",
         _metrics,
     ),
+    Stage(
+        "dashboard_data",
+        "08_dashboard_data.ipynb",
+        "dashboard_data",
+        "the small tables the dashboards read",
+        StageIO(
+            reads=(WAREHOUSE, table("ingest_rejects")),
+            optional=(table("rfm"),),  # each customer's segment, when segmentation ran
+            writes=tuple(
+                table(t)
+                for t in (
+                    "dash_daily",
+                    "dash_buyer_days",
+                    "dash_products",
+                    "dash_quality_events",
+                    "dash_quality_missing",
+                    "dash_quality_prices",
+                    "dash_quality_rejects",
+                )
+            ),
+        ),
+    ),
 )
 
 BY_NAME = {s.name: s for s in STAGES}

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from customer_intel.params.common import CommonParams
+from customer_intel.params.dashboard_data import DashboardDataParams
 from customer_intel.params.dashboards import DashboardsParams
 from customer_intel.params.experiments import ExperimentsParams
 from customer_intel.params.ingest import IngestParams
@@ -62,6 +63,7 @@ class Params(BaseModel):
     recommendations: RecommendationsParams = Field(default_factory=RecommendationsParams)
     experiments: ExperimentsParams = Field(default_factory=ExperimentsParams)
     metrics: MetricsParams = Field(default_factory=MetricsParams)
+    dashboard_data: DashboardDataParams = Field(default_factory=DashboardDataParams)
     dashboards: DashboardsParams = Field(default_factory=DashboardsParams)
     spark: SparkParams = Field(default_factory=SparkParams)
 

@@ -11,8 +11,14 @@ class DashboardsParams(Section):
     """Parameters of the Voila dashboards (read from the last good run's resolved params)."""
 
     allow_raw_customer_ids: bool = Field(False, description="show raw ids instead of pseudonyms")
-    pseudonym_salt: str = Field(
-        "customer-intel", min_length=1, description="salt of the pseudonyms"
+    pseudonym_salt: str | None = Field(
+        None,
+        min_length=16,
+        description="salt of the pseudonyms; null: a secret one made on first use under "
+        "<output root>/.secrets/ (outside git)",
+    )
+    currency: str = Field(
+        "USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 currency of the prices"
     )
     top_n: int = Field(10, ge=1, le=100, description="rows in top-N tables")
     period_days: int = Field(
@@ -20,7 +26,6 @@ class DashboardsParams(Section):
     )
     host: str = Field("127.0.0.1", description="loopback address to bind")
     port: int = Field(8866, ge=1024, le=65535, description="port of the dashboard server")
-    pool_size: int = Field(1, ge=0, le=8, description="preheated kernels per dashboard")
 
     @field_validator("host")
     @classmethod

@@ -317,7 +317,7 @@ def check_metric(m: MetricSpec, known: list[str], where: str) -> None:
 class MetricsParams(Section):
     """Parameters of the metrics stage (notebook ``07_metrics``)."""
 
-    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine")
+    COMMON_KEYS: ClassVar[tuple[str, ...]] = ("seed", "engine", "spark")
 
     metrics: list[dict[str, Any]] = Field(
         default_factory=list, description="metric definitions (name, kind, source, ...)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -49,7 +51,11 @@ pio.templates[TEMPLATE_NAME] = go.layout.Template(
 # detection imports nbformat's JSON-schema validator (2.4 s), which then happened inside the
 # first plotting cell of every stage; the pipeline's kernels import this module ahead.
 # plotly_mimetype is what JupyterLab gets anyway, and never a CDN-loading "*_connected" one.
-pio.renderers.default = "plotly_mimetype"
+# The dashboards never go through a renderer (they emit HTML, see customer_intel.dashboards.
+# present) and their server sets CUSTOMER_INTEL_PLOTLY_RENDERER=none for its kernels: choosing
+# a renderer imports jsonschema, whose rfc3987 grammar alone took 3.6 s of every page load.
+if os.environ.get("CUSTOMER_INTEL_PLOTLY_RENDERER", "plotly_mimetype") != "none":
+    pio.renderers.default = os.environ.get("CUSTOMER_INTEL_PLOTLY_RENDERER", "plotly_mimetype")
 
 
 def styled(fig: go.Figure, *, title: str | None = None, height: int | None = None) -> go.Figure:

@@ -1,0 +1,136 @@
+"""``python -m customer_intel.dashboards``: serve the dashboards with Voila on 127.0.0.1.
+
+What makes the server safe to leave running for a day of visits:
+
+- **No preheated kernels.** A visit starts its own kernel, which reads only small tables, so
+  a page is ready in a second or two anyway; a preheated kernel renders the page before the
+  visit (so it cannot see the visit's filters in the URL), and one that died at start
+  (``ZMQError: Address already in use``) was handed to a visitor, who waited forever.
+- **A closed tab shuts its kernel down.** Voila's page sends ``POST /voila/api/shutdown/<id>``
+  on ``beforeunload`` with the ``_xsrf`` cookie as the form's token; Voila never set that
+  cookie, so every shutdown was refused (403). :func:`set_xsrf_cookie` (Voila's
+  ``prelaunch_hook``, run per visit before the kernel starts) sets it; XSRF checks stay on.
+- **Kernels nobody is connected to are culled** after a minute (a browser that crashed or was
+  killed before its shutdown beacon left; headless Chromium closing a tab drops the beacon):
+  ``cull_idle_timeout`` / ``cull_interval`` below. A kernel with an open tab (connected) or a
+  page still executing (busy) is kept.
+- **Offline**: a local template (:file:`voila/index.html.j2`) without Font Awesome from a CDN,
+  plotly.js served by this server (copied from the plotly package), charts without the
+  "send to cloud" button (:data:`customer_intel.dashboards.present.PLOTLY_CONFIG`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from customer_intel.dashboards.data import DASHBOARDS, ENV_OUTPUT_ROOT, latest_run
+from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR
+
+TEMPLATE = "customer_intel"
+TEMPLATE_SOURCE = Path(__file__).with_name("voila")
+#: a kernel with no connection and no activity for this long is shut down (seconds), checked
+#: every CULL_INTERVAL
+CULL_IDLE_TIMEOUT = 60
+CULL_INTERVAL = 15
+
+
+def set_xsrf_cookie(handler: Any, notebook: Any, cwd: str) -> None:
+    """Voila prelaunch hook: make tornado set the ``_xsrf`` cookie on the page's response.
+
+    Reading ``handler.xsrf_token`` sets the cookie when the request has none; the page's
+    shutdown beacon then carries the token and is accepted.
+    """
+    _ = handler.xsrf_token
+
+
+def template_root(into: Path) -> Path:
+    """A Jupyter data dir holding the ``customer_intel`` Voila template (returns ``into``).
+
+    The template files are the package's; ``static/plotly.min.js`` is copied from the
+    installed plotly, so the page draws with the same plotly.js version the figures target.
+    """
+    import plotly
+
+    target = into / "voila" / "templates" / TEMPLATE
+    (target / "static").mkdir(parents=True, exist_ok=True)
+    for name in ("index.html.j2", "conf.json"):
+        shutil.copy2(TEMPLATE_SOURCE / name, target / name)
+    js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    # copied, not linked: tornado refuses a static file whose real path is outside the root
+    shutil.copy2(js, target / "static" / "plotly.min.js")
+    return into
+
+
+def voila_command(*, host: str, port: int) -> list[str]:
+    """The Voila arguments: the dashboards folder, sources stripped, our template, culling."""
+    return [
+        str(DASHBOARDS_DIR),
+        "--no-browser",
+        f"--Voila.ip={host}",
+        f"--port={port}",
+        "--strip_sources=True",
+        f"--template={TEMPLATE}",
+        "--preheat_kernel=False",
+        "--VoilaConfiguration.file_allowlist=['.*\\.(png|jpg|gif|svg)']",
+        "--VoilaConfiguration.show_tracebacks=False",
+        "--ServerApp.disable_check_xsrf=False",
+        f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_TIMEOUT}",
+        f"--MappingKernelManager.cull_interval={CULL_INTERVAL}",
+        "--MappingKernelManager.cull_connected=False",
+        "--MappingKernelManager.cull_busy=False",
+    ]
+
+
+def urls(host: str, port: int) -> dict[str, str]:
+    """One URL per dashboard."""
+    return {name: f"http://{host}:{port}/voila/render/{name}.ipynb" for name in DASHBOARDS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the dashboards of the last good run (this process becomes the Voila server)."""
+    ap = argparse.ArgumentParser(prog="python -m customer_intel.dashboards")
+    ap.add_argument("--output-root", type=Path, default=OUTPUTS_DIR)
+    ap.add_argument("--port", type=int)
+    args = ap.parse_args(argv)
+    run = latest_run(args.output_root)
+    params: dict[str, Any] = {}
+    if run is not None:
+        resolved = run / "params" / "resolved.yaml"
+        if resolved.exists():
+            params = yaml.safe_load(resolved.read_text()).get("dashboards", {}) or {}
+    host = params.get("host", "127.0.0.1")
+    port = args.port or int(params.get("port", 8866))
+    print(
+        "No successful run yet: the dashboards will say so (make one with `make run`)."
+        if run is None
+        else f"Serving the run finished {run.name[:8]}"
+    )
+    for name, url in urls(host, port).items():
+        print(f"  {name:<12} {url}")
+    sys.stdout.flush()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="customer_intel_voila_"))
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    template_root(data_dir)
+    os.environ[ENV_OUTPUT_ROOT] = str(args.output_root.resolve())  # the kernels inherit it
+    os.environ["CUSTOMER_INTEL_PLOTLY_RENDERER"] = "none"  # see customer_intel.plots.theme
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        p for p in (str(data_dir), os.environ.get("JUPYTER_PATH", "")) if p
+    )
+    from traitlets.config import Config
+    from voila.app import Voila
+
+    config = Config()
+    config.VoilaConfiguration.prelaunch_hook = set_xsrf_cookie
+    # in this process (not a child): a signal to it reaches the server, which stops its kernels
+    Voila.launch_instance(argv=voila_command(host=host, port=port), config=config)
+    return 0
