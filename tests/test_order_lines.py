@@ -158,6 +158,7 @@ def test_the_whole_pipeline_succeeds_and_skips_experiments_with_the_reason(retai
         "recommendations": "success",
         "experiments": "skipped",
         "metrics": "success",  # its experiment metric is skipped inside, the others run
+        "dashboard_data": "success",
     }
     assert "assignments" in m["stages"]["experiments"]["reason"]
     assert "experiments" in proc.stdout and "skipped" in proc.stdout
