@@ -149,7 +149,7 @@ def products(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                    CASE WHEN latest_price IS NOT NULL THEN printf('%.2f', latest_price) END)
                    || ' (#' || product_id::VARCHAR || ')' AS label,
                revenue::DOUBLE AS revenue, views::BIGINT AS views
-        FROM dim_products ORDER BY revenue DESC, views DESC""").pl()
+        FROM dim_products ORDER BY revenue DESC, views DESC, product_id""").pl()
 
 
 def quality_events(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
