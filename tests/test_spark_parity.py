@@ -36,10 +36,11 @@ REL = 1e-9
 #: epoch_seconds() to DuckDB's epoch(), which keeps the fraction of a second inside an
 #: expression, and to Spark's unix_timestamp(), which truncates it (its backend cannot
 #: extract microseconds either): rfm's exact recency (days) differs by under a second.
-#: The weekly CLV metric's recency (days) is computed the same way.
+#: The weekly CLV metric's recency and tenure (days) are computed the same way.
 KNOWN_GAPS = {
     ("rfm", "recency_exact_days"): 1 / 86_400,
     ("metric_weekly_clv", "Recency"): 1 / 86_400,
+    ("metric_weekly_clv", "Tenure"): 1 / 86_400,
 }
 
 
