@@ -127,6 +127,8 @@ BUNDLE_FOLLOW_PROB = 0.35
 USER_ID_BASE = 512_000_000
 DAY = 86_400
 HOUR = 3_600
+#: The A/B test's window: sessions starting from day 14 until day 30 of the period assign.
+EXPERIMENT_DAYS = (14, 30)
 #: Scale of the sample: users and sessions grow linearly with the events asked for, the
 #: catalogue too up to a cap (110M events: 5M users, 15M sessions, 200k products).
 EVENTS_PER_USER = 22.0
@@ -811,25 +813,57 @@ class _Chunk:
     peak_rss_mb: float
 
 
-def _chunk(plan: _Plan, index: int, first_user: int, n_users: int) -> _Chunk:
-    """Simulate ``n_users`` users over the period, with every planted truth.
+@dataclass(frozen=True)
+class _Experiment:
+    """Each user's place in the A/B test (arrays over the chunk's users)."""
 
-    Depends only on ``(seed, index, first_user, n_users)``: the same chunk comes out in any
-    process.
+    first_in_w: np.ndarray  # start (second) of the session that assigned the user; inf: none
+    assigned: np.ndarray
+    treat: np.ndarray
+    converts: np.ndarray  # bought between assignment and the window's end
+
+
+@dataclass(frozen=True)
+class _Sessions:
+    """Sessions (their user and start second) and their events, as ``_session_events`` gives."""
+
+    user: np.ndarray
+    start: np.ndarray
+    events: dict[str, np.ndarray]
+    t: np.ndarray  # each event's second in the period, floored
+
+    def event_user(self) -> np.ndarray:
+        return self.user[self.events["sess"]]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The chunk's event rows in the order they are written (time, user, event type)."""
+
+    sess: np.ndarray  # index into the chunk's sessions (observation ones first)
+    user: np.ndarray  # index into the chunk's users
+    prod: np.ndarray
+    t: np.ndarray
+    type: np.ndarray
+    n_sessions: int
+
+
+def _observation_sessions(
+    users: _Users, plan: _Plan, rng: np.random.Generator
+) -> tuple[_Sessions, _Experiment]:
+    """Sessions before the cutoff (none starts in its last hour), with the A/B test planted.
+
+    The first session starting in the experiment window assigns, 50/50. A control user
+    converts (buys between assignment and the window's end) as the user's own sessions would;
+    in treatment, a user who would not have bought converts with the probability that lifts
+    the user's conversion probability q by 10% (0.1 q / (1 - q)): the planted effect.
     """
-    rng = np.random.default_rng(np.random.SeedSequence([plan.seed, 1000 + index]))
-    tl, cat = plan.timeline, plan.catalog
-    cutoff, end = tl.cutoff, tl.end
-    w_lo, w_hi = 14 * DAY, 30 * DAY
-    users = _draw_users(n_users, tl, rng)
-    seg, line = users.seg, users.line
-    # Observation sessions (before the cutoff; none starts in the last hour before it).
+    tl = plan.timeline
+    w_lo, w_hi = (d * DAY for d in EXPERIMENT_DAYS)
+    n_users = len(users.seg)
     su = np.repeat(np.arange(n_users), users.n_obs)
-    s_user, s_start, _ = _starts(su, users.lo[su], np.minimum(users.hi, cutoff - HOUR)[su], tl, rng)
-    # Experiment: the first session starting in [w_lo, w_hi) assigns, 50/50. A control user
-    # converts (buys between assignment and w_hi) as the user's own sessions would; in
-    # treatment, a user who would not have bought converts with the probability that lifts
-    # the user's conversion probability q by 10% (0.1 q / (1 - q)): the planted effect.
+    hi = np.minimum(users.hi, tl.cutoff - HOUR)
+    s_user, s_start, _ = _starts(su, users.lo[su], hi[su], tl, rng)
     in_w = (s_start >= w_lo) & (s_start < w_hi - HOUR)
     first_in_w = np.full(n_users, np.inf)
     np.minimum.at(first_in_w, s_user[in_w], s_start[in_w])
@@ -841,18 +875,30 @@ def _chunk(plan: _Plan, index: int, first_user: int, n_users: int) -> _Chunk:
     natural = np.zeros(n_users, bool)
     natural[s_user[counted & buying]] = True
     k = np.bincount(s_user[counted], minlength=n_users)
-    q = 1.0 - (1.0 - users.cart_p * _BUY[seg]) ** k
+    q = 1.0 - (1.0 - users.cart_p * _BUY[users.seg]) ** k
     extra = PLANTED_RELATIVE_LIFT * q / np.maximum(1.0 - q, 1e-9)
     converts = assigned & (natural | (treat & (rng.random(n_users) < extra)))
     carting, buying = _impose(s_user, carting, buying, after, converts, rng, forceable=counted)
-    obs = _session_events(s_user, carting, buying, users, cat, rng)
-    obs_user = s_user[obs["sess"]]
+    obs = _session_events(s_user, carting, buying, users, plan.catalog, rng)
     obs_t = np.floor(s_start[obs["sess"]] + obs["off"])
-    # Observable behaviour before the cutoff -> true propensity -> realised outcome.
+    experiment = _Experiment(first_in_w, assigned, treat, converts)
+    return _Sessions(s_user, s_start, obs, obs_t), experiment
+
+
+def _propensity(
+    users: _Users, obs: _Sessions, cutoff: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observable behaviour before the cutoff -> true propensity ``p`` -> realised outcome ``y``.
+
+    Returns ``(p, y, last_seen)``; ``last_seen`` is each user's last event second before the
+    cutoff (-inf for a user first seen after it).
+    """
+    n_users = len(users.seg)
+    obs_user = obs.event_user()
     last_seen = np.full(n_users, -np.inf)
-    np.maximum.at(last_seen, obs_user, obs_t)
-    carts = np.bincount(obs_user[obs["type"] == 1], minlength=n_users)
-    buys = np.bincount(obs_user[obs["type"] == 3], minlength=n_users)
+    np.maximum.at(last_seen, obs_user, obs.t)
+    carts = np.bincount(obs_user[obs.events["type"] == 1], minlength=n_users)
+    buys = np.bincount(obs_user[obs.events["type"] == 3], minlength=n_users)
     observed = np.isfinite(last_seen)
     recency = np.where(observed, (cutoff - last_seen) / DAY, 60.0)
     logit = (
@@ -862,20 +908,41 @@ def _chunk(plan: _Plan, index: int, first_user: int, n_users: int) -> _Chunk:
         + 2.0 * ((carts > 0) & (buys == 0))  # carts left behind: another one
         + 0.3 * np.log1p(carts)
         + 1.4 * np.log1p(buys)
-        + _LINE_EFFECT[line]
+        + _LINE_EFFECT[users.line]
         + rng.normal(0, 0.3, n_users)
     )
-    p = np.where(observed, _sigmoid(logit), _sigmoid(_P_LATE + _LINE_EFFECT[line]))
+    p = np.where(observed, _sigmoid(logit), _sigmoid(_P_LATE + _LINE_EFFECT[users.line]))
     y = rng.random(n_users) < p
-    # Final 30 days: as many sessions as the user would have had, counting one at a time drawn
-    # over the whole 30 days for each buyer (the visit to buy, for a user whose own sessions
-    # hold no purchase). Users first seen after the cutoff keep their natural sessions.
+    return p, y, last_seen
+
+
+def _final_sessions(
+    users: _Users,
+    p: np.ndarray,
+    y: np.ndarray,
+    last_seen: np.ndarray,
+    plan: _Plan,
+    rng: np.random.Generator,
+    *,
+    anchor_end: bool,
+) -> _Sessions:
+    """Sessions of the final 30 days, matching the realised outcome ``y``.
+
+    As many sessions as the user would have had, counting one at a time drawn over the whole
+    30 days for each buyer (the visit to buy, for a user whose own sessions hold no purchase).
+    Users first seen after the cutoff keep their natural sessions. With ``anchor_end`` the
+    first user's last session ends a minute before the period's end, so the pipeline's cutoff
+    (last event - 30 days) falls at the cutoff here at any size.
+    """
+    tl = plan.timeline
+    cutoff, end = tl.cutoff, tl.end
+    observed = np.isfinite(last_seen)
     fin_lo = np.maximum(np.maximum(users.lo, cutoff), last_seen + INACTIVITY)
     fin_hi = np.maximum(np.minimum(users.hi, end - HOUR), fin_lo)
     mu_fin = users.rate * tl.mass(fin_lo, fin_hi)
     n_nat = np.where(observed, rng.poisson(np.maximum(mu_fin - p, 0.0)), users.n_fin)
     buyer = observed & y
-    su = np.r_[np.repeat(np.arange(n_users), n_nat), np.flatnonzero(buyer)]
+    su = np.r_[np.repeat(np.arange(len(users.seg)), n_nat), np.flatnonzero(buyer)]
     lo = np.r_[fin_lo[su[: len(su) - buyer.sum()]], np.maximum(cutoff, fin_lo[buyer])]
     hi = np.r_[fin_hi[su[: len(su) - buyer.sum()]], np.full(buyer.sum(), end - HOUR)]
     f_user, f_start, f_idx = _starts(su, lo, np.maximum(hi, lo + 60.0), tl, rng)
@@ -890,86 +957,125 @@ def _chunk(plan: _Plan, index: int, first_user: int, n_users: int) -> _Chunk:
         prefer=f_idx >= n_nat.sum(),
         keep_volume=True,
     )
-    fin = _session_events(f_user, carting, buying, users, cat, rng)
+    fin = _session_events(f_user, carting, buying, users, plan.catalog, rng)
     fin_t = f_start[fin["sess"]] + fin["off"]
-    if index == 0 and len(f_user):
-        # The first user's last final session ends a minute before the period's end, so the
-        # pipeline's cutoff (last event - 30 days) falls at the cutoff here at any size.
+    if anchor_end and len(f_user):
         anchor = np.flatnonzero(f_user == f_user[0])[-1]
         rows = fin["sess"] == anchor
         fin_t[rows] += end - 60 - fin_t[rows].max()
-    fin_t = np.floor(fin_t)
-    # Assemble events.
-    n_obs_s = len(s_user)
-    sess_user = np.concatenate([s_user, f_user])
-    ev_sess = np.concatenate([obs["sess"], fin["sess"] + n_obs_s])
+    return _Sessions(f_user, f_start, fin, np.floor(fin_t))
+
+
+def _rows(obs: _Sessions, fin: _Sessions) -> _Rows:
+    """Both periods' events as one table, ordered by time, then user, then event type."""
+    sess_user = np.concatenate([obs.user, fin.user])
+    ev_sess = np.concatenate([obs.events["sess"], fin.events["sess"] + len(obs.user)])
     ev_user = sess_user[ev_sess]
-    prod = np.concatenate([obs["prod"], fin["prod"]])
-    t = np.concatenate([obs_t, fin_t]).astype(np.int64)
-    etype = np.concatenate([obs["type"], fin["type"]])
-    sess_ids = _uuid4_text(len(sess_user), rng)
-    pre = np.bincount(obs_user[(obs["type"] == 3) & (obs_t < w_lo)], minlength=n_users)
-    pre_events = np.bincount(obs_user[obs_t < w_lo], minlength=n_users)
-    customers = _customers_for(seg, USER_ID_BASE + first_user + np.arange(n_users), rng)
+    prod = np.concatenate([obs.events["prod"], fin.events["prod"]])
+    t = np.concatenate([obs.t, fin.t]).astype(np.int64)
+    etype = np.concatenate([obs.events["type"], fin.events["type"]])
     order = np.lexsort((etype, ev_user, t))
-    ev_sess, ev_user, prod, t, etype = (
-        ev_sess[order],
-        ev_user[order],
-        prod[order],
-        t[order],
-        etype[order],
+    return _Rows(
+        ev_sess[order], ev_user[order], prod[order], t[order], etype[order], len(sess_user)
     )
-    user_id = USER_ID_BASE + first_user + np.arange(n_users, dtype=np.int64)
-    price = np.round(cat.base_price[prod] * (1 + cat.drift[prod] * t / end), 2)
+
+
+def _events_frame(
+    rows: _Rows, user_id: np.ndarray, sess_ids: pl.Series, plan: _Plan
+) -> pl.DataFrame:
+    """The event rows in the REES46 columns (CSV: event time as text, product as one field)."""
+    tl, cat = plan.timeline, plan.catalog
+    price = np.round(cat.base_price[rows.prod] * (1 + cat.drift[rows.prod] * rows.t / tl.end), 2)
     events = pl.DataFrame(
         {
-            "event_time": _time_text(t, tl)
+            "event_time": _time_text(rows.t, tl)
             if plan.fmt == "csv"
-            else pl.Series((tl.epoch + t) * 1_000_000, dtype=pl.Int64).cast(
+            else pl.Series((tl.epoch + rows.t) * 1_000_000, dtype=pl.Int64).cast(
                 pl.Datetime("us", "UTC")
             ),
-            "event_type": pl.Series(["view", "cart", "remove_from_cart", "purchase"]).gather(etype),
+            "event_type": pl.Series(["view", "cart", "remove_from_cart", "purchase"]).gather(
+                rows.type
+            ),
         }
     )
     if plan.fmt == "csv":  # the product's four fields as one text, as the CSV writes them
-        events = events.with_columns(cat.product_csv.gather(prod))
+        events = events.with_columns(cat.product_csv.gather(rows.prod))
     else:
-        events = events.hstack(cat.products[prod])
-    events = events.with_columns(
+        events = events.hstack(cat.products[rows.prod])
+    return events.with_columns(
         pl.Series("price", price),
-        pl.Series("user_id", user_id[ev_user]),
-        sess_ids.gather(ev_sess),
+        pl.Series("user_id", user_id[rows.user]),
+        sess_ids.gather(rows.sess),
     )
-    bought = etype == 3
-    purchases = np.stack([ev_sess[bought], prod[bought], ev_user[bought]], axis=1)
-    baskets = _basket_counts(purchases[:, 0], purchases[:, 1], cat)
-    u = slice(0, n_users)
-    a_rows = np.flatnonzero(assigned[u])
-    assignments = pl.DataFrame(
+
+
+def _assignments_frame(user_id: np.ndarray, exp: _Experiment, tl: _Timeline) -> pl.DataFrame:
+    """One row per assigned user: user_id, experiment_name, experiment_group, assigned_at."""
+    a_rows = np.flatnonzero(exp.assigned)
+    return pl.DataFrame(
         {
             "user_id": user_id[a_rows],
-            "experiment_group": np.where(treat[a_rows], "treatment", "control"),
+            "experiment_group": np.where(exp.treat[a_rows], "treatment", "control"),
             "assigned_at": pl.Series(
-                (tl.epoch + first_in_w[a_rows].astype(np.int64)) * 1_000_000, dtype=pl.Int64
+                (tl.epoch + exp.first_in_w[a_rows].astype(np.int64)) * 1_000_000, dtype=pl.Int64
             ).cast(pl.Datetime("us", "UTC")),
         }
     ).select("user_id", pl.lit(EXPERIMENT).alias("experiment_name"), pl.all().exclude("user_id"))
-    truth = pl.DataFrame(
+
+
+def _truth_frame(
+    user_id: np.ndarray,
+    users: _Users,
+    obs: _Sessions,
+    p: np.ndarray,
+    y: np.ndarray,
+    last_seen: np.ndarray,
+    exp: _Experiment,
+) -> pl.DataFrame:
+    """One row per user: the planted segment, propensity, outcome and experiment truth."""
+    n_users = len(user_id)
+    w_lo = EXPERIMENT_DAYS[0] * DAY
+    obs_user = obs.event_user()
+    before = obs.t < w_lo
+    pre = np.bincount(obs_user[(obs.events["type"] == 3) & before], minlength=n_users)
+    pre_events = np.bincount(obs_user[before], minlength=n_users)
+    return pl.DataFrame(
         {
             "user_id": user_id,
-            "segment": pl.Series(list(SEGMENTS)).gather(seg[u]),
-            "p_purchase_final30": p[u],
-            "purchased_final30": y[u],
-            "experiment_group": np.where(treat[u], "treatment", "control"),
-            "converted_in_experiment": converts[u],
-            "pre_purchases": pre[u],
-            "pre_events": pre_events[u],
-            "observed_before_cutoff": observed[u],
+            "segment": pl.Series(list(SEGMENTS)).gather(users.seg),
+            "p_purchase_final30": p,
+            "purchased_final30": y,
+            "experiment_group": np.where(exp.treat, "treatment", "control"),
+            "converted_in_experiment": exp.converts,
+            "pre_purchases": pre,
+            "pre_events": pre_events,
+            "observed_before_cutoff": np.isfinite(last_seen),
         }
     ).with_columns(
-        pl.when(pl.Series(assigned[u])).then(pl.col(c)).alias(c)
+        pl.when(pl.Series(exp.assigned)).then(pl.col(c)).alias(c)
         for c in ("experiment_group", "converted_in_experiment")
     )
+
+
+def _chunk(plan: _Plan, index: int, first_user: int, n_users: int) -> _Chunk:
+    """Simulate ``n_users`` users over the period, with every planted truth.
+
+    Depends only on ``(seed, index, first_user, n_users)``: the same chunk comes out in any
+    process. The steps draw from one random stream in a fixed order (their order here).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([plan.seed, 1000 + index]))
+    users = _draw_users(n_users, plan.timeline, rng)
+    obs, exp = _observation_sessions(users, plan, rng)
+    p, y, last_seen = _propensity(users, obs, plan.timeline.cutoff, rng)
+    fin = _final_sessions(users, p, y, last_seen, plan, rng, anchor_end=index == 0)
+    rows = _rows(obs, fin)
+    sess_ids = _uuid4_text(rows.n_sessions, rng)
+    user_id = USER_ID_BASE + first_user + np.arange(n_users, dtype=np.int64)
+    customers = _customers_for(users.seg, user_id, rng)
+    events = _events_frame(rows, user_id, sess_ids, plan)
+    bought = rows.type == 3
+    purchases = np.stack([rows.sess[bought], rows.prod[bought], rows.user[bought]], axis=1)
+    baskets = _basket_counts(purchases[:, 0], purchases[:, 1], plan.catalog)
     header = index == 0
     events_csv = None
     if plan.fmt == "csv":
@@ -982,15 +1088,15 @@ def _chunk(plan: _Plan, index: int, first_user: int, n_users: int) -> _Chunk:
     return _Chunk(
         first_user=first_user,
         header=header,
-        n_events=len(t),
-        user_events=np.bincount(ev_user, minlength=n_users),
-        row_user=ev_user.astype(np.int32),
+        n_events=len(rows.t),
+        user_events=np.bincount(rows.user, minlength=n_users),
+        row_user=rows.user.astype(np.int32),
         purchases=purchases,
         events_csv=events_csv,
         events=events,
         customers_csv=buf.getvalue(),
-        assignments=assignments,
-        truth=truth,
+        assignments=_assignments_frame(user_id, exp, plan.timeline),
+        truth=_truth_frame(user_id, users, obs, p, y, last_seen, exp),
         n_baskets=baskets[0],
         bundle_items=baskets[1],
         bundle_pairs=baskets[2],
@@ -1414,8 +1520,8 @@ def _write_experiment(path: Path, stats: _ExperimentStats, start: dt.date) -> No
         json.dumps(
             {
                 "experiment_name": EXPERIMENT,
-                "window_start": (start_dt + dt.timedelta(days=14)).isoformat(),
-                "window_end": (start_dt + dt.timedelta(days=30)).isoformat(),
+                "window_start": (start_dt + dt.timedelta(days=EXPERIMENT_DAYS[0])).isoformat(),
+                "window_end": (start_dt + dt.timedelta(days=EXPERIMENT_DAYS[1])).isoformat(),
                 "planted_relative_lift": PLANTED_RELATIVE_LIFT,
                 "outcome": "a purchase between assigned_at and window_end",
                 "control_rate": stats.rate("control"),
