@@ -162,7 +162,7 @@ def _broken_lines(path: Path, n_fields: int, sep: str, name: str) -> tuple[int, 
     return n, broken, bool(summary["padded"].item())
 
 
-def _scan(path: Path, kind: str, p: IngestParams, needed: list[str], name: str) -> _Source:
+def _scan(path: Path, kind: str, sep: str, needed: list[str], name: str) -> _Source:
     """Scan one file lazily; CSV lines with the wrong number of fields are taken out.
 
     ``name`` is how messages call the file (an extracted archive member has a temporary path).
@@ -182,15 +182,15 @@ def _scan(path: Path, kind: str, p: IngestParams, needed: list[str], name: str) 
             if kind == "csv" and path.stat().st_size == 0:  # an empty export: zero rows
                 empty = pl.LazyFrame(schema={c: pl.String for c in needed})
                 return _Source(empty.with_columns(_line=pl.lit(0, pl.Int64)), 0, none, False)
-            header = _csv_header(path, p.csv_separator)
-            _check_columns(name, header, needed, p.csv_separator)
+            header = _csv_header(path, sep)
+            _check_columns(name, header, needed, sep)
             if _has_no_data_lines(path):  # a header-only file (a day without events)
                 empty = pl.LazyFrame(schema={c: pl.String for c in header})
                 return _Source(empty.with_columns(_line=pl.lit(0, pl.Int64)), 0, none, False)
-            n, broken, padded = _broken_lines(path, len(header), p.csv_separator, name)
+            n, broken, padded = _broken_lines(path, len(header), sep, name)
             frame = pl.scan_csv(
                 path,
-                separator=p.csv_separator,
+                separator=sep,
                 infer_schema=False,
                 truncate_ragged_lines=True,
             ).with_row_index("_row")
@@ -272,12 +272,52 @@ def _clip(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else f"{text[: limit - 1]}… [{len(text):,} characters]"
 
 
-def _needed_columns(p: IngestParams) -> list[str]:
-    needed = list(dict.fromkeys(p.column_map.values()))
-    needed += [c for c in p.carry_columns if c not in needed]
-    if p.cancellation_column and p.cancellation_column not in needed:
-        needed.append(p.cancellation_column)
-    return needed
+@dataclass(frozen=True)
+class _Mapping:
+    """What classification reads from the ``ingest`` params, as plain values.
+
+    How source columns and labels become the canonical ones, and which rows are rejected.
+    """
+
+    column_map: dict[str, str]  # canonical name -> source column
+    event_type_map: dict[str, str]  # source label -> canonical event type
+    constant_event_type: str | None
+    timestamp_format: str
+    timezone: str
+    price_is_unit_price: bool
+    session_from_order: bool
+    carry_columns: tuple[str, ...]
+    cancellation_column: str | None
+    cancellation_prefix: str
+    reject_cancelled: bool
+    require_user_id: bool
+    filters: tuple[str, ...]
+
+    @classmethod
+    def from_params(cls, p: IngestParams) -> _Mapping:
+        return cls(
+            column_map=dict(p.column_map),
+            event_type_map=dict(p.event_type_map),
+            constant_event_type=p.constant_event_type,
+            timestamp_format=p.timestamp_format,
+            timezone=p.timezone,
+            price_is_unit_price=p.price_is_unit_price,
+            session_from_order=p.session_from_order,
+            carry_columns=tuple(p.carry_columns),
+            cancellation_column=p.cancellation_column,
+            cancellation_prefix=p.cancellation_prefix,
+            reject_cancelled=p.cancellation_rule == "reject",
+            require_user_id=p.require_user_id,
+            filters=tuple(p.filters),
+        )
+
+    def needed_columns(self) -> list[str]:
+        """The source columns every input file must have."""
+        needed = list(dict.fromkeys(self.column_map.values()))
+        needed += [c for c in self.carry_columns if c not in needed]
+        if self.cancellation_column and self.cancellation_column not in needed:
+            needed.append(self.cancellation_column)
+        return needed
 
 
 def _text(e: pl.Expr, padded: bool = True) -> pl.Expr:
@@ -304,118 +344,143 @@ def _number(e: pl.Expr, dtype: pl.DataType, padded: bool = True) -> pl.Expr:
     return e.cast(pl.Float64, strict=False)
 
 
-def _timestamp(e: pl.Expr, dtype: pl.DataType, p: IngestParams, padded: bool = True) -> pl.Expr:
-    """Source timestamps -> Datetime(us, UTC); unparseable -> null."""
+def _timestamp(
+    e: pl.Expr, dtype: pl.DataType, fmt: str, timezone: str, padded: bool = True
+) -> pl.Expr:
+    """Source timestamps -> Datetime(us, UTC); unparseable -> null.
+
+    ``fmt`` parses text; ``timezone`` is where times without an offset were recorded.
+    """
     if isinstance(dtype, pl.Datetime):
         ts = e.dt.cast_time_unit("us")
         if dtype.time_zone is None:
-            ts = ts.dt.replace_time_zone(p.timezone, ambiguous="null", non_existent="null")
+            ts = ts.dt.replace_time_zone(timezone, ambiguous="null", non_existent="null")
     elif dtype == pl.Date:
-        ts = e.cast(pl.Datetime("us")).dt.replace_time_zone(p.timezone)
+        ts = e.cast(pl.Datetime("us")).dt.replace_time_zone(timezone)
     else:
-        ts = _text(e, padded).str.to_datetime(p.timestamp_format, strict=False, time_unit="us")
-        if not any(z in p.timestamp_format for z in ("%z", "%:z", "%#z")):
-            ts = ts.dt.replace_time_zone(p.timezone, ambiguous="null", non_existent="null")
+        ts = _text(e, padded).str.to_datetime(fmt, strict=False, time_unit="us")
+        if not any(z in fmt for z in ("%z", "%:z", "%#z")):
+            ts = ts.dt.replace_time_zone(timezone, ambiguous="null", non_existent="null")
     return ts.dt.convert_time_zone("UTC")
 
 
-def _classified(
-    frame: pl.LazyFrame, p: IngestParams, padded: bool = True, source: str = ""
-) -> pl.LazyFrame:
-    """Canonical columns, ``reason`` (null = keep), ``_part``; provenance for rejects.
+def _event_type(label: pl.Expr, event_type_map: dict[str, str]) -> pl.Expr:
+    """Source labels -> the canonical Enum; an unmapped label -> null."""
+    # one branch per canonical type (is_in streams; Expr.replace holds the data in memory)
+    etype = pl.lit(None, pl.String)
+    for target in EVENT_TYPES:
+        labels = [k for k, v in event_type_map.items() if v == target]
+        if labels:
+            etype = pl.when(label.is_in(labels)).then(pl.lit(target)).otherwise(etype)
+    return etype.cast(pl.Enum(list(EVENT_TYPES)))
 
-    Only rejected rows fill their raw fields, ``_line`` and ``_source_file`` (``source``).
 
-    ``padded=False`` when the source is known to hold no value with surrounding blanks.
+def _canonical_columns(
+    schema: pl.Schema, m: _Mapping, padded: bool
+) -> tuple[dict[str, pl.Expr], pl.Expr]:
+    """Expressions for the canonical columns (and carried ones) of a source with ``schema``.
+
+    Also returns whether each row is a cancelled order line (by the cancellation column, or a
+    negative quantity).
     """
-    schema = frame.collect_schema()
-    m = p.column_map
+    cm = m.column_map
 
     def src(canon: str) -> pl.Expr:
-        return pl.col(m[canon])
+        return pl.col(cm[canon])
 
     def text(canon: str) -> pl.Expr:
-        return _text(src(canon), padded) if canon in m else pl.lit(None, pl.String)
+        return _text(src(canon), padded) if canon in cm else pl.lit(None, pl.String)
 
     def ident(canon: str) -> pl.Expr:  # integer ids stay integers; anything else is text
-        if schema[m[canon]].is_integer():
+        if schema[cm[canon]].is_integer():
             return src(canon).cast(pl.Int64)
         return text(canon)
 
-    enum = pl.Enum(list(EVENT_TYPES))
-    if p.constant_event_type:
-        etype = pl.lit(p.constant_event_type).cast(enum)
+    if m.constant_event_type:
+        etype = pl.lit(m.constant_event_type).cast(pl.Enum(list(EVENT_TYPES)))
     else:
-        label = text("event_type")
-        # one branch per canonical type (is_in streams; Expr.replace holds the data in memory)
-        etype = pl.lit(None, pl.String)
-        for target in EVENT_TYPES:
-            labels = [k for k, v in p.event_type_map.items() if v == target]
-            if labels:
-                etype = pl.when(label.is_in(labels)).then(pl.lit(target)).otherwise(etype)
-        etype = etype.cast(enum)
-    qty = _number(src("quantity"), schema[m["quantity"]], padded) if "quantity" in m else None
-    price = _number(src("price"), schema[m["price"]], padded)
-    if p.price_is_unit_price and qty is not None:
+        etype = _event_type(text("event_type"), m.event_type_map)
+    qty = _number(src("quantity"), schema[cm["quantity"]], padded) if "quantity" in cm else None
+    price = _number(src("price"), schema[cm["price"]], padded)
+    if m.price_is_unit_price and qty is not None:
         price = price * qty
     order = text("order_id")
+    event_time = _timestamp(
+        src("event_time"), schema[cm["event_time"]], m.timestamp_format, m.timezone, padded
+    )
     columns = {
-        "event_time": _timestamp(src("event_time"), schema[m["event_time"]], p, padded),
+        "event_time": event_time,
         "event_type": etype,
         "user_id": ident("user_id"),
-        "user_session": order if p.session_from_order else text("user_session"),
+        "user_session": order if m.session_from_order else text("user_session"),
         "product_id": ident("product_id"),
-        "category_id": ident("category_id") if "category_id" in m else pl.lit(None, pl.Int64),
+        "category_id": ident("category_id") if "category_id" in cm else pl.lit(None, pl.Int64),
         "category_code": text("category_code"),
         "brand": text("brand"),
         "price": price,
     }
     if qty is not None:
         columns["quantity"] = qty
-    if "order_id" in m:
+    if "order_id" in cm:
         columns["order_id"] = order
-    for c in p.carry_columns:
+    for c in m.carry_columns:
         columns[c] = pl.col(c).cast(pl.String)
     cancelled = pl.lit(False)
-    if p.cancellation_column:
-        prefix = pl.col(p.cancellation_column).cast(pl.String).str.strip_chars()
-        cancelled = prefix.str.starts_with(p.cancellation_prefix).fill_null(False)
+    if m.cancellation_column:
+        prefix = pl.col(m.cancellation_column).cast(pl.String).str.strip_chars()
+        cancelled = prefix.str.starts_with(m.cancellation_prefix).fill_null(False)
         if qty is not None:
             cancelled = cancelled | (qty < 0).fill_null(False)
-    raw = {f"_src_{c}": src(c).cast(pl.String) for c in m}
-    out = frame.select(**columns, **raw, _cancelled=cancelled, _line=pl.col("_line"))
+    return columns, cancelled
+
+
+def _reject_reason(m: _Mapping) -> pl.Expr:
+    """The first failed check of a canonical row (``REASONS``), or null to keep the row."""
     checks: list[tuple[pl.Expr, str]] = []
-    if p.cancellation_rule == "reject":  # first: it explains the negative price of a return
+    if m.reject_cancelled:  # first: it explains the negative price of a return
         checks.append((pl.col("_cancelled"), "cancelled_order"))
-    price_col = pl.col("price")
+    price = pl.col("price")
     checks += [
         (pl.col("event_time").is_null(), "unparseable_timestamp"),
         (pl.col("event_type").is_null(), "unknown_event_type"),
-        (pl.col("user_id").is_null() & pl.lit(p.require_user_id), "null_user_id"),
+        (pl.col("user_id").is_null() & pl.lit(m.require_user_id), "null_user_id"),
         (pl.col("product_id").is_null(), "null_product_id"),
-        (price_col.is_null() | ~price_col.is_finite() | (price_col < 0), "invalid_price"),
+        (price.is_null() | ~price.is_finite() | (price < 0), "invalid_price"),
     ]
-    canonical = [*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS, *p.carry_columns]
-    for i, text_ in enumerate(p.filters):
-        tree = sqlexpr.check(text_, canonical, where=f"ingest.filters[{i}]", boolean=True)
+    canonical = [*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS, *m.carry_columns]
+    for i, text in enumerate(m.filters):
+        tree = sqlexpr.check(text, canonical, where=f"ingest.filters[{i}]", boolean=True)
         checks.append((~pl.sql_expr(sqlexpr.to_sql(tree)).fill_null(False), "filtered"))
     reason = pl.when(checks[0][0]).then(pl.lit(checks[0][1]))
     for cond, name in checks[1:]:
         reason = reason.when(cond).then(pl.lit(name))
-    out = out.with_columns(reason=reason.otherwise(pl.lit(None, pl.String)))
+    return reason.otherwise(pl.lit(None, pl.String))
+
+
+def _classified(
+    frame: pl.LazyFrame, m: _Mapping, padded: bool = True, source: str = ""
+) -> pl.LazyFrame:
+    """Canonical columns, ``reason`` (null = keep), ``_part``; provenance for rejects.
+
+    Only rejected rows fill their raw fields, ``_line`` and ``_source_file`` (``source``);
+    ``_part`` is the staging partition: the event date, or ``rejected``.
+
+    ``padded=False`` when the source is known to hold no value with surrounding blanks.
+    """
+    columns, cancelled = _canonical_columns(frame.collect_schema(), m, padded)
+    raw = {f"_src_{c}": pl.col(s).cast(pl.String) for c, s in m.column_map.items()}
+    out = frame.select(**columns, **raw, _cancelled=cancelled, _line=pl.col("_line"))
+    out = out.with_columns(reason=_reject_reason(m))
     rejected = pl.col("reason").is_not_null()
-    out_schema = out.collect_schema()
-    text_ids = [c for c in layout.ID_COLUMNS if out_schema[c] == pl.String]
     return out.with_columns(
-        *[e for c in text_ids for e in layout.split_id(c)],
-        *[pl.when(rejected).then(pl.col(f"_src_{c}")).alias(f"raw_{c}") for c in m],
+        *[pl.when(rejected).then(pl.col(f"_src_{c}")).alias(f"raw_{c}") for c in m.column_map],
         # where a row came from is kept for rejects only (kept rows need only their order)
         _line=pl.when(rejected).then(pl.col("_line")),
         _source_file=pl.when(rejected).then(pl.lit(source)),
         _part=pl.when(rejected)
         .then(pl.lit(_REJECTED))
         .otherwise(pl.col("event_time").dt.date().cast(pl.String)),
-    ).drop([f"_src_{c}" for c in m] + ["_cancelled"])
+    ).drop([f"_src_{c}" for c in m.column_map] + ["_cancelled"])
 
 
 def _drop_duplicates(day: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -491,63 +556,71 @@ def _write_rejects(
     return dict(counts.iter_rows())
 
 
-def _write_days(
-    days: list[Path],
-    p: IngestParams,
-    keys: list[str],
-    derive: bool,
-    events_out: Path,
-    row_group_size: int,
-) -> tuple[int, int]:
-    """Deduplicate, lay out (and sessionise) each staged day; write it.
+class _FinishDay:
+    """Ingest's step on each day once it is sorted: drop exact duplicates, derive sessions.
 
-    Returns (rows staged, rows kept).
+    ``keys`` are the columns on which duplicates are exact (None: keep duplicates);
+    ``session_gap_minutes`` derives sessions (None: the source has them). Sessions go on
+    across midnight: each user's last event and session count are carried to the next day.
     """
-    if not days:
-        return 0, 0
-    staged = pl.scan_parquet([d / "*.parquet" for d in days])
-    types = layout.storage_types(staged)
-    # columns that only rejected rows fill (null here) are not read: a day's sort would carry
-    # them along, at twice the memory and four times the time of the sort without them
-    for_rejects = {"reason", "_line", "_source_file", *(f"raw_{c}" for c in p.column_map)}
-    columns = [c for c in staged.collect_schema().names() if c not in for_rejects]
-    carry: pl.DataFrame | None = None
-    n_staged = n_kept = 0
-    events_out.mkdir(parents=True, exist_ok=True)
-    bar = progress.Progress("ingest: sort, deduplicate and write days", len(days), unit="days")
-    for day in days:
-        df = pl.read_parquet(day, columns=columns)
-        n_staged += df.height
-        # prices keep their source precision until duplicates are found (Float32 could merge
-        # prices that differ below a cent); the id casts are exact
-        df = layout.arrange_day(df, {c: t for c, t in types.items() if c != "price"})
-        if p.drop_duplicates:
-            df = _drop_duplicates(df, [k for k in keys if k in df.columns])
-        df = df.with_columns(pl.col("price").cast(types["price"]))
-        if derive:
-            if carry is None:
-                carry = pl.DataFrame(
-                    schema={
-                        "user_id": df.schema["user_id"],
-                        "_last": pl.Datetime("us", "UTC"),
-                        "_n": pl.Int64,
-                    }
-                )
-            df = _derive_sessions(df, carry, p.session_gap_minutes)
-            last = df.group_by("user_id").agg(
-                _last=pl.col("event_time").max(), _n=pl.col("_k").max()
+
+    def __init__(self, keys: list[str] | None, session_gap_minutes: int | None) -> None:
+        self.keys = keys
+        self.gap = session_gap_minutes
+        self.carry: pl.DataFrame | None = None
+
+    def __call__(self, day: pl.DataFrame) -> pl.DataFrame:
+        if self.keys is not None:
+            day = _drop_duplicates(day, [k for k in self.keys if k in day.columns])
+        if self.gap is None:
+            return day
+        if self.carry is None:
+            self.carry = pl.DataFrame(
+                schema={
+                    "user_id": day.schema["user_id"],
+                    "_last": pl.Datetime("us", "UTC"),
+                    "_n": pl.Int64,
+                }
             )
-            carry = pl.concat([carry.join(last, on="user_id", how="anti"), last])
-            df = df.drop("_k")
-        n_kept += df.height
-        order = [
-            c for c in (*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS, *p.carry_columns) if c in df.columns
-        ]
-        date = day.name.split("=", 1)[1]
-        layout.write_day(df.select(order), events_out, date, row_group_size=row_group_size)
-        bar.update(1, rows=df.height)
+        day = _derive_sessions(day, self.carry, self.gap)
+        last = day.group_by("user_id").agg(_last=pl.col("event_time").max(), _n=pl.col("_k").max())
+        self.carry = pl.concat([self.carry.join(last, on="user_id", how="anti"), last])
+        return day.drop("_k")
+
+
+def _scan_all(inputs: Inputs, names: list[str], sep: str, needed: list[str]) -> list[_Source]:
+    """Scan every input file (lazily; CSV lines with the wrong number of fields taken out)."""
+    sources = []
+    with progress.Progress("ingest: line scan", total=len(inputs.files), unit="files") as bar:
+        for f, name in zip(inputs.files, names, strict=True):
+            sources.append(_scan(f, inputs.kind, sep, needed, name))
+            bar.update(1, rows=sources[-1].rows or 0)
+    return sources
+
+
+def _stage(frames: list[pl.LazyFrame], staging: Path, what: str) -> list[Path]:
+    """Stream every classified row once into ``staging``, partitioned by ``_part``.
+
+    Returns the day partitions (``_part=YYYY-MM-DD``, sorted); rejected rows are in
+    ``_part=rejected``. Text ids are staged in the split form the layout reads
+    (:func:`customer_intel.layout.split_ids`). ``what`` names the inputs in an error.
+    """
+    bar = progress.Progress("ingest: parse, classify and stage by day", unit="passes")
+    try:
+        pl.concat([layout.split_ids(f) for f in frames], how="vertical_relaxed").sink_parquet(
+            pl.PartitionBy(staging, key="_part", include_key=False),
+            compression="lz4",
+            # each open day buffers a row group: small groups keep a 2-month input near 1 GB
+            # (Polars' default took 1.4 GB at 20M events, 2.3 GB at 110M) at the same speed
+            row_group_size=_STAGING_ROW_GROUP,
+            mkdir=True,
+        )
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise InputError(f"cannot read {what}: {_clip(str(e))}") from None
+    bar.done = 1  # one streaming pass: nothing to report until it ends
     bar.close()
-    return n_staged, n_kept
+    parts = sorted(staging.glob("_part=*")) if staging.exists() else []
+    return [d for d in parts if d.name != f"_part={_REJECTED}"]
 
 
 def ingest_files(
@@ -561,16 +634,17 @@ def ingest_files(
 ) -> IngestReport:
     """Ingest the input files into ``events_out`` (canonical events) and ``rejects_out``.
 
-    Two passes, both streaming or bounded by one day of events:
+    The flow goes one way, in two passes, both streaming or bounded by one day of events:
 
-    1. every row is read once, mapped to the canonical schema and classified; rows are staged
-       (LZ4 Parquet) partitioned by event date, rejected rows in a partition of their own;
-    2. each day is read back on its own, cast to the storage types chosen for the whole data
-       set and sorted (:mod:`customer_intel.layout`); exact duplicates are dropped (they share
-       their user and event time, hence their day and their place in the sort); sessions are
-       derived when the source has none (carrying each user's last event across midnight); the
-       day is written to ``events_out/event_date=YYYY-MM-DD/part-0.parquet``: the events are
-       written once.
+    1. parse and classify: every row is read once, mapped to the canonical schema and
+       classified; rows are staged (LZ4 Parquet) partitioned by event date, rejected rows in a
+       partition of their own, which becomes ``rejects_out``;
+    2. the staged days are handed to :func:`customer_intel.layout.write_days`, which chooses
+       the storage types for the whole data set, sorts each day by user and time, lets this
+       module finish it (exact duplicates are dropped: they share their user and event time,
+       hence their day and their place in the sort; sessions are derived when the source has
+       none, carried across midnight) and writes it to
+       ``events_out/event_date=YYYY-MM-DD/part-0.parquet``: the events are written once.
 
     Parameters
     ----------
@@ -593,59 +667,50 @@ def ingest_files(
     IngestReport
         Rows in, kept, rejected by reason, duplicates; ``report.check()`` has passed.
     """
-    files, kind = inputs.files, inputs.kind
-    names = [inputs.name(f) for f in files]
+    names = [inputs.name(f) for f in inputs.files]
     work_dir.mkdir(parents=True, exist_ok=True)
     events_out.mkdir(parents=True, exist_ok=True)  # empty when every row is rejected
-    needed = _needed_columns(p)
-    sources = []
-    with progress.Progress("ingest: line scan", total=len(files), unit="files") as bar:
-        for f, name in zip(files, names, strict=True):
-            sources.append(_scan(f, kind, p, needed, name))
-            bar.update(1, rows=sources[-1].rows or 0)
-    derive = "user_session" not in p.column_map and not p.session_from_order
-    # exact duplicates agree on every canonical column (sessions are derived after dedup)
-    # exact means every column read: carried columns too (two lines differing only in a
-    # description are two lines)
-    keys = [
-        c
-        for c in (*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS, *p.carry_columns)
-        if not (derive and c == "user_session")
-    ]
+    mapping = _Mapping.from_params(p)
+    # 1. parse and classify
+    sources = _scan_all(inputs, names, p.csv_separator, mapping.needed_columns())
     frames = [
-        _classified(s.frame, p, s.padded, name) for s, name in zip(sources, names, strict=True)
+        _classified(s.frame, mapping, s.padded, name)
+        for s, name in zip(sources, names, strict=True)
     ]
     staging = work_dir / "staging"
-    bar = progress.Progress("ingest: parse, classify and stage by day", unit="passes")
-    try:
-        pl.concat(frames, how="vertical_relaxed").sink_parquet(
-            pl.PartitionBy(staging, key="_part", include_key=False),
-            compression="lz4",
-            # each open day buffers a row group: small groups keep a 2-month input near 1 GB
-            # (Polars' default took 1.4 GB at 20M events, 2.3 GB at 110M) at the same speed
-            row_group_size=_STAGING_ROW_GROUP,
-            mkdir=True,
-        )
-    except (pl.exceptions.PolarsError, OSError) as e:
-        raise InputError(f"cannot read {_clip(str(names))} as {kind}: {_clip(str(e))}") from None
-    bar.done = 1  # one streaming pass: nothing to report until it ends
-    bar.close()
-    parts = sorted(staging.glob("_part=*")) if staging.exists() else []
-    days = [d for d in parts if d.name != f"_part={_REJECTED}"]
-    rejected_dir = staging / f"_part={_REJECTED}"
-
+    days = _stage(frames, staging, f"{_clip(str(names))} as {inputs.kind}")
     malformed = pl.concat(
         [
             s.malformed.with_columns(source_file=pl.lit(name))
             for s, name in zip(sources, names, strict=True)
         ]
     )
+    rejected_dir = staging / f"_part={_REJECTED}"
     by_reason = _write_rejects(malformed, rejected_dir, list(p.column_map), rejects_out)
-    n_staged, n_kept = _write_days(days, p, keys, derive, events_out, row_group_size)
+    # 2. finished days, laid out and written once
+    derive = "user_session" not in p.column_map and not p.session_from_order
+    written = [*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS, *p.carry_columns]
+    # exact duplicates agree on every column read, carried ones too (two lines differing only
+    # in a description are two lines); derived sessions come after deduplication
+    keys = [c for c in written if not (derive and c == "user_session")]
+    finish = _FinishDay(
+        keys if p.drop_duplicates else None, p.session_gap_minutes if derive else None
+    )
+    n_staged, n_kept = layout.write_days(
+        days,
+        events_out,
+        columns=written,
+        # columns that only rejected rows fill (null here) are not read: a day's sort would
+        # carry them along, at twice the memory and four times the time of the sort without
+        skip={"reason", "_line", "_source_file", *(f"raw_{c}" for c in p.column_map)},
+        finish=finish,
+        row_group_size=row_group_size,
+        label="ingest: sort, deduplicate and write days",
+    )
     n_lines = sum(s.rows for s in sources if s.rows is not None)
     n_rejected = sum(by_reason.values())
     rows_in = n_staged + n_rejected
-    if kind in ("csv", "csv.gz") and rows_in != n_lines:
+    if inputs.kind in ("csv", "csv.gz") and rows_in != n_lines:
         raise InputError(
             f"{n_lines:,} data lines in {_clip(str(names))} but {rows_in:,} rows read: "
             "a line break inside a quoted field? (not supported; convert to Parquet)"
@@ -656,7 +721,7 @@ def ingest_files(
         rows_kept=int(n_kept),
         duplicates=int(n_staged - n_kept),
         rejected={r: int(by_reason.get(r, 0)) for r in REASONS},
-        file_bytes=[Path(f).stat().st_size for f in files],
+        file_bytes=[Path(f).stat().st_size for f in inputs.files],
         skipped=list(inputs.skipped),
         kept_without_user=0 if p.require_user_id else _rows_without_user(events_out),
     )
