@@ -75,8 +75,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def link_tree(src: Path, dst: Path) -> None:
     """Hard-link a file or a folder tree at ``dst`` (copying where a link is impossible).
 
-    Outputs are never modified in place (every write replaces its file), so a run folder can
-    share files with the run it reuses them from.
+    The one hard-link-or-copy helper: the runner links reused outputs with it, the warehouse
+    the event files ingestion wrote. Outputs are never modified in place (every write replaces
+    its file), so a run folder can share files with the run it reuses them from.
     """
 
     def link_or_copy(a: str, b: str) -> None:

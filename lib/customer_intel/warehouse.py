@@ -50,7 +50,7 @@ import ibis
 import polars as pl
 
 from customer_intel import layout, progress
-from customer_intel.runs import StageRun
+from customer_intel.runs import StageRun, link_tree
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 EVENTS_DIR = "events"
@@ -80,12 +80,7 @@ def optimize_events(canonical: Path, out_dir: Path) -> dict[str, str]:
             "ingest_rejects table for why)"
         )
     for src in days:
-        target = out_dir / src.parent.name / src.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src, target)
-        except OSError:  # another file system
-            shutil.copy2(src, target)
+        link_tree(src, out_dir / src.parent.name / src.name)
     return layout.type_names(pl.scan_parquet(days[0]).collect_schema())
 
 
