@@ -179,20 +179,7 @@ def plan(
     force = force or set()
     steps: dict[str, Step] = {}
     for stage in ordered:
-        io = stage.resolve(params)
-        missing, inputs = [], []
-        for item in (*io.reads, *io.optional):
-            maker = made_by.get(item)
-            up = steps.get(maker) if maker else None
-            if up is None or up.action == "skip":
-                if item in io.reads:
-                    missing.append((item, maker, up))
-                continue
-            inputs.append(StageInput(item=item, made_by=maker, key=up.key))
-        if io.files:
-            inputs.append(
-                StageInput(item=f"file:{','.join(io.files)}", key=reuse.files_key(io.files))
-            )
+        missing, inputs = _stage_inputs(stage.resolve(params), made_by, steps)
         parameters = stage_parameters(params, stage.section, run_dir="")
         key = reuse.stage_key(
             notebook=notebooks_dir / stage.notebook,
@@ -217,16 +204,7 @@ def plan(
             step.action, step.reason, step.key = "skip", reason, None
         elif stage.name not in chosen:
             entry = prev_manifest.stages.get(stage.name) if prev_manifest else None
-            if entry is None or entry.status not in ("success", "reused", "stale"):
-                step.action, step.key = "skip", None
-                step.reason = "not selected, and no earlier successful run has its outputs"
-            else:
-                step.action, step.source, step.source_entry = "latest", previous, entry
-                if entry.key != key:
-                    step.reason = (
-                        "STALE: made with other params, code or inputs than this run's "
-                        "(its content key differs)"
-                    )
+            _take_from_latest(step, entry, previous)
         elif stage.name not in force:
             found = reuse.find_reusable(runs_dir, stage.name, key)
             if found is not None:
@@ -234,6 +212,42 @@ def plan(
                 step.reason = "unchanged"
         steps[stage.name] = step
     return list(steps.values())
+
+
+def _stage_inputs(
+    io: stage_graph.StageIO, made_by: dict[str, str], steps: dict[str, Step]
+) -> tuple[list[tuple[str, str | None, Step | None]], list[StageInput]]:
+    """What a stage reads, given the steps planned before it.
+
+    Returns the required items no planned stage makes, as ``(item, maker, maker's step)``,
+    and the inputs it has (with their makers' content keys; input files by their own key).
+    """
+    missing, inputs = [], []
+    for item in (*io.reads, *io.optional):
+        maker = made_by.get(item)
+        up = steps.get(maker) if maker else None
+        if up is None or up.action == "skip":
+            if item in io.reads:
+                missing.append((item, maker, up))
+            continue
+        inputs.append(StageInput(item=item, made_by=maker, key=up.key))
+    if io.files:
+        inputs.append(StageInput(item=f"file:{','.join(io.files)}", key=reuse.files_key(io.files)))
+    return missing, inputs
+
+
+def _take_from_latest(step: Step, entry: StageEntry | None, previous: Path | None) -> None:
+    """A stage not selected: take its outputs from ``latest`` (``entry``), or skip it."""
+    if entry is None or entry.status not in ("success", "reused", "stale"):
+        step.action, step.key = "skip", None
+        step.reason = "not selected, and no earlier successful run has its outputs"
+        return
+    step.action, step.source, step.source_entry = "latest", previous, entry
+    if entry.key != step.key:
+        step.reason = (
+            "STALE: made with other params, code or inputs than this run's "
+            "(its content key differs)"
+        )
 
 
 def _why_missing(item: str) -> str:
@@ -317,25 +331,6 @@ def git_commit(root: Path = PROJECT_ROOT) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
-class Tee:
-    """A text stream writing to several streams (console and ``run.log``)."""
-
-    def __init__(self, *streams: TextIO) -> None:
-        self.streams = streams
-
-    def write(self, text: str) -> int:
-        """Write to every stream."""
-        for s in self.streams:
-            s.write(text)
-            s.flush()
-        return len(text)
-
-    def flush(self) -> None:
-        """Flush every stream."""
-        for s in self.streams:
-            s.flush()
-
-
 class ProgressEngine(NBClientEngine):
     """papermill's nbclient engine, reporting each cell's start and end to a callback."""
 
@@ -386,6 +381,27 @@ class _Prefixed:
 
 # -- the run ----------------------------------------------------------------------------------
 @dataclass
+class _Queue:
+    """The stages of one run still to execute, running (futures) and done; warm kernels."""
+
+    pending: list[Step]
+    deps: dict[str, set[str]]  # stage -> stages it reads from
+    done: set[str] = field(default_factory=set)
+    futures: dict[cf.Future, Step] = field(default_factory=dict)
+    kernels: dict[str, StageKernel] = field(default_factory=dict)
+    started: int = 0
+
+    def __post_init__(self) -> None:
+        self.pending = list(self.pending)
+        self.names = {s.stage.name for s in self.pending}  # the stages this run executes
+        self.n = len(self.pending)
+
+    def ready(self, step: Step, also_done: frozenset[str] | set[str] = frozenset()) -> bool:
+        """Whether the stages of this run that ``step`` reads are done (or in ``also_done``)."""
+        return (self.deps[step.stage.name] & self.names) <= self.done | also_done
+
+
+@dataclass
 class Runner:
     """Plans and executes the stages of one run into its own folder; keeps the manifest."""
 
@@ -403,6 +419,7 @@ class Runner:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._running: dict[str, StageKernel] = {}
+        self._log: TextIO | None = None  # the run's run.log while it runs
 
     @property
     def output_root(self) -> Path:
@@ -412,9 +429,13 @@ class Runner:
         return resolve(self.params.common.output_root)
 
     def say(self, text: str) -> None:
-        """Print a progress line (it also goes to run.log); safe from several threads."""
+        """Print a progress line (during a run also to run.log); safe from several threads."""
         with self._lock:
             self.out.write(text + "\n")
+            if self._log is not None:
+                self.out.flush()
+                self._log.write(text + "\n")
+                self._log.flush()
 
     def plan(self, *, only: list[str] | None = None, from_stage: str | None = None) -> list[Step]:
         """The plan of this run (nothing is executed)."""
@@ -438,50 +459,25 @@ class Runner:
                 f"note: run {abandoned} was left 'running' by a killed runner; marked abandoned"
             )
         run_id, run_dir = _make_run_dir(self.output_root / "runs", new_run_id(self.params))
-        console = self.out
         with (run_dir / "run.log").open("w") as log:
-            self.out = Tee(console, log)
+            self._log = log
             try:
                 return self._run(run_id, run_dir, steps)
             finally:
-                self.out = console
+                self._log = None
 
     def _run(self, run_id: str, run_dir: Path, steps: list[Step]) -> RunResult:
+        """Execute the plan into ``run_dir``: the manifest is written as stages end."""
         started = time.time()
         jobs = self.jobs or default_jobs()
-        manifest = Manifest(
-            run_id=run_id,
-            status="running",
-            started_at=dt.datetime.now(dt.UTC).isoformat(),
-            params_file=str(self.params_file),
-            overrides=list(self.overrides),
-            params_hash=params_hash(self.params),
-            params=self.params.model_dump(mode="json"),
-            inputs=input_fingerprints(self.params),
-            versions=package_versions(),
-            git=git_commit(),
-            host={"platform": platform.platform(), "cpus": os.cpu_count()},
-            runner_pid=os.getpid(),
-            jobs=jobs,
-        )
+        manifest = self._new_manifest(run_id, jobs)
         path = run_dir / "manifest.json"
         previous = self.output_root / "latest"
         previous_name = previous.resolve().name if previous.exists() else None
         self.say(f"run {run_id} -> {run_dir}")
         result_code, message = EXIT_OK, ""
         try:
-            self._write_params(run_dir)
-            (run_dir / "graph.mmd").write_text(stage_graph.mermaid(self.stages, self.params))
-            for step in steps:
-                if step.action != "execute":
-                    manifest.stages[step.stage.name] = self._not_executed(step, run_dir)
-            runs.write_model(manifest, path)
-            todo = [s for s in steps if s.action == "execute"]
-            if todo:
-                self.say(
-                    f"{len(todo)} stage(s) to execute, up to {jobs} at once: "
-                    + ", ".join(s.stage.name for s in todo)
-                )
+            todo = self._prepare(run_dir, steps, manifest, path, jobs)
             result_code, message = self._execute(todo, steps, run_dir, manifest, path, jobs)
         except KeyboardInterrupt as e:
             sig = e.signum if isinstance(e, Interrupted) else signal.SIGINT
@@ -496,22 +492,70 @@ class Runner:
         manifest.stages = dict(sorted(manifest.stages.items(), key=lambda kv: order.index(kv[0])))
         manifest.finished_at = dt.datetime.now(dt.UTC).isoformat()
         manifest.wall_seconds = round(time.time() - started, 2)
+        self._conclude(manifest, path, run_dir, result_code, message, previous_name)
+        return RunResult(
+            run_id, run_dir, manifest.status, result_code, manifest.model_dump(mode="json"), message
+        )
+
+    def _new_manifest(self, run_id: str, jobs: int) -> Manifest:
+        """The manifest of a run that starts now: params, inputs, versions, host."""
+        return Manifest(
+            run_id=run_id,
+            status="running",
+            started_at=dt.datetime.now(dt.UTC).isoformat(),
+            params_file=str(self.params_file),
+            overrides=list(self.overrides),
+            params_hash=params_hash(self.params),
+            params=self.params.model_dump(mode="json"),
+            inputs=input_fingerprints(self.params),
+            versions=package_versions(),
+            git=git_commit(),
+            host={"platform": platform.platform(), "cpus": os.cpu_count()},
+            runner_pid=os.getpid(),
+            jobs=jobs,
+        )
+
+    def _prepare(
+        self, run_dir: Path, steps: list[Step], manifest: Manifest, path: Path, jobs: int
+    ) -> list[Step]:
+        """Write the params and the stage graph; link reused stages; return the steps to execute."""
+        self._write_params(run_dir)
+        (run_dir / "graph.mmd").write_text(stage_graph.mermaid(self.stages, self.params))
+        for step in steps:
+            if step.action != "execute":
+                manifest.stages[step.stage.name] = self._not_executed(step, run_dir)
+        runs.write_model(manifest, path)
+        todo = [s for s in steps if s.action == "execute"]
+        if todo:
+            self.say(
+                f"{len(todo)} stage(s) to execute, up to {jobs} at once: "
+                + ", ".join(s.stage.name for s in todo)
+            )
+        return todo
+
+    def _conclude(
+        self,
+        manifest: Manifest,
+        path: Path,
+        run_dir: Path,
+        result_code: int,
+        message: str,
+        previous_name: str | None,
+    ) -> None:
+        """Record the run's status; move ``latest`` to it only when it succeeded."""
         if result_code == EXIT_OK:
             manifest.status = "success"
             runs.write_model(manifest, path)
             switch_latest(self.output_root / "latest", run_dir)
-            self.say(f"run {run_id} succeeded in {manifest.wall_seconds:.1f}s")
-        else:
-            if manifest.status != "interrupted":
-                manifest.status = "failed"
-            manifest.error = message
-            with contextlib.suppress(OSError):  # a full disk may refuse even this
-                runs.write_model(manifest, path)
-            self.say(f"run {run_id} FAILED: {message}")
-            self.say(f"latest still points to {previous_name or 'nothing'}")
-        return RunResult(
-            run_id, run_dir, manifest.status, result_code, manifest.model_dump(mode="json"), message
-        )
+            self.say(f"run {manifest.run_id} succeeded in {manifest.wall_seconds:.1f}s")
+            return
+        if manifest.status != "interrupted":
+            manifest.status = "failed"
+        manifest.error = message
+        with contextlib.suppress(OSError):  # a full disk may refuse even this
+            runs.write_model(manifest, path)
+        self.say(f"run {manifest.run_id} FAILED: {message}")
+        self.say(f"latest still points to {previous_name or 'nothing'}")
 
     def _not_executed(self, step: Step, run_dir: Path) -> StageEntry:
         """Link a reused (or latest's) stage's outputs into this run; record a skipped one."""
@@ -558,74 +602,70 @@ class Runner:
         jobs: int,
     ) -> tuple[int, str]:
         """Run the stages to execute, ``jobs`` at once, each when what it reads is ready."""
-        deps = stage_graph.dependencies([s.stage for s in steps], self.params)
-        pending = list(todo)
-        names = {s.stage.name for s in todo}
-        kernels: dict[str, StageKernel] = {}
-        done: set[str] = set()
-        futures: dict[cf.Future, Step] = {}
+        q = _Queue(todo, stage_graph.dependencies([s.stage for s in steps], self.params))
         failure: tuple[int, str] = (EXIT_OK, "")
-        n, started = len(todo), 0
-
-        def warm(upcoming: list[Step]) -> None:
-            # keep warm kernels for the stages that will start next (ready ones first) while
-            # others run: starting a kernel and importing its libraries takes seconds
-            running = {s.stage.name for s in futures.values()}
-            soon = sorted(
-                upcoming, key=lambda s: not (deps[s.stage.name] & names) <= done | running
-            )
-            for s in soon[: max(1, jobs)]:
-                if s.stage.name not in kernels:
-                    kernels[s.stage.name] = self._start_kernel(s.stage)
-
         pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage")
         try:
-            while pending or futures:
-                for step in list(pending):
-                    if self._stop.is_set() or len(futures) >= jobs:
-                        break
-                    if (deps[step.stage.name] & names) <= done:
-                        pending.remove(step)
-                        kernel = kernels.pop(step.stage.name, None) or self._start_kernel(
-                            step.stage
-                        )
-                        started += 1
-                        futures[pool.submit(self._run_stage, step, run_dir, started, n, kernel)] = (
-                            step
-                        )
+            while q.pending or q.futures:
+                self._start_ready(q, pool, run_dir, jobs)
                 if not self._stop.is_set():
-                    warm(pending)
-                finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+                    self._warm(q, jobs)
+                finished, _ = cf.wait(q.futures, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
-                    step = futures.pop(fut)
+                    step = q.futures.pop(fut)
                     entry = fut.result()
                     with self._lock:
                         manifest.stages[step.stage.name] = entry
                         runs.write_model(manifest, path)
                     if entry.status == "success":
-                        done.add(step.stage.name)
+                        q.done.add(step.stage.name)
                     elif failure[0] == EXIT_OK and entry.status == "failed":
                         failure = (EXIT_STAGE_FAILED, entry.error or "failed")
                         self._stop_all()
                 if self._stop.is_set():
-                    for step in pending:
+                    for step in q.pending:
                         manifest.stages[step.stage.name] = StageEntry(
                             status="cancelled",
                             reason="not started: another stage failed",
                             key=step.key,
                             inputs=step.inputs,
                         )
-                    pending = []
+                    q.pending = []
         except BaseException:
             self._stop_all()
             raise
         finally:
             pool.shutdown(wait=True)
-            for kernel in kernels.values():
+            for kernel in q.kernels.values():
                 kernel.shutdown()
         with self._lock:
             runs.write_model(manifest, path)
         return failure
+
+    def _start_ready(
+        self, q: _Queue, pool: cf.ThreadPoolExecutor, run_dir: Path, jobs: int
+    ) -> None:
+        """Submit the pending stages whose inputs are ready, up to ``jobs`` running."""
+        for step in list(q.pending):
+            if self._stop.is_set() or len(q.futures) >= jobs:
+                break
+            if q.ready(step):
+                q.pending.remove(step)
+                kernel = q.kernels.pop(step.stage.name, None) or self._start_kernel(step.stage)
+                q.started += 1
+                fut = pool.submit(self._run_stage, step, run_dir, q.started, q.n, kernel)
+                q.futures[fut] = step
+
+    def _warm(self, q: _Queue, jobs: int) -> None:
+        """Start kernels for the stages that will start next (ready ones first) while others run.
+
+        Starting a kernel and importing its libraries takes seconds.
+        """
+        running = {s.stage.name for s in q.futures.values()}
+        soon = sorted(q.pending, key=lambda s: not q.ready(s, also_done=running))
+        for s in soon[: max(1, jobs)]:
+            if s.stage.name not in q.kernels:
+                q.kernels[s.stage.name] = self._start_kernel(s.stage)
 
     def _stop_all(self) -> None:
         """Stop every stage still running (their cells are interrupted; they end cancelled)."""
@@ -660,36 +700,12 @@ class Runner:
     def _run_stage(
         self, step: Step, run_dir: Path, i: int, n: int, kernel: StageKernel
     ) -> StageEntry:
+        """Execute one stage's notebook in ``kernel``; its manifest entry, whatever happens."""
         stage = step.stage
-        source = self.notebooks_dir / stage.notebook
         target = run_dir / "notebooks" / stage.notebook
         target.parent.mkdir(exist_ok=True)
-        parameters = stage_parameters(self.params, stage.section, run_dir=run_dir)
-        t0 = time.time()
+        cells = _Cells(stage.name, self.say, self.cell_progress)
         self.say(f"[{i}/{n}] {stage.name}: {stage.notebook} ...")
-        current: dict[str, Any] = {"index": None, "source": "", "started": t0, "total": 0}
-
-        def on_cell(event: str, index: int, total: int, cell: Any) -> None:
-            if cell.get("cell_type") != "code":
-                return
-            if event == "start":
-                current.update(index=index, total=total, source=cell.source, started=time.time())
-            elif self.cell_progress:
-                took = cell.metadata.get("papermill", {}).get("duration") or 0.0
-                self.say(
-                    f"    {stage.name} cell {index + 1}/{total} done in {took:.1f}s "
-                    f"(stage {time.time() - t0:.1f}s)"
-                )
-
-        def cell_text() -> str:
-            first = (current["source"] or "").strip().splitlines()
-            return (
-                f"cell {current['index'] + 1}/{current['total']} "
-                f"({_clip(first[0]) if first else ''})"
-                if current["index"] is not None
-                else "kernel start"
-            )
-
         entry = StageEntry(
             status="running",
             notebook=f"notebooks/{stage.notebook}",
@@ -697,11 +713,33 @@ class Runner:
             run=run_dir.name,
             inputs=step.inputs,
         )
+        peak = self._watched_execution(step, run_dir, target, kernel, entry, cells)
+        entry.wall_seconds = round(time.time() - cells.t0, 2)
+        entry.peak_rss_mb = round(peak / 2**20, 1)
+        if entry.status == "success":
+            _record_outputs(entry, run_dir, stage.name, target)
+        self._say_outcome(entry, stage.name, i, n)
+        return entry
+
+    def _watched_execution(
+        self,
+        step: Step,
+        run_dir: Path,
+        target: Path,
+        kernel: StageKernel,
+        entry: StageEntry,
+        cells: _Cells,
+    ) -> int:
+        """Execute the notebook while threads watch the kernel's memory and print heartbeats.
+
+        Sets the entry's status (success, cancelled, failed with the error) and startup time;
+        returns the kernel's peak resident memory (bytes).
+        """
+        stage = step.stage
+        parameters = stage_parameters(self.params, stage.section, run_dir=run_dir)
         stop, peak, oom_before = threading.Event(), {"peak": 0}, oom_kills()
         watcher = threading.Thread(target=watch_peak, args=(kernel, stop, peak), daemon=True)
-        heartbeat = threading.Thread(
-            target=self._heartbeat, args=(stage, current, stop, t0), daemon=True
-        )
+        heartbeat = threading.Thread(target=self._heartbeat, args=(cells, stop), daemon=True)
         watcher.start()
         heartbeat.start()
         stream = _Prefixed(self.say, f"  [{stage.name}] ")
@@ -709,11 +747,11 @@ class Runner:
             self._running[stage.name] = kernel
         try:
             kernel.ready()
-            entry.startup_seconds = round(time.time() - t0, 2)
+            entry.startup_seconds = round(time.time() - cells.t0, 2)
             if self._stop.is_set():
                 raise _Cancelled
             papermill.execute_notebook(
-                str(source),
+                str(self.notebooks_dir / stage.notebook),
                 str(target),
                 parameters=parameters,
                 engine_name="customer_intel",
@@ -722,7 +760,7 @@ class Runner:
                 progress_bar=False,
                 stdout_file=stream,
                 stderr_file=stream,
-                on_cell=on_cell,
+                on_cell=cells.on_cell,
             )
             entry.status = "success"
         except _Cancelled:
@@ -731,21 +769,15 @@ class Runner:
             if self._stop.is_set() and e.ename == "KeyboardInterrupt":
                 entry.status, entry.reason = "cancelled", "stopped: another stage failed"
             else:
-                first = (e.source or "").strip().splitlines()
-                entry.status = "failed"
-                entry.error = (
-                    f"stage {stage.name!r} failed in {target} at cell {e.cell_index + 1} "
-                    f"(In [{e.exec_count}]: {_clip(first[0]) if first else ''}): {e.ename}: "
-                    f"{_clip(str(e.evalue), 2000)}"
-                )
+                entry.status, entry.error = "failed", _cell_error(stage.name, target, e)
         except Exception as e:  # kernel died, notebook missing, ...
             entry.status = "failed"
             if not kernel.alive():
                 time.sleep(0.3)  # let the process be reaped so its exit signal is known
                 reason = death_reason(kernel, peak["peak"], oom_before)
                 entry.error = (
-                    f"stage {stage.name!r} died at {cell_text()} after "
-                    f"{time.time() - t0:.0f}s: {reason}; see {target}"
+                    f"stage {stage.name!r} died at {cells.describe()} after "
+                    f"{time.time() - cells.t0:.0f}s: {reason}; see {target}"
                 )
             else:
                 entry.error = (
@@ -760,48 +792,93 @@ class Runner:
             watcher.join()
             heartbeat.join()
             kernel.shutdown()
-        entry.wall_seconds = round(time.time() - t0, 2)
-        entry.peak_rss_mb = round(peak["peak"] / 2**20, 1)
-        if entry.status == "success":
-            try:
-                record = runs.read_stage_record(run_dir, stage.name)
-            except (OSError, ValueError):
-                entry.status = "failed"
-                entry.error = (
-                    f"stage {stage.name!r} finished without recording its outputs "
-                    f"(its last cell must call run.finish(...)); see {target}"
-                )
-            else:
-                entry.rows_in, entry.rows_out = record.rows_in, record.rows_out
-                entry.outputs, entry.metrics = record.outputs, record.metrics
-                entry.kernel_peak_rss_mb = record.kernel_peak_rss_mb
+        return peak["peak"]
+
+    def _say_outcome(self, entry: StageEntry, name: str, i: int, n: int) -> None:
+        """The stage's closing line (and its error)."""
         if entry.status == "success":
             self.say(
-                f"[{i}/{n}] {stage.name}: ok in {entry.wall_seconds:.1f}s, "
+                f"[{i}/{n}] {name}: ok in {entry.wall_seconds:.1f}s, "
                 f"peak {entry.peak_rss_mb:.0f} MiB, rows in {entry.rows_in}, "
                 f"rows out {entry.rows_out}"
             )
         elif entry.status == "cancelled":
-            self.say(f"[{i}/{n}] {stage.name}: cancelled ({entry.reason})")
+            self.say(f"[{i}/{n}] {name}: cancelled ({entry.reason})")
         else:
-            self.say(f"[{i}/{n}] {stage.name}: FAILED after {entry.wall_seconds:.1f}s")
+            self.say(f"[{i}/{n}] {name}: FAILED after {entry.wall_seconds:.1f}s")
             self.say("    " + (entry.error or ""))
-        return entry
 
-    def _heartbeat(
-        self, stage: Stage, current: dict[str, Any], stop: threading.Event, t0: float
-    ) -> None:
+    def _heartbeat(self, cells: _Cells, stop: threading.Event) -> None:
         """Every ``HEARTBEAT_SECONDS`` a cell runs, one line: which cell, for how long."""
         while not stop.wait(HEARTBEAT_SECONDS):
-            if current["index"] is None or not self.cell_progress:
+            if cells.index is None or not self.cell_progress:
                 continue
-            running = time.time() - current["started"]
+            running = time.time() - cells.started
             if running >= HEARTBEAT_SECONDS:
-                stage_time = progress.duration(time.time() - t0)
+                stage_time = progress.duration(time.time() - cells.t0)
                 self.say(
-                    f"    {stage.name} cell {current['index'] + 1}/{current['total']} running "
+                    f"    {cells.stage} cell {cells.index + 1}/{cells.total} running "
                     f"for {progress.duration(running)} (stage {stage_time})"
                 )
+
+
+class _Cells:
+    """Which code cell of a stage runs: for progress lines, heartbeats and a death message."""
+
+    def __init__(self, stage: str, say: Callable[[str], None], cell_progress: bool) -> None:
+        self.stage, self.say, self.cell_progress = stage, say, cell_progress
+        self.t0 = time.time()  # the stage's start
+        self.index: int | None = None
+        self.source = ""
+        self.started = self.t0  # the running cell's start
+        self.total = 0
+
+    def on_cell(self, event: str, index: int, total: int, cell: Any) -> None:
+        """The papermill engine's callback: a cell starts or ends."""
+        if cell.get("cell_type") != "code":
+            return
+        if event == "start":
+            self.index, self.total, self.source = index, total, cell.source
+            self.started = time.time()
+        elif self.cell_progress:
+            took = cell.metadata.get("papermill", {}).get("duration") or 0.0
+            self.say(
+                f"    {self.stage} cell {index + 1}/{total} done in {took:.1f}s "
+                f"(stage {time.time() - self.t0:.1f}s)"
+            )
+
+    def describe(self) -> str:
+        """``cell i/N (its first line)``, or ``kernel start`` before the first cell."""
+        if self.index is None:
+            return "kernel start"
+        first = (self.source or "").strip().splitlines()
+        return f"cell {self.index + 1}/{self.total} ({_clip(first[0]) if first else ''})"
+
+
+def _cell_error(stage: str, target: Path, e: PapermillExecutionError) -> str:
+    """A failed cell's error: stage, notebook, cell, its first line, the exception."""
+    first = (e.source or "").strip().splitlines()
+    return (
+        f"stage {stage!r} failed in {target} at cell {e.cell_index + 1} "
+        f"(In [{e.exec_count}]: {_clip(first[0]) if first else ''}): {e.ename}: "
+        f"{_clip(str(e.evalue), 2000)}"
+    )
+
+
+def _record_outputs(entry: StageEntry, run_dir: Path, stage: str, target: Path) -> None:
+    """Copy what the stage recorded (rows, outputs, metrics) into its entry; fail it if none."""
+    try:
+        record = runs.read_stage_record(run_dir, stage)
+    except (OSError, ValueError):
+        entry.status = "failed"
+        entry.error = (
+            f"stage {stage!r} finished without recording its outputs "
+            f"(its last cell must call run.finish(...)); see {target}"
+        )
+    else:
+        entry.rows_in, entry.rows_out = record.rows_in, record.rows_out
+        entry.outputs, entry.metrics = record.outputs, record.metrics
+        entry.kernel_peak_rss_mb = record.kernel_peak_rss_mb
 
 
 class _Cancelled(Exception):
@@ -1005,15 +1082,7 @@ def main(argv: list[str] | None = None, *, stages: tuple[Stage, ...] = STAGES) -
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.dry_run:
-        print(f"params {args.params}: valid (hash {params_hash(params)})")
-        for f in input_fingerprints(params):
-            print(f"input {f['key']}: {f['path']} ({f['bytes']:,} bytes)")
-        for step in steps:
-            print("  " + step.describe())
-        print(
-            "would run: "
-            + (", ".join(s.stage.name for s in steps if s.action == "execute") or "nothing")
-        )
+        _print_plan(args.params, params, steps)
         return EXIT_OK
     try:
         with _interrupt_on_sigterm():
@@ -1022,11 +1091,29 @@ def main(argv: list[str] | None = None, *, stages: tuple[Stage, ...] = STAGES) -
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if result.exit_code == EXIT_OK:
-        rel = os.path.relpath(result.run_dir, Path.cwd())
-        rel = str(result.run_dir) if rel.startswith("..") else rel
-        print(f"\nRun folder: {rel}")
-        print(f"Open its notebooks: .venv/bin/jupyter lab {rel}/notebooks")
-        print(f"Manifest: {rel}/manifest.json   (outputs/latest now points here)")
+        _print_run_folder(result.run_dir)
     else:
         print(f"error: {result.message}", file=sys.stderr)
     return result.exit_code
+
+
+def _print_plan(params_file: str, params: Params, steps: list[Step]) -> None:
+    """``--dry-run``: the params are valid, the inputs, and what each stage would do."""
+    print(f"params {params_file}: valid (hash {params_hash(params)})")
+    for f in input_fingerprints(params):
+        print(f"input {f['key']}: {f['path']} ({f['bytes']:,} bytes)")
+    for step in steps:
+        print("  " + step.describe())
+    print(
+        "would run: "
+        + (", ".join(s.stage.name for s in steps if s.action == "execute") or "nothing")
+    )
+
+
+def _print_run_folder(run_dir: Path) -> None:
+    """Where a successful run's folder, notebooks and manifest are."""
+    rel = os.path.relpath(run_dir, Path.cwd())
+    rel = str(run_dir) if rel.startswith("..") else rel
+    print(f"\nRun folder: {rel}")
+    print(f"Open its notebooks: .venv/bin/jupyter lab {rel}/notebooks")
+    print(f"Manifest: {rel}/manifest.json   (outputs/latest now points here)")
