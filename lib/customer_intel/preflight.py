@@ -111,18 +111,16 @@ def table_columns(path: Path, *, separator: str = ",", name: str | None = None) 
 
 def _input_headers(path_or_glob: str, separator: str) -> dict[str, list[str] | Exception]:
     """Columns of every input file (members of ZIP archives included), by file name."""
-    import glob
+    from customer_intel.sources import matching_files, metadata_reason
 
     out: dict[str, list[str] | Exception] = {}
-    for f in sorted(Path(p) for p in glob.glob(path_or_glob, recursive=True)):
+    for f in matching_files(path_or_glob):
         if f.suffix.lower() != ".zip":
             try:
                 out[str(f)] = table_columns(f, separator=separator)
             except (OSError, UnicodeError, ValueError) as e:  # gzip header, bad JSON ...
                 out[str(f)] = e
             continue
-        from customer_intel.sources import metadata_reason
-
         with zipfile.ZipFile(f) as archive:
             for member in archive.infolist():
                 if member.is_dir() or metadata_reason(member.filename):

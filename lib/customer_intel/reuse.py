@@ -180,13 +180,9 @@ def file_fingerprint(path: Path, block: int = 1 << 20) -> dict[str, Any]:
 def files_of(path_or_glob: str) -> list[Path]:
     """The files a path or glob from params names (relative to the project root)."""
     from customer_intel.paths import resolve
+    from customer_intel.sources import matching_files
 
-    p = resolve(path_or_glob)
-    if any(c in path_or_glob for c in "*?["):
-        import glob
-
-        return sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
-    return [p] if p.is_file() else []
+    return matching_files(resolve(path_or_glob))
 
 
 def files_key(paths: Iterable[str]) -> str:

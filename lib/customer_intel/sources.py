@@ -103,6 +103,18 @@ def _safe_member_path(archive: Path, member: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+def matching_files(path_or_glob: str | Path) -> list[Path]:
+    """The files (not folders) a path or a glob names, sorted; ``**`` matches any depth.
+
+    The one place a path or glob from params is expanded: ingestion, preflight checks and the
+    inputs' fingerprints (:mod:`customer_intel.reuse`) all list files with it.
+    """
+    text = str(path_or_glob)
+    if glob.has_magic(text):
+        return sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
+    return [Path(text)] if Path(text).is_file() else []
+
+
 @contextmanager
 def expand_inputs(path_or_glob: str, fmt: str = "auto") -> Iterator[Inputs]:
     """Yield the input files of a path or glob; ZIP archives are extracted to a temp folder.
@@ -113,8 +125,7 @@ def expand_inputs(path_or_glob: str, fmt: str = "auto") -> Iterator[Inputs]:
         No file matches; the files have several formats; an archive is not a ZIP, holds
         files of several formats, nested archives or unsafe member paths.
     """
-    files = sorted(Path(p) for p in glob.glob(str(path_or_glob), recursive=True))
-    files = [f for f in files if f.is_file()]
+    files = matching_files(path_or_glob)
     if not files:
         raise InputError(f"ingest.input_path: no file matches {path_or_glob!r}")
     formats = {detect_format(f, fmt) for f in files}
