@@ -124,29 +124,12 @@ def baskets(
         For an unknown ``basket``, ``item`` or ``large_basket_rule``, or ``basket="order"`` on
         events without an ``order_id`` column.
     """
-    if basket not in BASKETS:
-        raise ValueError(f"recommendations.basket: expected one of {BASKETS}, got {basket!r}")
-    if item not in ITEMS:
-        raise ValueError(f"recommendations.item: expected one of {sorted(ITEMS)}, got {item!r}")
+    e = _basket_events(events, basket, item, include_carts)  # checks basket and item first
     if large_basket_rule not in ("skip", "cap"):
         raise ValueError(
             f"recommendations.large_basket_rule: expected skip or cap, got {large_basket_rule!r}"
         )
-    types = ["purchase", "cart"] if include_carts else ["purchase"]
-    e = events.filter(events.event_type.isin(types))
     col = ITEMS[item]
-    e = e.filter(e[col].notnull())
-    if basket == "session":
-        bid = e.user_session.cast("string")
-    elif basket == "order":
-        if "order_id" not in e.columns:
-            raise ValueError(
-                "recommendations.basket 'order' needs an order_id column (map it in ingest)"
-            )
-        bid = e.order_id.cast("string")
-    else:
-        bid = e.user_id.cast("string") + "|" + e.event_time.date().cast("string")
-    e = e.mutate(_basket=bid)
     bid = e._basket
     n_universe = None
     if exclude_items or exclude_where:
@@ -196,6 +179,28 @@ def baskets(
         excluded_rows,
         only_excluded,
     )
+
+
+def _basket_events(events: ibis.Table, basket: str, item: str, include_carts: bool) -> ibis.Table:
+    """The purchase (and cart) events with an item, each with its basket id in ``_basket``."""
+    if basket not in BASKETS:
+        raise ValueError(f"recommendations.basket: expected one of {BASKETS}, got {basket!r}")
+    if item not in ITEMS:
+        raise ValueError(f"recommendations.item: expected one of {sorted(ITEMS)}, got {item!r}")
+    types = ["purchase", "cart"] if include_carts else ["purchase"]
+    e = events.filter(events.event_type.isin(types))
+    e = e.filter(e[ITEMS[item]].notnull())
+    if basket == "session":
+        bid = e.user_session.cast("string")
+    elif basket == "order":
+        if "order_id" not in e.columns:
+            raise ValueError(
+                "recommendations.basket 'order' needs an order_id column (map it in ingest)"
+            )
+        bid = e.order_id.cast("string")
+    else:
+        bid = e.user_id.cast("string") + "|" + e.event_time.date().cast("string")
+    return e.mutate(_basket=bid)
 
 
 def _without_excluded(
