@@ -90,3 +90,48 @@ def test_split_ids_give_the_same_types_and_values_as_text():
         want = layout.arrange_day(day, types)
         got = layout.arrange_day(day.with_columns(layout.split_id("user_id")), types)
         assert got.equals(want) and "_user_id_text" not in got.columns, values
+
+
+def test_write_days_types_sorts_finishes_and_writes_each_day_once(tmp_path):
+    """Two staged days (text ids in the split form): one schema for both, sorted by user and
+    time, ``finish`` sees the sorted day before the price cast, skipped columns are not read."""
+    staged = tmp_path / "staging"
+    t = pl.datetime(2024, 1, 1, 10, time_zone="UTC")
+    days = {
+        "2024-01-01": {"user_id": ["7", "3", "3"], "minute": [5, 9, 1], "price": [1.5, 2.25, 3.0]},
+        "2024-01-02": {"user_id": ["12"], "minute": [0], "price": [4.0]},
+    }
+    for date, cols in days.items():
+        frame = pl.DataFrame(cols).select(
+            pl.col("user_id"),
+            event_time=t + pl.duration(minutes=pl.col("minute")),
+            event_type=pl.lit("view"),
+            price=pl.col("price"),
+            product_id=pl.lit("1"),
+            note=pl.lit("only for rejects"),
+        )
+        folder = staged / f"_part={date}"
+        folder.mkdir(parents=True)
+        frame.lazy().pipe(layout.split_ids).collect().write_parquet(folder / "0.parquet")
+    seen = []
+
+    def finish(day: pl.DataFrame) -> pl.DataFrame:
+        seen.append((day["user_id"].to_list(), day.schema["price"]))
+        return day.head(2)  # drops a row, as deduplication would
+
+    out = tmp_path / "events"
+    counts = layout.write_days(
+        sorted(staged.iterdir()),
+        out,
+        columns=["event_time", "user_id", "price", "event_type"],
+        skip={"note"},
+        finish=finish,
+    )
+    assert counts == (4, 3)
+    assert seen == [([3, 3, 7], pl.Float64), ([12], pl.Float64)]
+    first = pl.read_parquet(out / "event_date=2024-01-01" / "part-0.parquet")
+    assert first.columns == ["event_time", "user_id", "price", "event_type"]
+    assert first.schema["user_id"] == pl.Int32 and first.schema["price"] == pl.Float32
+    assert first["user_id"].to_list() == [3, 3]
+    assert first["price"].to_list() == [3.0, 2.25]  # user 3 at minute 1, then minute 9
+    assert layout.write_days([], out, columns=["user_id"]) == (0, 0)
