@@ -326,7 +326,7 @@ def test_features_by_hand():
         "spend": [10.0, 0.0],
         "avg_session_duration_s": [(600 + 30) / 2, 60.0],
         "active_span_days": [2 + (2 * 3600 + 30) / day, 3 + 3600 / day],
-        "recency_days": [6 + (11 * 3600 + 59 * 60 + 30) / day, 4 + 15 * 3600 / day],
+        "days_since_last_event": [6 + (11 * 3600 + 59 * 60 + 30) / day, 4 + 15 * 3600 / day],
         "tenure_days": [8 + 14 * 3600 / day, 7 + 16 * 3600 / day],
         "cart_to_view": [1 / 3, 0.0],
         "events_per_session": [5 / 2, 3.0],

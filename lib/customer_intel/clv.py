@@ -4,7 +4,7 @@ Purchases are first combined per *period*: a calendar day (UTC) or a calendar we
 Sunday, as pandas' ``W-SUN`` periods that pymc-marketing's ``rfm_summary(time_unit="W")`` uses).
 Several purchases in one period are one transaction whose value is their sum. Then, per customer:
 
-``frequency``
+``repeat_periods``
     number of *repeat* purchase periods: distinct periods with a purchase - 1.
 ``recency``
     periods between the first and the last purchase period (0 for one-time buyers).
@@ -16,9 +16,9 @@ Several purchases in one period are one transaction whose value is their sum. Th
 
 Purchases after ``observation_end`` (a timestamp) are ignored. With a calibration/holdout split
 (``calibration_end``), the split is by period as in pymc-marketing's ``rfm_train_test_split``:
-the whole period holding ``calibration_end`` is calibration; ``frequency``/``recency``/``T``/
+the whole period holding ``calibration_end`` is calibration; ``repeat_periods``/``recency``/``T``/
 ``monetary_value`` describe the calibration periods, only customers whose first purchase is in
-calibration are kept, and ``holdout_frequency`` (distinct purchase periods after calibration,
+calibration are kept, and ``holdout_purchase_periods`` (distinct purchase periods after calibration,
 *all* counted, as the BG/NBD predicts them), ``holdout_monetary_value`` (their mean value) and
 ``holdout_T`` (periods after calibration up to the end) are added.
 
@@ -44,8 +44,8 @@ DAYS_PER_YEAR = 365.25
 #: Period name -> its length in days.
 PERIODS = {"day": 1, "week": 7}
 
-SUMMARY_COLUMNS = ("user_id", "frequency", "recency", "T", "monetary_value")
-HOLDOUT_COLUMNS = ("holdout_frequency", "holdout_monetary_value", "holdout_T")
+SUMMARY_COLUMNS = ("user_id", "repeat_periods", "recency", "T", "monetary_value")
+HOLDOUT_COLUMNS = ("holdout_purchase_periods", "holdout_monetary_value", "holdout_T")
 
 
 def _check_period(period: str) -> int:
@@ -109,12 +109,12 @@ def rfm_summary(
     calibration_end: dt.datetime | None = None,
     value_col: str = "price",
 ) -> pl.DataFrame:
-    """Per customer frequency, recency, T, monetary_value (module docstring), on the engine.
+    """Per customer repeat_periods, recency, T, monetary_value (module docstring), on the engine.
 
     Takes purchase rows (user_id, event_time, ``value_col``) as an Ibis table and returns one row
-    per customer, sorted by user_id: user_id, frequency, recency, T, monetary_value,
+    per customer, sorted by user_id: user_id, repeat_periods, recency, T, monetary_value,
     first_pidx (period index of the first purchase), total_value, and with ``calibration_end``
-    also holdout_frequency, holdout_monetary_value, holdout_T.
+    also holdout_purchase_periods, holdout_monetary_value, holdout_T.
     """
     per = period_purchases(
         purchases, observation_end=observation_end, period=period, value_col=value_col
@@ -135,7 +135,7 @@ def rfm_summary(
         first_value=cal.value.argmin(cal.pidx),
     )
     out = g.mutate(
-        frequency=(g.n - 1).cast("int64"),
+        repeat_periods=(g.n - 1).cast("int64"),
         recency=(g.last_pidx - g.first_pidx).cast("float64"),
         T=(ibis.literal(cal_idx) - g.first_pidx).cast("float64"),
         monetary_value=ibis.ifelse(
@@ -149,7 +149,7 @@ def rfm_summary(
         out = out.left_join(hg, "user_id")
         hf = out.hf.fill_null(0)
         out = out.mutate(
-            holdout_frequency=hf.cast("int64"),
+            holdout_purchase_periods=hf.cast("int64"),
             holdout_monetary_value=ibis.ifelse(hf > 0, out.hv / hf.cast("float64"), 0.0),
             holdout_T=ibis.literal(float(end_idx - cal_idx)),
         )
@@ -167,11 +167,12 @@ def clv_summary(
 ) -> pl.DataFrame:
     """The ``clv`` table: the RFM summary plus simple, model-free CLV metrics.
 
-    Takes purchase rows as an Ibis table; returns per customer user_id, frequency,
+    Takes purchase rows as an Ibis table; returns per customer user_id, repeat_periods,
     recency_periods, T_periods, monetary_value (as :func:`rfm_summary`), avg_order_value
     (mean over all purchase periods, first included), purchase_rate_per_period
-    (``(frequency + 1) / (T_periods + 1)``), clv (``avg_order_value * purchase_rate_per_period *
-    periods in lifespan_years``, undiscounted, in the currency of ``value_col``),
+    (``(repeat_periods + 1) / (T_periods + 1)``), clv (``avg_order_value *
+    purchase_rate_per_period * periods in lifespan_years``, undiscounted, in the currency of
+    ``value_col``),
     first_purchase (first day of the first purchase period) and period_days (1 or 7).
     """
     days = _check_period(period)
@@ -179,12 +180,12 @@ def clv_summary(
     starts = [period_start(i, period) for i in s["first_pidx"].to_list()]
     return s.select(
         "user_id",
-        "frequency",
+        "repeat_periods",
         recency_periods=pl.col("recency"),
         T_periods=pl.col("T"),
         monetary_value=pl.col("monetary_value"),
-        avg_order_value=pl.col("total_value") / (pl.col("frequency") + 1),
-        purchase_rate_per_period=(pl.col("frequency") + 1) / (pl.col("T") + 1),
+        avg_order_value=pl.col("total_value") / (pl.col("repeat_periods") + 1),
+        purchase_rate_per_period=(pl.col("repeat_periods") + 1) / (pl.col("T") + 1),
         # avg_order_value * purchase_rate_per_period * periods = total_value / (T + 1) * periods
         clv=pl.col("total_value") / (pl.col("T") + 1) * (lifespan_years * DAYS_PER_YEAR / days),
         first_purchase=pl.Series(starts, dtype=pl.Date),
@@ -194,7 +195,7 @@ def clv_summary(
 
 def describe(clv: pl.DataFrame) -> str:
     """One sentence on repeat buying and the CLV distribution."""
-    repeat = (clv["frequency"] > 0).mean()
+    repeat = (clv["repeat_periods"] > 0).mean()
     top = clv["clv"].sort(descending=True)
     share = top[: max(1, len(top) // 10)].sum() / max(top.sum(), 1e-12)
     return (

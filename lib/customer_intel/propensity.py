@@ -133,7 +133,7 @@ FEATURES: dict[str, Any] = {
     "active_span_days": lambda a: (
         (a.last_seen.epoch_seconds() - a.first_seen.epoch_seconds()) / 86400.0
     ),
-    "recency_days": lambda a: (a._cutoff_s - a.last_seen.epoch_seconds()) / 86400.0,
+    "days_since_last_event": lambda a: (a._cutoff_s - a.last_seen.epoch_seconds()) / 86400.0,
     "days_since_purchase": lambda a: (a._cutoff_s - a.last_purchase.epoch_seconds()) / 86400.0,
     "tenure_days": lambda a: (a._cutoff_s - a.first_seen.epoch_seconds()) / 86400.0,
     "cart_to_view": lambda a: a.carts / a.views.nullif(0),
@@ -657,11 +657,11 @@ def logistic_baseline(frame: pl.DataFrame, names: Sequence[str], *, seed: int = 
 
 
 def rfm_rule_baseline(frame: pl.DataFrame) -> np.ndarray:
-    """The RFM-score rule: rank customers by their R+F+M score (0 for non-buyers), recency next."""
+    """The RFM-score rule: rank by R+F+M score (0 for non-buyers), then by recent activity."""
     score = frame["rfm_score"].fill_null(0).to_numpy().astype(float)
     rec = (
-        frame["recency_days"].fill_null(1e6).to_numpy().astype(float)
-        if "recency_days" in frame.columns
+        frame["days_since_last_event"].fill_null(1e6).to_numpy().astype(float)
+        if "days_since_last_event" in frame.columns
         else 0
     )
     return score + 1.0 / (1.0 + rec)  # ties broken by recency: the rule's own tie-break

@@ -7,7 +7,7 @@ probability p ~ Beta(a, b) (the BG/NBD story of Fader, Hardie & Lee 2005). Every
 is Gamma(shape p_spend, rate ν) with ν ~ Gamma(shape q, rate v) per customer (Gamma-Gamma).
 
 :func:`btyd_sample` returns the purchases as rows (user_id, event_time, price, event_type) for
-the engine, and the exact continuous-time summary (frequency, recency, T in days,
+the engine, and the exact continuous-time summary (repeat_periods, recency, T in days,
 monetary_value) the fitters should recover the parameters from.
 """
 
@@ -45,7 +45,7 @@ def btyd_sample(
     """Purchases and their exact summary for ``n_customers`` drawn from ``truth``.
 
     Returns (purchases: user_id, event_time, price, event_type = "purchase";
-    summary: user_id, frequency, recency, T, monetary_value, alive, lam, dropout) with times
+    summary: user_id, repeat_periods, recency, T, monetary_value, alive, lam, dropout) with times
     in days; ``alive`` says whether the customer was still active at the end.
     """
     if n_customers < 1 or acquisition_days > days:
@@ -98,7 +98,7 @@ def btyd_sample(
         pl.DataFrame(
             {
                 "user_id": np.arange(n_customers, dtype=np.int64),
-                "frequency": freq,
+                "repeat_periods": freq,
                 "recency": last - first,
                 "T": T,
                 "alive": alive,
