@@ -13,6 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from customer_intel import clustering, cohorts, rfm, sources, sqlexpr, synth
 from customer_intel.params import load_params
+from customer_intel.params.segmentation import DEFAULT_RULES
 from customer_intel.paths import PARAMS_DIR
 
 UTC = dt.UTC
@@ -68,7 +69,7 @@ def test_rfm_scores_codes_and_ties_by_hand():
     # M: 5->0, 15->1, 20->2, 25->3, 40 x3 ->4, 120->7, 200->8, 500->9
     assert got["m"].to_list() == [5, 3, 5, 2, 1, 4, 3, 3, 1, 2]
     assert got["rfm_code"].to_list()[:3] == ["555", "413", "115"]
-    named = rfm.segment_by_rules(got, rfm.DEFAULT_RULES)
+    named = rfm.segment_by_rules(got, DEFAULT_RULES)
     # first matching rule: 555 Champions; 413 New (r>3, f<2); 115 Hibernating (r<3, f<2, m>2);
     # 342 Loyal (f>3); 211 no rule -> Other; 444 Champions; 213 Hibernating; 513 New; 111 Lost;
     # 312 no rule -> Other
@@ -150,7 +151,7 @@ def test_segment_summary_and_rule_errors():
             "revenue": [90.0, 10.0],
         }
     )
-    s = rfm.segment_summary(rfm.segment_by_rules(rows, rfm.DEFAULT_RULES))
+    s = rfm.segment_summary(rfm.segment_by_rules(rows, DEFAULT_RULES))
     assert s.row(0, named=True) | {} == {
         "segment": "Champions",
         "customers": 1,
