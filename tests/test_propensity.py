@@ -13,22 +13,7 @@ from customer_intel.params.propensity import DEFAULT_FEATURES, PropensityParams
 
 from conftest import ingested_sample
 
-LGB = {
-    k: v
-    for k, v in PropensityParams().model_dump().items()
-    if k
-    in (
-        "n_estimators",
-        "learning_rate",
-        "num_leaves",
-        "min_child_samples",
-        "subsample",
-        "colsample_bytree",
-        "reg_lambda",
-        "min_data_per_group",
-        "cat_smooth",
-    )
-} | {"subsample_freq": 1}
+LGB = PropensityParams().lgb_params()
 
 
 @pytest.fixture(scope="module")
@@ -368,3 +353,23 @@ def test_test_score_table_keeps_labels_and_the_cutoff_state():
         (2, 0.5, 1),
         (3, 0.2, 1),
     ]
+
+
+def test_lgb_params_are_the_sections_lightgbm_keys_with_per_tree_subsampling():
+    p = PropensityParams(num_leaves=15, learning_rate=0.1, subsample=0.5)
+    got = p.lgb_params()
+    assert got == {
+        "n_estimators": 2000,
+        "learning_rate": 0.1,
+        "num_leaves": 15,
+        "min_child_samples": 100,
+        "subsample": 0.5,
+        "colsample_bytree": 0.8,
+        "reg_lambda": 1.0,
+        "min_data_per_group": 200,
+        "cat_smooth": 50.0,
+        "subsample_freq": 1,  # LightGBM ignores subsample without it
+    }
+    import lightgbm as lgb
+
+    assert set(got) <= set(lgb.LGBMClassifier().get_params()) | {"min_data_per_group", "cat_smooth"}

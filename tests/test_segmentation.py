@@ -12,6 +12,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from customer_intel import clustering, cohorts, rfm, sources, sqlexpr, synth
+from customer_intel import columns as C
 from customer_intel.params import load_params
 from customer_intel.params.segmentation import DEFAULT_RULES
 from customer_intel.paths import PARAMS_DIR
@@ -376,3 +377,40 @@ def test_marketing_campaign_profile_clusters_an_external_tsv():
     )
     assert sel.k == 4
     assert adjusted_rand_score(truth["segment"], labels) > 0.85
+
+
+def test_load_customers_by_cluster_source(tmp_path):
+    rfm_table = pl.DataFrame(
+        {"user_id": [1, 2], "recency_days": [3, 40], "frequency": [2, 1], "monetary": [9.0, 4.0]}
+    )
+    dim_users = pl.DataFrame(
+        {"user_id": [2, 1, 3], "views": [5, 7, 1], "carts": [0, 2, 0], "sessions": [1, 3, 1],
+         "events": [6, 11, 1], "first_seen": [None, None, None]}
+    )  # fmt: skip
+    got = clustering.load_customers("warehouse", rfm_table=rfm_table, dim_users=dim_users, run=None)
+    assert got.sort("user_id").rows() == [(1, 3, 2, 9.0, 7, 2, 3, 11), (2, 40, 1, 4.0, 5, 0, 1, 6)]
+    assert got.columns == list(C.BEHAVIOURAL_FEATURE_COLUMNS)
+    lazy = ibis.memtable(dim_users.to_arrow())  # an engine table is collected
+    assert (
+        clustering.load_customers("warehouse", rfm_table=rfm_table, dim_users=lazy, run=None)
+        .sort("user_id")
+        .equals(got.sort("user_id"))
+    )
+
+    class Run:
+        def read_table(self, name):
+            return pl.DataFrame({"table": [name]})
+
+    sample = clustering.load_customers(
+        "sample_customers", rfm_table=rfm_table, dim_users=None, run=Run()
+    )
+    assert sample["table"].to_list() == ["sample_customers"]
+    path = tmp_path / "attrs.tsv"
+    path.write_text("id\tage\n7\t31\n")
+    attrs = clustering.load_customers(
+        "attributes", rfm_table=rfm_table, dim_users=None, run=None,
+        attributes_path=str(path), attributes_separator="\t",
+    )  # fmt: skip
+    assert attrs.rows() == [(7, 31)]
+    with pytest.raises(ValueError, match="segmentation.cluster_source: .* got 'crm'"):
+        clustering.load_customers("crm", rfm_table=rfm_table, dim_users=None, run=None)

@@ -347,6 +347,36 @@ def behavioural_features(rfm_table: pl.DataFrame, dim_users: pl.DataFrame) -> pl
     )
 
 
+def load_customers(
+    source: str,
+    *,
+    rfm_table: pl.DataFrame,
+    dim_users: Any,
+    run: Any,
+    attributes_path: str | None = None,
+    attributes_separator: str = ",",
+) -> pl.DataFrame:
+    """The customer table to cluster, by ``segmentation.cluster_source``.
+
+    ``warehouse``: :func:`behavioural_features` of ``rfm_table`` and ``dim_users`` (a Polars
+    frame, or an Ibis table collected only here); ``sample_customers``: the run's table of that
+    name; ``attributes``: the file ``attributes_path``.
+    """
+    if source == "warehouse":
+        users = dim_users if isinstance(dim_users, pl.DataFrame) else dim_users.to_polars()
+        return behavioural_features(rfm_table, users)
+    if source == "sample_customers":
+        return run.read_table("sample_customers")
+    if source == "attributes":
+        from customer_intel import sources
+
+        return sources.read_table_file(attributes_path, separator=attributes_separator)
+    raise ValueError(
+        "segmentation.cluster_source: expected warehouse, sample_customers or attributes, "
+        f"got {source!r}"
+    )
+
+
 def curve_matrix(
     features: pl.DataFrame,
     spec: FeatureSpec,

@@ -85,6 +85,25 @@ class PropensityParams(Section):
     contact_cost: float = Field(1.0, ge=0, description="cost of contacting one customer")
     margin: float = Field(20.0, gt=0, description="margin earned per conversion")
 
+    def lgb_params(self) -> dict[str, float | int]:
+        """The LightGBM classifier's parameters (``propensity.fit_model``'s ``lgb_params``).
+
+        Row subsampling is drawn afresh for every tree (``subsample_freq`` 1): LightGBM ignores
+        ``subsample`` otherwise.
+        """
+        keys = (
+            "n_estimators",
+            "learning_rate",
+            "num_leaves",
+            "min_child_samples",
+            "subsample",
+            "colsample_bytree",
+            "reg_lambda",
+            "min_data_per_group",
+            "cat_smooth",
+        )
+        return {k: getattr(self, k) for k in keys} | {"subsample_freq": 1}
+
     @field_validator("features")
     @classmethod
     def _no_renamed_feature(cls, names: list[str]) -> list[str]:
