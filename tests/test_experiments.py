@@ -392,3 +392,15 @@ def test_significance_by_row_names_arm_and_metric():
     )
     got = ex.significance_by_row(results)
     assert got == {"B conv": True, "B rev": False, "C conv": True}
+
+
+def test_one_dispatch_on_the_alternative_in_scipy_words():
+    from customer_intel.experiments_stats import scipy_alternative
+
+    assert [scipy_alternative(a) for a in ex.ALTERNATIVES] == ["two-sided", "greater", "less"]
+    with pytest.raises(ValueError, match=r"experiments.alternative: expected one of"):
+        scipy_alternative("greater")  # scipy's word is not a params value
+    # the normal table: 1.96 two-sided and 1.645 one-sided are the 5% points
+    assert ex.p_from_z(1.959964, "two-sided") == pytest.approx(0.05, rel=1e-5)
+    assert ex.p_from_z(1.644854, "larger") == pytest.approx(0.05, rel=1e-5)
+    assert ex.p_from_z(1.644854, "smaller") == pytest.approx(0.95, rel=1e-5)

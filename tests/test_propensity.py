@@ -373,3 +373,29 @@ def test_lgb_params_are_the_sections_lightgbm_keys_with_per_tree_subsampling():
     import lightgbm as lgb
 
     assert set(got) <= set(lgb.LGBMClassifier().get_params()) | {"min_data_per_group", "cat_smooth"}
+
+
+def test_as_pandas_learns_levels_in_training_and_keeps_them_when_scoring():
+    train = pl.DataFrame({"events": [1, 2, 3], "primary_category": ["a", "b", "a"]})
+    x = propensity.as_pandas(train, ["events", "primary_category"])
+    assert list(x["primary_category"].cat.categories) == ["a", "b"]
+    assert x["events"].tolist() == [1, 2, 3]
+    later = pl.DataFrame({"events": [4, 5], "primary_category": ["b", "new"]})
+    y = propensity.as_pandas(
+        later, ["events", "primary_category"], {"primary_category": ["a", "b"]}
+    )
+    assert list(y["primary_category"].cat.categories) == ["a", "b"]
+    assert y["primary_category"].tolist()[0] == "b" and y["primary_category"].isna().tolist() == [
+        False,
+        True,
+    ]  # a level unseen in training is missing
+
+
+def test_split_times_reads_the_end_as_utc_and_names_a_bad_one():
+    import datetime as dt
+
+    events = ibis.memtable({"event_time": [dt.datetime(2020, 1, 1, tzinfo=dt.UTC)]})
+    cutoff, end = propensity.split_times(events, label_days=10, end="2020-02-01")
+    assert end == dt.datetime(2020, 2, 1, tzinfo=dt.UTC) and cutoff == end - dt.timedelta(days=10)
+    with pytest.raises(ValueError, match="propensity.end: expected an ISO date"):
+        propensity.split_times(events, end="1 Feb 2020")

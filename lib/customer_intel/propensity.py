@@ -34,6 +34,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from customer_intel import progress, rfm
+from customer_intel.timeutil import parse_utc
 
 CATEGORICAL = ("primary_category", "preferred_brand")
 
@@ -43,8 +44,7 @@ def split_times(
 ) -> tuple[dt.datetime, dt.datetime]:
     """``(cutoff, end)``: the label window is ``[cutoff, end]``, features come from before."""
     if end:
-        t_end = dt.datetime.fromisoformat(end)
-        t_end = t_end if t_end.tzinfo else t_end.replace(tzinfo=dt.UTC)
+        t_end = parse_utc(end, key="propensity.end")
     else:
         t_end = events.event_time.max().to_pyarrow().as_py()
     return t_end - dt.timedelta(days=label_days), t_end
@@ -482,11 +482,23 @@ def _chunked(fn: Any, frame: pl.DataFrame, rows: int = CHUNK_ROWS) -> np.ndarray
     return np.concatenate([fn(frame.slice(i, rows)) for i in range(0, frame.height, rows)])
 
 
-def _pandas(frame: pl.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+def as_pandas(
+    frame: pl.DataFrame, names: Sequence[str], categories: dict[str, list[str]] | None = None
+) -> pd.DataFrame:
+    """The ``names`` columns as the pandas frame LightGBM takes, categoricals as categories.
+
+    Without ``categories`` (training) each :data:`CATEGORICAL` column's levels are the values
+    it holds; with them (scoring) the levels are the training ones, and a value unseen in
+    training becomes missing.
+    """
     df = frame.select(names).to_pandas()
-    for c in names:
-        if c in CATEGORICAL:
-            df[c] = df[c].astype("category")
+    if categories is None:
+        for c in names:
+            if c in CATEGORICAL:
+                df[c] = df[c].astype("category")
+        return df
+    for c, cats in categories.items():
+        df[c] = pd.Categorical(df[c].where(df[c].isin(cats)), categories=cats)  # unseen -> NaN
     return df
 
 
@@ -502,10 +514,7 @@ class PropensityModel:
     params: dict[str, Any]
 
     def _x(self, frame: pl.DataFrame) -> pd.DataFrame:
-        df = frame.select(self.features).to_pandas()
-        for c, cats in self.categories.items():
-            df[c] = pd.Categorical(df[c].where(df[c].isin(cats)), categories=cats)  # unseen -> NaN
-        return df
+        return as_pandas(frame, self.features, self.categories)
 
     def raw_scores(self, frame: pl.DataFrame) -> np.ndarray:
         """Uncalibrated LightGBM probabilities (computed in chunks of rows)."""
@@ -579,14 +588,8 @@ def fit_model(
         raise ValueError(
             f"propensity.imbalance: expected none, scale_pos_weight or balanced, got {imbalance!r}"
         )
-    x_train = _pandas(train, names)
+    x_train = as_pandas(train, names)
     categories = {c: list(x_train[c].cat.categories) for c in names if c in CATEGORICAL}
-
-    def as_x(df: pl.DataFrame) -> pd.DataFrame:
-        x = df.select(names).to_pandas()
-        for c, cats in categories.items():
-            x[c] = pd.Categorical(x[c].where(x[c].isin(cats)), categories=cats)  # unseen -> NaN
-        return x
 
     booster = lgb.LGBMClassifier(**params)
     rounds = int(params.get("n_estimators", 100))
@@ -599,13 +602,13 @@ def fit_model(
         booster.fit(
             x_train,
             train["label"].to_numpy(),
-            eval_X=(as_x(valid),),
+            eval_X=(as_pandas(valid, names, categories),),
             eval_y=(valid["label"].to_numpy(),),
             eval_metric="binary_logloss",
             callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False), report],
         )
     calibrator = CalibratedClassifierCV(FrozenEstimator(booster), method=calibration)
-    calibrator.fit(as_x(calib), calib["label"].to_numpy())
+    calibrator.fit(as_pandas(calib, names, categories), calib["label"].to_numpy())
     return PropensityModel(
         booster,
         calibrator,
