@@ -394,7 +394,7 @@ def test_as_pandas_learns_levels_in_training_and_keeps_them_when_scoring():
 def test_split_times_reads_the_end_as_utc_and_names_a_bad_one():
     import datetime as dt
 
-    events = ibis.memtable({"event_time": [dt.datetime(2020, 1, 1, tzinfo=dt.UTC)]})
+    events = ibis.memtable(pl.DataFrame({"event_time": [dt.datetime(2020, 1, 1, tzinfo=dt.UTC)]}))
     cutoff, end = propensity.split_times(events, label_days=10, end="2020-02-01")
     assert end == dt.datetime(2020, 2, 1, tzinfo=dt.UTC) and cutoff == end - dt.timedelta(days=10)
     with pytest.raises(ValueError, match="propensity.end: expected an ISO date"):

@@ -34,6 +34,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from customer_intel import columns as C
 from customer_intel import progress, sqlexpr
 
 NAMES = ("Platinum", "Gold", "Silver", "Bronze", "Copper", "Iron", "Stone", "Sand", "Dust", "Mist")
@@ -54,7 +55,7 @@ class FeatureSpec:
     filters: Sequence[str] = ()
     missing: str = "impute"
     log_columns: Sequence[str] = ()
-    id_column: str = "user_id"
+    id_column: str = C.USER_ID
 
 
 def prepare_features(table: pl.DataFrame, spec: FeatureSpec) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -340,9 +341,9 @@ def describe(selection: KSelection, prof: pl.DataFrame) -> str:
 
 def behavioural_features(rfm_table: pl.DataFrame, dim_users: pl.DataFrame) -> pl.DataFrame:
     """Per buyer: RFM values joined with warehouse behaviour (views, carts, sessions, events)."""
-    return rfm_table.select("user_id", "recency_days", "frequency", "monetary").join(
-        dim_users.select("user_id", "views", "carts", "sessions", "events"),
-        on="user_id",
+    return rfm_table.select(C.USER_ID, "recency_days", "frequency", "monetary").join(
+        dim_users.select(C.USER_ID, "views", "carts", "sessions", "events"),
+        on=C.USER_ID,
         how="left",
     )
 

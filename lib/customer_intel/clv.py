@@ -37,6 +37,7 @@ import datetime as dt
 import ibis
 import polars as pl
 
+from customer_intel import columns as C
 from customer_intel.timeutil import parse_utc
 
 DAYS_PER_YEAR = 365.25
@@ -44,7 +45,7 @@ DAYS_PER_YEAR = 365.25
 #: Period name -> its length in days.
 PERIODS = {"day": 1, "week": 7}
 
-SUMMARY_COLUMNS = ("user_id", "repeat_periods", "recency", "T", "monetary_value")
+SUMMARY_COLUMNS = (C.USER_ID, "repeat_periods", "recency", "T", "monetary_value")
 HOLDOUT_COLUMNS = ("holdout_purchase_periods", "holdout_monetary_value", "holdout_T")
 
 
@@ -79,14 +80,14 @@ def period_purchases(
     *,
     observation_end: dt.datetime,
     period: str = "day",
-    value_col: str = "price",
+    value_col: str = C.PRICE,
 ) -> ibis.Table:
     """One row per customer and purchase period: user_id, pidx (period index), value (a sum).
 
     Takes purchase rows (user_id, event_time, ``value_col``) as an Ibis table; rows after
     ``observation_end`` are left out.
     """
-    missing = {"user_id", "event_time", value_col} - set(purchases.columns)
+    missing = {C.USER_ID, C.EVENT_TIME, value_col} - set(purchases.columns)
     if missing:
         raise ValueError(
             f"clv: purchases lack column(s) {sorted(missing)}; they have {list(purchases.columns)}"
@@ -98,7 +99,7 @@ def period_purchases(
     # whole days since 1970 of the period's first day (integer seconds / 86400 is exact)
     day_no = (start.epoch_seconds() / 86_400).round().cast("int64")
     p = p.mutate(pidx=((day_no - (4 if days == 7 else 0)) / days).floor().cast("int64"))
-    return p.group_by("user_id", "pidx").agg(value=p[value_col].cast("float64").sum())
+    return p.group_by(C.USER_ID, "pidx").agg(value=p[value_col].cast("float64").sum())
 
 
 def rfm_summary(
@@ -107,7 +108,7 @@ def rfm_summary(
     observation_end: dt.datetime,
     period: str = "day",
     calibration_end: dt.datetime | None = None,
-    value_col: str = "price",
+    value_col: str = C.PRICE,
 ) -> pl.DataFrame:
     """Per customer repeat_periods, recency, T, monetary_value (module docstring), on the engine.
 
@@ -127,7 +128,7 @@ def rfm_summary(
             f"{observation_end}"
         )
     cal = per.filter(per.pidx <= cal_idx)
-    g = cal.group_by("user_id").agg(
+    g = cal.group_by(C.USER_ID).agg(
         first_pidx=cal.pidx.min(),
         last_pidx=cal.pidx.max(),
         n=cal.count(),
@@ -145,8 +146,8 @@ def rfm_summary(
     cols = [*SUMMARY_COLUMNS, "first_pidx", "total_value"]
     if calibration_end is not None:
         h = per.filter(per.pidx > cal_idx)
-        hg = h.group_by("user_id").agg(hf=h.count(), hv=h.value.sum())
-        out = out.left_join(hg, "user_id")
+        hg = h.group_by(C.USER_ID).agg(hf=h.count(), hv=h.value.sum())
+        out = out.left_join(hg, C.USER_ID)
         hf = out.hf.fill_null(0)
         out = out.mutate(
             holdout_purchase_periods=hf.cast("int64"),
@@ -154,7 +155,7 @@ def rfm_summary(
             holdout_T=ibis.literal(float(end_idx - cal_idx)),
         )
         cols += list(HOLDOUT_COLUMNS)
-    return out.select(*cols).to_polars().sort("user_id")
+    return out.select(*cols).to_polars().sort(C.USER_ID)
 
 
 def clv_summary(
@@ -163,7 +164,7 @@ def clv_summary(
     observation_end: dt.datetime,
     period: str = "day",
     lifespan_years: float = 3.0,
-    value_col: str = "price",
+    value_col: str = C.PRICE,
 ) -> pl.DataFrame:
     """The ``clv`` table: the RFM summary plus simple, model-free CLV metrics.
 
@@ -179,7 +180,7 @@ def clv_summary(
     s = rfm_summary(purchases, observation_end=observation_end, period=period, value_col=value_col)
     starts = [period_start(i, period) for i in s["first_pidx"].to_list()]
     return s.select(
-        "user_id",
+        C.USER_ID,
         "repeat_periods",
         recency_periods=pl.col("recency"),
         T_periods=pl.col("T"),
@@ -210,7 +211,7 @@ def repeat_purchases_by_period(
     observation_end: dt.datetime,
     period: str = "day",
     first_by: dt.datetime | None = None,
-    value_col: str = "price",
+    value_col: str = C.PRICE,
 ) -> pl.DataFrame:
     """Repeat purchase periods per period (pidx, repeat_purchases), computed on the engine.
 
@@ -221,8 +222,8 @@ def repeat_purchases_by_period(
     per = period_purchases(
         purchases, observation_end=observation_end, period=period, value_col=value_col
     )
-    first = per.group_by("user_id").agg(first_pidx=per.pidx.min())
-    j = per.join(first, "user_id")
+    first = per.group_by(C.USER_ID).agg(first_pidx=per.pidx.min())
+    j = per.join(first, C.USER_ID)
     j = j.filter(j.pidx > j.first_pidx)
     if first_by is not None:
         j = j.filter(j.first_pidx <= period_index(first_by, period))

@@ -42,6 +42,7 @@ import polars as pl
 from scipy import optimize, special
 
 from customer_intel import clv
+from customer_intel import columns as C
 from customer_intel.timeutil import parse_utc
 
 #: Bounds of the log-parameters (exp(-12) ~ 6e-6 to exp(12) ~ 1.6e5): a fit ending within
@@ -578,7 +579,7 @@ def predictions(
     )
     keep = [
         c
-        for c in ("user_id", "repeat_periods", "recency", "T", "monetary_value", "total_value")
+        for c in (C.USER_ID, "repeat_periods", "recency", "T", "monetary_value", "total_value")
         if c in summary.columns
     ]
     out = summary.select(keep).with_columns(
@@ -615,7 +616,7 @@ def clv_by_segment(preds: pl.DataFrame, rfm_table: pl.DataFrame) -> pl.DataFrame
     Columns: segment, customers, mean_p_alive, mean_clv, total_clv, clv_share and the customers
     in each CLV decile (decile_1..decile_10).
     """
-    j = preds.join(rfm_table.select("user_id", "segment"), on="user_id", how="left").with_columns(
+    j = preds.join(rfm_table.select(C.USER_ID, "segment"), on=C.USER_ID, how="left").with_columns(
         pl.col("segment").fill_null("Other")
     )
     total = max(float(j["clv"].sum()), 1e-12)
@@ -658,10 +659,10 @@ def at_risk(preds: pl.DataFrame, *, max_p_alive: float = 0.5, top: int = 20) -> 
     return (
         preds.filter(pl.col("p_alive") < max_p_alive)
         .with_columns(value_so_far=value)
-        .sort(["value_so_far", "user_id"], descending=[True, False])
+        .sort(["value_so_far", C.USER_ID], descending=[True, False])
         .head(top)
         .select(
-            "user_id",
+            C.USER_ID,
             "value_so_far",
             "repeat_periods",
             "recency",
@@ -697,7 +698,7 @@ def holdout_validation(
     naive = np.where(T > 0, x / np.maximum(T, 1e-12), 0.0) * h
     with_pareto = pareto is not None and pareto.status != "failed"
     ppred = pareto_expected_purchases(pareto.params, h, x, t_x, T) if with_pareto else pred
-    df = cal.select("user_id", "repeat_periods").with_columns(
+    df = cal.select(C.USER_ID, "repeat_periods").with_columns(
         predicted=pl.Series(pred), actual=pl.Series(actual), predicted_pareto=pl.Series(ppred)
     )
     capped = pl.min_horizontal(pl.col("repeat_periods"), pl.lit(max_repeat_periods))

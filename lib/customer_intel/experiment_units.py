@@ -81,7 +81,7 @@ def unit_outcomes(
     # to the window's end, and after the last assignment only purchases. The engine prunes
     # row groups by these bounds (and filters by type on the scan), which at 110M events
     # reads a fraction of the log; the results are the same as joining every event.
-    e = events.select("user_id", "event_time", "event_type", "price")
+    e = events.select(C.USER_ID, C.EVENT_TIME, C.EVENT_TYPE, C.PRICE)
     if a.height:
         first = a["assigned_at"].min() - dt.timedelta(days=pre_days)
         last = a["assigned_at"].max()
@@ -91,14 +91,14 @@ def unit_outcomes(
             (e.event_type == "purchase") | (e.event_time < ibis.literal(last)),
         )
     e = e.mutate(user_id=e.user_id.cast(at.user_id.type()))
-    j = e.join(at, "user_id")
+    j = e.join(at, C.USER_ID)
     in_win = (j.event_time >= j.assigned_at) & (j.event_time <= end)
     pre = (j.event_time < j.assigned_at) & (
         j.event_time >= j.assigned_at - ibis.interval(days=pre_days)
     )
     buy = j.event_type == "purchase"
     agg = (
-        j.group_by("user_id")
+        j.group_by(C.USER_ID)
         .agg(
             purchases=(in_win & buy).sum(),
             revenue=(in_win & buy).ifelse(j.price.cast("float64"), 0.0).sum(),
@@ -108,7 +108,7 @@ def unit_outcomes(
         )
         .to_polars()
     )
-    out = assignments.join(agg, on="user_id", how="left").with_columns(
+    out = assignments.join(agg, on=C.USER_ID, how="left").with_columns(
         pl.col("purchases", "pre_purchases", "pre_events").fill_null(0).cast(pl.Int64),
         pl.col("revenue", "pre_revenue").fill_null(0.0),
     )

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 import ibis
 import polars as pl
 
+from customer_intel import columns as C
 from customer_intel import sqlexpr
 from customer_intel.timeutil import parse_utc
 
@@ -79,7 +80,7 @@ def rfm_base(
         "orders": p.user_session.nunique(),
         "lines": p.count(),
     }[frequency]
-    g = p.group_by("user_id").agg(
+    g = p.group_by(C.USER_ID).agg(
         last_purchase=p.event_time.max(),
         frequency=count,
         orders=p.user_session.nunique(),
@@ -91,7 +92,7 @@ def rfm_base(
         recency_exact_days=exact,
         monetary=g.revenue if monetary == "total" else g.revenue / g.orders,
     ).select(
-        "user_id",
+        C.USER_ID,
         "recency_days",
         "recency_exact_days",
         "frequency",

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from customer_intel import columns as C
+
 
 @dataclass(frozen=True)
 class BTYDTruth:
@@ -80,24 +82,24 @@ def btyd_sample(
     purchases = (
         pl.DataFrame(
             {
-                "user_id": ids.astype(np.int64),
-                "event_time": [start + dt.timedelta(days=float(x)) for x in times],
-                "price": values,
+                C.USER_ID: ids.astype(np.int64),
+                C.EVENT_TIME: [start + dt.timedelta(days=float(x)) for x in times],
+                C.PRICE: values,
             }
         )
-        .with_columns(pl.col("event_time").dt.cast_time_unit("us"), event_type=pl.lit("purchase"))
-        .sort("user_id", "event_time")
+        .with_columns(pl.col(C.EVENT_TIME).dt.cast_time_unit("us"), event_type=pl.lit("purchase"))
+        .sort(C.USER_ID, C.EVENT_TIME)
     )
     repeat_value = (
-        purchases.with_columns(k=pl.int_range(pl.len()).over("user_id"))
+        purchases.with_columns(k=pl.int_range(pl.len()).over(C.USER_ID))
         .filter(pl.col("k") > 0)
-        .group_by("user_id")
-        .agg(monetary_value=pl.col("price").mean())
+        .group_by(C.USER_ID)
+        .agg(monetary_value=pl.col(C.PRICE).mean())
     )
     summary = (
         pl.DataFrame(
             {
-                "user_id": np.arange(n_customers, dtype=np.int64),
+                C.USER_ID: np.arange(n_customers, dtype=np.int64),
                 "repeat_periods": freq,
                 "recency": last - first,
                 "T": T,
@@ -106,7 +108,7 @@ def btyd_sample(
                 "dropout": drop,
             }
         )
-        .join(repeat_value, on="user_id", how="left")
+        .join(repeat_value, on=C.USER_ID, how="left")
         .with_columns(pl.col("monetary_value").fill_null(0.0))
     )
     return purchases, summary
