@@ -69,7 +69,7 @@ def _frame(rows, cols):
     return pl.DataFrame(rows, schema=cols, orient="row").with_columns(
         pl.col(c).cast(pl.Float64)
         for c in cols
-        if c not in ("user_id", "frequency", "holdout_frequency")
+        if c not in ("user_id", "repeat_periods", "holdout_purchase_periods")
     )
 
 
@@ -86,7 +86,7 @@ def test_rfm_summary_daily_equals_pymc_marketing(rfm_rows):
             [6, 0, 0.0, 5.0, 0],
             [7, 0, 0.0, 0.0, 0],  # one purchase, on the last day
         ],
-        ["user_id", "frequency", "recency", "T", "monetary_value"],
+        ["user_id", "repeat_periods", "recency", "T", "monetary_value"],
     )
     assert_frame_equal(got.select(expected.columns), expected)
     assert got["total_value"].to_list() == [3, 2, 9, 18, 12, 5, 4]
@@ -107,7 +107,7 @@ def test_rfm_summary_calendar_weeks_equals_pymc_marketing(rfm_rows):
             [6, 0, 0.0, 0.0, 0],
             [7, 0, 0.0, 0.0, 0],
         ],
-        ["user_id", "frequency", "recency", "T", "monetary_value"],
+        ["user_id", "repeat_periods", "recency", "T", "monetary_value"],
     )
     assert_frame_equal(got.select(expected.columns), expected)
     # 2015-01-01 (a Thursday) is in the week starting Monday 2014-12-29
@@ -128,11 +128,11 @@ def test_rfm_summary_calibration_holdout_equals_pymc_marketing(rfm_rows):
         ],
         [
             "user_id",
-            "frequency",
+            "repeat_periods",
             "recency",
             "T",
             "monetary_value",
-            "holdout_frequency",
+            "holdout_purchase_periods",
             "holdout_monetary_value",
             "holdout_T",
         ],
@@ -140,9 +140,9 @@ def test_rfm_summary_calibration_holdout_equals_pymc_marketing(rfm_rows):
     assert_frame_equal(got.select(expected.columns), expected)
     weekly = clv.rfm_summary(rfm_rows, observation_end=END, calibration_end=cal_end, period="week")
     # test_rfm_train_test_split_works_with_specific_frequency
-    assert weekly["frequency"].to_list() == [0, 0, 1, 0, 0]
+    assert weekly["repeat_periods"].to_list() == [0, 0, 1, 0, 0]
     assert weekly["T"].to_list() == [4, 4, 4, 2, 2]
-    assert weekly["holdout_frequency"].to_list() == [1, 0, 0, 1, 0]
+    assert weekly["holdout_purchase_periods"].to_list() == [1, 0, 0, 1, 0]
     assert weekly["holdout_T"].to_list() == [1] * 5
     with pytest.raises(ValueError, match="calibration_end .* after the end"):
         clv.rfm_summary(rfm_rows, observation_end=cal_end, calibration_end=END)
@@ -174,7 +174,7 @@ def test_simple_clv_metrics_by_hand(con):
     expected = pl.DataFrame(
         {
             "user_id": [1, 2, 3],
-            "frequency": [1, 0, 1],
+            "repeat_periods": [1, 0, 1],
             "recency_periods": [10.0, 0.0, 29.0],
             "T_periods": [30.0, 26.0, 29.0],
             "monetary_value": [40.0, 0.0, 9.0],
@@ -206,7 +206,7 @@ def cdnow():
     return pl.DataFrame(
         {
             "user_id": d["ID"].to_numpy(),
-            "frequency": d["x"].to_numpy(),
+            "repeat_periods": d["x"].to_numpy(),
             "recency": d["t_x"].to_numpy(),
             "T": d["T"].to_numpy(),
             "monetary_value": d["zbar"].to_numpy(),
@@ -234,13 +234,17 @@ def test_fits_equal_the_published_cdnow_values_and_lifetimes(cdnow, cdnow_fits):
     # the same as lifetimes' fitters (skipped without lifetimes)
     lifetimes = pytest.importorskip("lifetimes")  # archived: a test-only reference
     BetaGeoFitter, GammaGammaFitter = lifetimes.BetaGeoFitter, lifetimes.GammaGammaFitter
-    x, tx, T, m = (cdnow[c].to_numpy() for c in ("frequency", "recency", "T", "monetary_value"))
+    x, tx, T, m = (
+        cdnow[c].to_numpy() for c in ("repeat_periods", "recency", "T", "monetary_value")
+    )
     ref = BetaGeoFitter().fit(x, tx, T)  # numpy in: lifetimes' input checks break on pandas 3
     for k in published:
         assert bg.params[k] == pytest.approx(ref.params_[k], rel=1e-4)
         assert bg.se[k] == pytest.approx(ref.summary.loc[k, "se(coef)"], rel=1e-3)
-    rep = cdnow.filter(pl.col("frequency") > 0)
-    gref = GammaGammaFitter().fit(rep["frequency"].to_numpy(), rep["monetary_value"].to_numpy())
+    rep = cdnow.filter(pl.col("repeat_periods") > 0)
+    gref = GammaGammaFitter().fit(
+        rep["repeat_periods"].to_numpy(), rep["monetary_value"].to_numpy()
+    )
     for k in ("p", "q", "v"):
         assert gg.params[k] == pytest.approx(gref.params_[k], rel=1e-4)
         assert gg.se[k] == pytest.approx(gref.summary.loc[k, "se(coef)"], rel=1e-3)
@@ -253,7 +257,9 @@ def test_formulas_equal_lifetimes(cdnow, cdnow_fits):
     BetaGeoFitter, GammaGammaFitter = lifetimes.BetaGeoFitter, lifetimes.GammaGammaFitter
 
     bg, gg = cdnow_fits
-    x, tx, T, m = (cdnow[c].to_numpy() for c in ("frequency", "recency", "T", "monetary_value"))
+    x, tx, T, m = (
+        cdnow[c].to_numpy() for c in ("repeat_periods", "recency", "T", "monetary_value")
+    )
     ref = BetaGeoFitter()
     ref.params_ = pd.Series(bg.params)
     ref.predict = ref.conditional_expected_number_of_purchases_up_to_time  # set by fit()
@@ -281,7 +287,9 @@ def test_formulas_equal_lifetimes(cdnow, cdnow_fits):
     )
     # CLV: lifetimes with freq="W" (CDNOW's periods are weeks), 12 months, 1% a month
     head = cdnow.head(50)
-    xs, txs, Ts, ms = (head[c].to_numpy() for c in ("frequency", "recency", "T", "monetary_value"))
+    xs, txs, Ts, ms = (
+        head[c].to_numpy() for c in ("repeat_periods", "recency", "T", "monetary_value")
+    )
     ref_clv = gref.customer_lifetime_value(
         ref,
         pd.Series(xs),
@@ -316,8 +324,8 @@ def test_p_alive_by_hand_with_the_published_parameters():
 
 
 def test_hessian_fallback_agrees_with_numdifftools(cdnow):
-    rep = cdnow.filter(pl.col("frequency") > 0)
-    x, m = rep["frequency"].to_numpy(), rep["monetary_value"].to_numpy()
+    rep = cdnow.filter(pl.col("repeat_periods") > 0)
+    x, m = rep["repeat_periods"].to_numpy(), rep["monetary_value"].to_numpy()
     th = np.array([6.25, 3.74, 15.44])
 
     def nll(t):
@@ -379,10 +387,14 @@ def test_independence_note_warns_when_spend_follows_frequency():
     _, s = synth_btyd.btyd_sample(2000, seed=3)
     gg = clv_models.fit_gamma_gamma(s)
     assert "plausible" in clv_models.independence_note(gg)
-    skewed = s.with_columns(monetary_value=pl.col("monetary_value") * (1 + pl.col("frequency")))
+    skewed = s.with_columns(
+        monetary_value=pl.col("monetary_value") * (1 + pl.col("repeat_periods"))
+    )
     gg2 = clv_models.fit_gamma_gamma(skewed)
     assert gg2.extra["freq_monetary_corr"] > 0.3
-    assert clv_models.independence_note(gg2).startswith("Warning: frequency and monetary value")
+    assert clv_models.independence_note(gg2).startswith(
+        "Warning: repeat purchase periods and monetary value"
+    )
 
 
 # ---------------------------------------------------------------- outputs and validation
@@ -392,7 +404,7 @@ def test_predictions_deciles_segments_and_at_risk_by_hand():
     s = pl.DataFrame(
         {
             "user_id": [1, 2, 3, 4],
-            "frequency": [0, 2, 2, 5],
+            "repeat_periods": [0, 2, 2, 5],
             "recency": [0.0, 5.0, 30.0, 30.0],
             "T": [40.0, 40.0, 40.0, 31.0],
             "monetary_value": [0.0, 10.0, 20.0, 30.0],
@@ -421,7 +433,9 @@ def test_predictions_deciles_segments_and_at_risk_by_hand():
     )
     p = clv_models.predictions(s, bg, gg, predict_days=28, period_days=7, months=6)
     assert p["expected_purchases"].to_list() == pytest.approx(
-        clv_models.expected_purchases(bg.params, 4, s["frequency"], s["recency"], s["T"]).tolist()
+        clv_models.expected_purchases(
+            bg.params, 4, s["repeat_periods"], s["recency"], s["T"]
+        ).tolist()
     )
     # 4 customers: rank 1..4 -> deciles 1 + floor(10 (rank - 1) / 4) = 1, 3, 6, 8
     order = p.sort("clv")["clv_decile"].to_list()
@@ -442,21 +456,25 @@ def test_holdout_validation_and_tracking_on_planted_data(con):
     cal_end = end - dt.timedelta(days=90)
     cal = clv.rfm_summary(t, observation_end=end, calibration_end=cal_end)
     bg = clv_models.fit_bgnbd(cal)
-    table, m = clv_models.holdout_validation(cal, bg, max_frequency=5)
-    assert table["frequency_group"].to_list()[-1] == "5+"
+    table, m = clv_models.holdout_validation(cal, bg, max_repeat_periods=5)
+    assert table["repeat_periods_group"].to_list()[-1] == "5+"
     assert table["customers"].sum() == cal.height == m["customers"]
     assert m["holdout_periods"] == 90
-    assert m["total_actual"] == cal["holdout_frequency"].sum()
-    pred = clv_models.expected_purchases(bg.params, 90, cal["frequency"], cal["recency"], cal["T"])
+    assert m["total_actual"] == cal["holdout_purchase_periods"].sum()
+    pred = clv_models.expected_purchases(
+        bg.params, 90, cal["repeat_periods"], cal["recency"], cal["T"]
+    )
     assert m["total_predicted"] == pytest.approx(pred.sum())
-    assert m["mae"] == pytest.approx(np.abs(pred - cal["holdout_frequency"].to_numpy()).mean())
+    assert m["mae"] == pytest.approx(
+        np.abs(pred - cal["holdout_purchase_periods"].to_numpy()).mean()
+    )
     assert abs(m["total_error_pct"]) < 10  # the model is the truth here
     assert m["mae"] < m["naive_mae"]
     assert "holdout of 90 days" in clv_models.describe_holdout(m, "day")
     pareto = clv_models.fit_pareto_nbd(cal)
-    table2, m2 = clv_models.holdout_validation(cal, bg, pareto=pareto, max_frequency=5)
+    table2, m2 = clv_models.holdout_validation(cal, bg, pareto=pareto, max_repeat_periods=5)
     ppred = clv_models.pareto_expected_purchases(
-        pareto.params, 90, cal["frequency"], cal["recency"], cal["T"]
+        pareto.params, 90, cal["repeat_periods"], cal["recency"], cal["T"]
     )
     assert m2["pareto_total_predicted"] == pytest.approx(ppred.sum())
     assert table2["predicted_pareto_mean"].dot(table2["customers"]) == pytest.approx(ppred.sum())
@@ -465,7 +483,9 @@ def test_holdout_validation_and_tracking_on_planted_data(con):
     end_idx, cal_idx = clv.period_index(end, "day"), clv.period_index(cal_end, "day")
     tr = clv_models.tracking(cal, repeats, bg, calibration_end_pidx=cal_idx, end_pidx=end_idx)
     # actual: every repeat period of the calibration customers up to the end
-    assert tr["actual_cum"][-1] == cal["frequency"].sum() + cal["holdout_frequency"].sum()
+    assert (
+        tr["actual_cum"][-1] == cal["repeat_periods"].sum() + cal["holdout_purchase_periods"].sum()
+    )
     # expected: the sum over customers of E[X(end - first)]
     ages = end_idx - cal["first_pidx"].to_numpy()
     assert tr["expected_cum"][-1] == pytest.approx(
@@ -475,7 +495,7 @@ def test_holdout_validation_and_tracking_on_planted_data(con):
     assert abs(tr["expected_cum"][-1] / tr["actual_cum"][-1] - 1) < 0.1
     fr = clv_models.fr_matrix(bg, cal, t=30)
     assert fr["T"].unique().to_list() == [cal["T"].max()]
-    assert fr.filter(pl.col("frequency") == 0)["p_alive"].unique().to_list() == [1.0]
+    assert fr.filter(pl.col("repeat_periods") == 0)["p_alive"].unique().to_list() == [1.0]
 
 
 def test_pareto_nbd_equals_the_published_cdnow_fit_and_lifetimes(cdnow):
@@ -488,7 +508,7 @@ def test_pareto_nbd_equals_the_published_cdnow_fit_and_lifetimes(cdnow):
     assert fit.log_likelihood == pytest.approx(-9595.0, abs=0.05)
     assert all(np.isfinite(v) and v > 0 for v in fit.se.values())
     ParetoNBDFitter = pytest.importorskip("lifetimes").ParetoNBDFitter
-    x, tx, T = (cdnow[c].to_numpy() for c in ("frequency", "recency", "T"))
+    x, tx, T = (cdnow[c].to_numpy() for c in ("repeat_periods", "recency", "T"))
     ref = ParetoNBDFitter().fit(x, tx, T)
     for k in fit.names:
         assert fit.params[k] == pytest.approx(ref.params_[k], rel=1e-3)

@@ -419,7 +419,7 @@ def test_clv_cards_read_the_run_and_pseudonymise_customers_at_risk(tmp_path):
     assert x.tolist() == [1.0, 2.0]
     fr = pl.DataFrame(
         {
-            "frequency": [0.0, 0.0, 1.0, 1.0],
+            "repeat_periods": [0.0, 0.0, 1.0, 1.0],
             "recency": [0.0, 5.0, 0.0, 5.0],
             "p_alive": [1.0, 1.0, 0.3, 0.9],
         }

@@ -17,6 +17,7 @@ from statsmodels.stats.proportion import (
     proportions_ztest,
 )
 
+from customer_intel import experiment_units
 from customer_intel import experiments as ex
 
 from conftest import ingested_sample
@@ -194,7 +195,7 @@ def planted(tmp_path_factory):
     ev, info = ingested_sample(tmp_path_factory.mktemp("exp"), 400_000, seed=12)
     truth = json.loads((info.truth_dir / "experiment.json").read_text())
     assign = pl.read_parquet(info.assignments_path)
-    units = ex.unit_outcomes(assign, ev, window_end=truth["window_end"], pre_days=14)
+    units = experiment_units.unit_outcomes(assign, ev, window_end=truth["window_end"], pre_days=14)
     return units, truth, pl.read_parquet(info.truth_dir / "users.parquet")
 
 
@@ -210,6 +211,7 @@ def test_planted_lift_lies_in_the_reported_interval(planted):
         {"name": "conversion", "column": "converted", "kind": "binary", "covariate": "pre_events"}
     ]
     res, _ = ex.analyze(units, metrics, n_resamples=500, seed=1)
+    assert set(ex.READOUT_COLUMNS) <= set(res.columns)  # the notebook's view of the table
     r = res.row(0, named=True)
     rel_lo, rel_hi = r["ci_low"] / r["control"], r["ci_high"] / r["control"]
     assert rel_lo < truth["planted_relative_lift"] < rel_hi
@@ -325,7 +327,9 @@ def test_unit_outcomes_on_a_hand_table_read_only_the_window_but_count_every_even
                           orient="row").with_columns(pl.col("event_time").dt.replace_time_zone("UTC"))  # fmt: skip
     con = ibis.duckdb.connect()
     ev = con.create_table("events", events)
-    got = ex.unit_outcomes(assign, ev, window_end=t(2019, 10, 20, tzinfo=utc), pre_days=14)
+    got = experiment_units.unit_outcomes(
+        assign, ev, window_end=t(2019, 10, 20, tzinfo=utc), pre_days=14
+    )
     got = got.sort("user_id").select(
         "user_id", "purchases", "revenue", "pre_purchases", "pre_revenue", "pre_events",
         "converted",
@@ -336,3 +340,67 @@ def test_unit_outcomes_on_a_hand_table_read_only_the_window_but_count_every_even
         (3, 0, 0.0, 0, 0.0, 0, 0),
     ]
     con.disconnect()
+
+
+def test_outcome_window_end_is_the_params_value_else_last_assignment_plus_days_capped():
+    import datetime as dt
+
+    utc = dt.UTC
+    assign = pl.DataFrame(
+        {
+            "assigned_at": [
+                dt.datetime(2019, 10, 1, tzinfo=utc),
+                dt.datetime(2019, 10, 5, tzinfo=utc),
+            ]
+        }
+    )
+    data_end = dt.datetime(2019, 10, 30, tzinfo=utc)
+    end = experiment_units.outcome_window_end
+    assert end(assign, data_end, None, 3) == dt.datetime(2019, 10, 8, tzinfo=utc)
+    assert end(assign, data_end, None, 60) == data_end  # never past the data
+    assert end(assign, data_end, "2019-10-10", 3) == dt.datetime(2019, 10, 10, tzinfo=utc)
+    with pytest.raises(ValueError, match="experiments.window_end: expected an ISO date"):
+        end(assign, data_end, "10/10/2019", 3)
+
+
+def test_load_units_reads_an_external_unit_table_as_it_is(tmp_path):
+    path = tmp_path / "ab.csv"
+    path.write_text("user_id;experiment_group;converted\n1;control;0\n2;treatment;1\n")
+    units, note = experiment_units.load_units(None, units_path=str(path), units_separator=";")
+    assert units.rows() == [(1, "control", 0), (2, "treatment", 1)]
+    assert note == "units read from ab.csv: 2 rows"
+
+
+def test_days_elapsed_spans_first_to_last_assignment_plus_one_or_is_none():
+    import datetime as dt
+
+    units = pl.DataFrame(
+        {"t": [dt.datetime(2019, 10, 1), dt.datetime(2019, 10, 3, 12)], "d": [None, None]}
+    )
+    assert ex.days_elapsed(units, "t") == pytest.approx(3.5)
+    assert ex.days_elapsed(units, None) is None
+    assert ex.days_elapsed(units, "assigned_at") is None  # an external table without times
+
+
+def test_significance_by_row_names_arm_and_metric():
+    results = pl.DataFrame(
+        {
+            "arm": ["B", "B", "C"],
+            "metric": ["conv", "rev", "conv"],
+            "significant": [True, False, True],
+        }
+    )
+    got = ex.significance_by_row(results)
+    assert got == {"B conv": True, "B rev": False, "C conv": True}
+
+
+def test_one_dispatch_on_the_alternative_in_scipy_words():
+    from customer_intel.experiments_stats import scipy_alternative
+
+    assert [scipy_alternative(a) for a in ex.ALTERNATIVES] == ["two-sided", "greater", "less"]
+    with pytest.raises(ValueError, match=r"experiments.alternative: expected one of"):
+        scipy_alternative("greater")  # scipy's word is not a params value
+    # the normal table: 1.96 two-sided and 1.645 one-sided are the 5% points
+    assert ex.p_from_z(1.959964, "two-sided") == pytest.approx(0.05, rel=1e-5)
+    assert ex.p_from_z(1.644854, "larger") == pytest.approx(0.05, rel=1e-5)
+    assert ex.p_from_z(1.644854, "smaller") == pytest.approx(0.95, rel=1e-5)

@@ -288,6 +288,7 @@ def test_breakdown_by_any_segment_column_with_several_arms(three_arms):
     seg = ex.analyze_segments(three_arms, METRICS, ["device"], group="arm", control="ctl",
                               treatment=["v1", "v2"], n_resamples=100)  # fmt: skip
     assert seg.height == 2 * 2 * 2 and set(seg["segment_value"]) == {"mobile", "desktop"}
+    assert set(ex.SEGMENT_COLUMNS) <= set(seg.columns)  # the notebook's view of the table
     assert seg["p_adjusted"].to_list() == pytest.approx(
         multipletests(seg["p_value"].to_list(), method="holm")[1], rel=REL)  # fmt: skip
 

@@ -114,3 +114,30 @@ def test_committed_notebooks_are_already_in_nbstripouts_normal_form(tmp_path):
     subprocess.run([sys.executable, "-m", "nbstripout", *map(str, committed)], check=True)
     changed = [p.name for p, text in committed.items() if p.read_text() != text]
     assert not changed, f"not in normal form (git add --renormalize notebooks): {changed}"
+
+
+#: Most lines a stage notebook's code cell may have (the parameters cell aside): a cell is a
+#: library call, a table or a figure; a longer one is a computation that belongs in lib/.
+MAX_CELL_LINES = 20
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_code_cells_are_short(stage):
+    long = [
+        (i, len(_source(c).splitlines()))
+        for i, c in enumerate(_cells(NOTEBOOKS_DIR / stage.notebook))
+        if c["cell_type"] == "code"
+        and "parameters" not in c.get("metadata", {}).get("tags", [])
+        and len(_source(c).splitlines()) > MAX_CELL_LINES
+    ]
+    assert not long, f"{stage.notebook}: (cell, lines) over {MAX_CELL_LINES} lines: {long}"
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.name)
+def test_markdown_has_no_literal_backslash_n(path):
+    bad = [
+        i
+        for i, c in enumerate(_cells(path))
+        if c["cell_type"] == "markdown" and "\\n" in _source(c)
+    ]
+    assert not bad, f"{path.name}: markdown cells {bad} show a literal \\n (a real line break?)"

@@ -206,3 +206,36 @@ def test_a_params_path_that_is_not_a_file_is_a_params_error(tmp_path):
     blocker = _write(tmp_path, "f", "x")
     with pytest.raises(ParamsError, match="cannot be read"):
         load_params(blocker / "p.yaml")
+
+
+def test_a_renamed_feature_is_refused_naming_the_new_name(tmp_path):
+    # propensity's recency_days (days since the last *event*) is now days_since_last_event, so
+    # that recency_days has one meaning: rfm's whole days since the last *purchase*
+    features = ["events", "recency_days"]
+    path = _write(tmp_path, "p.yaml", {"propensity": {"features": features}})
+    with pytest.raises(
+        ParamsError,
+        match=rf"{tmp_path.resolve() / 'p.yaml'}: propensity\.features: .*'recency_days' is "
+        r"now called 'days_since_last_event'",
+    ):
+        load_params(path)
+    path = _write(tmp_path, "q.yaml", {"propensity": {"features": ["days_since_last_event"]}})
+    assert load_params(path).propensity.features == ["days_since_last_event"]
+
+
+def test_loading_params_imports_no_engine_or_model_library():
+    # params depend on nothing but pydantic (and yaml): validating a profile must not pull in
+    # an engine (ibis, duckdb, polars) or a model library (lightgbm, scikit-learn)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from customer_intel.params import load_params\n"
+        "from customer_intel.paths import PARAMS_DIR\n"
+        "load_params(PARAMS_DIR / 'default.yaml')\n"
+        "heavy = ('ibis', 'polars', 'duckdb', 'lightgbm', 'sklearn', 'pyspark', 'pandas')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -13,22 +13,7 @@ from customer_intel.params.propensity import DEFAULT_FEATURES, PropensityParams
 
 from conftest import ingested_sample
 
-LGB = {
-    k: v
-    for k, v in PropensityParams().model_dump().items()
-    if k
-    in (
-        "n_estimators",
-        "learning_rate",
-        "num_leaves",
-        "min_child_samples",
-        "subsample",
-        "colsample_bytree",
-        "reg_lambda",
-        "min_data_per_group",
-        "cat_smooth",
-    )
-} | {"subsample_freq": 1}
+LGB = PropensityParams().lgb_params()
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +311,7 @@ def test_features_by_hand():
         "spend": [10.0, 0.0],
         "avg_session_duration_s": [(600 + 30) / 2, 60.0],
         "active_span_days": [2 + (2 * 3600 + 30) / day, 3 + 3600 / day],
-        "recency_days": [6 + (11 * 3600 + 59 * 60 + 30) / day, 4 + 15 * 3600 / day],
+        "days_since_last_event": [6 + (11 * 3600 + 59 * 60 + 30) / day, 4 + 15 * 3600 / day],
         "tenure_days": [8 + 14 * 3600 / day, 7 + 16 * 3600 / day],
         "cart_to_view": [1 / 3, 0.0],
         "events_per_session": [5 / 2, 3.0],
@@ -368,3 +353,49 @@ def test_test_score_table_keeps_labels_and_the_cutoff_state():
         (2, 0.5, 1),
         (3, 0.2, 1),
     ]
+
+
+def test_lgb_params_are_the_sections_lightgbm_keys_with_per_tree_subsampling():
+    p = PropensityParams(num_leaves=15, learning_rate=0.1, subsample=0.5)
+    got = p.lgb_params()
+    assert got == {
+        "n_estimators": 2000,
+        "learning_rate": 0.1,
+        "num_leaves": 15,
+        "min_child_samples": 100,
+        "subsample": 0.5,
+        "colsample_bytree": 0.8,
+        "reg_lambda": 1.0,
+        "min_data_per_group": 200,
+        "cat_smooth": 50.0,
+        "subsample_freq": 1,  # LightGBM ignores subsample without it
+    }
+    import lightgbm as lgb
+
+    assert set(got) <= set(lgb.LGBMClassifier().get_params()) | {"min_data_per_group", "cat_smooth"}
+
+
+def test_as_pandas_learns_levels_in_training_and_keeps_them_when_scoring():
+    train = pl.DataFrame({"events": [1, 2, 3], "primary_category": ["a", "b", "a"]})
+    x = propensity.as_pandas(train, ["events", "primary_category"])
+    assert list(x["primary_category"].cat.categories) == ["a", "b"]
+    assert x["events"].tolist() == [1, 2, 3]
+    later = pl.DataFrame({"events": [4, 5], "primary_category": ["b", "new"]})
+    y = propensity.as_pandas(
+        later, ["events", "primary_category"], {"primary_category": ["a", "b"]}
+    )
+    assert list(y["primary_category"].cat.categories) == ["a", "b"]
+    assert y["primary_category"].tolist()[0] == "b" and y["primary_category"].isna().tolist() == [
+        False,
+        True,
+    ]  # a level unseen in training is missing
+
+
+def test_split_times_reads_the_end_as_utc_and_names_a_bad_one():
+    import datetime as dt
+
+    events = ibis.memtable(pl.DataFrame({"event_time": [dt.datetime(2020, 1, 1, tzinfo=dt.UTC)]}))
+    cutoff, end = propensity.split_times(events, label_days=10, end="2020-02-01")
+    assert end == dt.datetime(2020, 2, 1, tzinfo=dt.UTC) and cutoff == end - dt.timedelta(days=10)
+    with pytest.raises(ValueError, match="propensity.end: expected an ISO date"):
+        propensity.split_times(events, end="1 Feb 2020")

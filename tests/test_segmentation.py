@@ -12,7 +12,9 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from customer_intel import clustering, cohorts, rfm, sources, sqlexpr, synth
+from customer_intel import columns as C
 from customer_intel.params import load_params
+from customer_intel.params.segmentation import DEFAULT_RULES
 from customer_intel.paths import PARAMS_DIR
 
 UTC = dt.UTC
@@ -68,7 +70,7 @@ def test_rfm_scores_codes_and_ties_by_hand():
     # M: 5->0, 15->1, 20->2, 25->3, 40 x3 ->4, 120->7, 200->8, 500->9
     assert got["m"].to_list() == [5, 3, 5, 2, 1, 4, 3, 3, 1, 2]
     assert got["rfm_code"].to_list()[:3] == ["555", "413", "115"]
-    named = rfm.segment_by_rules(got, rfm.DEFAULT_RULES)
+    named = rfm.segment_by_rules(got, DEFAULT_RULES)
     # first matching rule: 555 Champions; 413 New (r>3, f<2); 115 Hibernating (r<3, f<2, m>2);
     # 342 Loyal (f>3); 211 no rule -> Other; 444 Champions; 213 Hibernating; 513 New; 111 Lost;
     # 312 no rule -> Other
@@ -150,7 +152,7 @@ def test_segment_summary_and_rule_errors():
             "revenue": [90.0, 10.0],
         }
     )
-    s = rfm.segment_summary(rfm.segment_by_rules(rows, rfm.DEFAULT_RULES))
+    s = rfm.segment_summary(rfm.segment_by_rules(rows, DEFAULT_RULES))
     assert s.row(0, named=True) | {} == {
         "segment": "Champions",
         "customers": 1,
@@ -375,3 +377,40 @@ def test_marketing_campaign_profile_clusters_an_external_tsv():
     )
     assert sel.k == 4
     assert adjusted_rand_score(truth["segment"], labels) > 0.85
+
+
+def test_load_customers_by_cluster_source(tmp_path):
+    rfm_table = pl.DataFrame(
+        {"user_id": [1, 2], "recency_days": [3, 40], "frequency": [2, 1], "monetary": [9.0, 4.0]}
+    )
+    dim_users = pl.DataFrame(
+        {"user_id": [2, 1, 3], "views": [5, 7, 1], "carts": [0, 2, 0], "sessions": [1, 3, 1],
+         "events": [6, 11, 1], "first_seen": [None, None, None]}
+    )  # fmt: skip
+    got = clustering.load_customers("warehouse", rfm_table=rfm_table, dim_users=dim_users, run=None)
+    assert got.sort("user_id").rows() == [(1, 3, 2, 9.0, 7, 2, 3, 11), (2, 40, 1, 4.0, 5, 0, 1, 6)]
+    assert got.columns == list(C.BEHAVIOURAL_FEATURE_COLUMNS)
+    lazy = ibis.memtable(dim_users.to_arrow())  # an engine table is collected
+    assert (
+        clustering.load_customers("warehouse", rfm_table=rfm_table, dim_users=lazy, run=None)
+        .sort("user_id")
+        .equals(got.sort("user_id"))
+    )
+
+    class Run:
+        def read_table(self, name):
+            return pl.DataFrame({"table": [name]})
+
+    sample = clustering.load_customers(
+        "sample_customers", rfm_table=rfm_table, dim_users=None, run=Run()
+    )
+    assert sample["table"].to_list() == ["sample_customers"]
+    path = tmp_path / "attrs.tsv"
+    path.write_text("id\tage\n7\t31\n")
+    attrs = clustering.load_customers(
+        "attributes", rfm_table=rfm_table, dim_users=None, run=None,
+        attributes_path=str(path), attributes_separator="\t",
+    )  # fmt: skip
+    assert attrs.rows() == [(7, 31)]
+    with pytest.raises(ValueError, match="segmentation.cluster_source: .* got 'crm'"):
+        clustering.load_customers("crm", rfm_table=rfm_table, dim_users=None, run=None)

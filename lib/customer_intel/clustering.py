@@ -34,6 +34,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from customer_intel import columns as C
 from customer_intel import progress, sqlexpr
 
 NAMES = ("Platinum", "Gold", "Silver", "Bronze", "Copper", "Iron", "Stone", "Sand", "Dust", "Mist")
@@ -54,7 +55,7 @@ class FeatureSpec:
     filters: Sequence[str] = ()
     missing: str = "impute"
     log_columns: Sequence[str] = ()
-    id_column: str = "user_id"
+    id_column: str = C.USER_ID
 
 
 def prepare_features(table: pl.DataFrame, spec: FeatureSpec) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -340,10 +341,40 @@ def describe(selection: KSelection, prof: pl.DataFrame) -> str:
 
 def behavioural_features(rfm_table: pl.DataFrame, dim_users: pl.DataFrame) -> pl.DataFrame:
     """Per buyer: RFM values joined with warehouse behaviour (views, carts, sessions, events)."""
-    return rfm_table.select("user_id", "recency_days", "frequency", "monetary").join(
-        dim_users.select("user_id", "views", "carts", "sessions", "events"),
-        on="user_id",
+    return rfm_table.select(C.USER_ID, "recency_days", "frequency", "monetary").join(
+        dim_users.select(C.USER_ID, "views", "carts", "sessions", "events"),
+        on=C.USER_ID,
         how="left",
+    )
+
+
+def load_customers(
+    source: str,
+    *,
+    rfm_table: pl.DataFrame,
+    dim_users: Any,
+    run: Any,
+    attributes_path: str | None = None,
+    attributes_separator: str = ",",
+) -> pl.DataFrame:
+    """The customer table to cluster, by ``segmentation.cluster_source``.
+
+    ``warehouse``: :func:`behavioural_features` of ``rfm_table`` and ``dim_users`` (a Polars
+    frame, or an Ibis table collected only here); ``sample_customers``: the run's table of that
+    name; ``attributes``: the file ``attributes_path``.
+    """
+    if source == "warehouse":
+        users = dim_users if isinstance(dim_users, pl.DataFrame) else dim_users.to_polars()
+        return behavioural_features(rfm_table, users)
+    if source == "sample_customers":
+        return run.read_table("sample_customers")
+    if source == "attributes":
+        from customer_intel import sources
+
+        return sources.read_table_file(attributes_path, separator=attributes_separator)
+    raise ValueError(
+        "segmentation.cluster_source: expected warehouse, sample_customers or attributes, "
+        f"got {source!r}"
     )
 
 

@@ -4,7 +4,7 @@ Purchases are first combined per *period*: a calendar day (UTC) or a calendar we
 Sunday, as pandas' ``W-SUN`` periods that pymc-marketing's ``rfm_summary(time_unit="W")`` uses).
 Several purchases in one period are one transaction whose value is their sum. Then, per customer:
 
-``frequency``
+``repeat_periods``
     number of *repeat* purchase periods: distinct periods with a purchase - 1.
 ``recency``
     periods between the first and the last purchase period (0 for one-time buyers).
@@ -16,9 +16,9 @@ Several purchases in one period are one transaction whose value is their sum. Th
 
 Purchases after ``observation_end`` (a timestamp) are ignored. With a calibration/holdout split
 (``calibration_end``), the split is by period as in pymc-marketing's ``rfm_train_test_split``:
-the whole period holding ``calibration_end`` is calibration; ``frequency``/``recency``/``T``/
+the whole period holding ``calibration_end`` is calibration; ``repeat_periods``/``recency``/``T``/
 ``monetary_value`` describe the calibration periods, only customers whose first purchase is in
-calibration are kept, and ``holdout_frequency`` (distinct purchase periods after calibration,
+calibration are kept, and ``holdout_purchase_periods`` (distinct purchase periods after calibration,
 *all* counted, as the BG/NBD predicts them), ``holdout_monetary_value`` (their mean value) and
 ``holdout_T`` (periods after calibration up to the end) are added.
 
@@ -37,6 +37,7 @@ import datetime as dt
 import ibis
 import polars as pl
 
+from customer_intel import columns as C
 from customer_intel.timeutil import parse_utc
 
 DAYS_PER_YEAR = 365.25
@@ -44,8 +45,8 @@ DAYS_PER_YEAR = 365.25
 #: Period name -> its length in days.
 PERIODS = {"day": 1, "week": 7}
 
-SUMMARY_COLUMNS = ("user_id", "frequency", "recency", "T", "monetary_value")
-HOLDOUT_COLUMNS = ("holdout_frequency", "holdout_monetary_value", "holdout_T")
+SUMMARY_COLUMNS = (C.USER_ID, "repeat_periods", "recency", "T", "monetary_value")
+HOLDOUT_COLUMNS = ("holdout_purchase_periods", "holdout_monetary_value", "holdout_T")
 
 
 def _check_period(period: str) -> int:
@@ -79,14 +80,14 @@ def period_purchases(
     *,
     observation_end: dt.datetime,
     period: str = "day",
-    value_col: str = "price",
+    value_col: str = C.PRICE,
 ) -> ibis.Table:
     """One row per customer and purchase period: user_id, pidx (period index), value (a sum).
 
     Takes purchase rows (user_id, event_time, ``value_col``) as an Ibis table; rows after
     ``observation_end`` are left out.
     """
-    missing = {"user_id", "event_time", value_col} - set(purchases.columns)
+    missing = {C.USER_ID, C.EVENT_TIME, value_col} - set(purchases.columns)
     if missing:
         raise ValueError(
             f"clv: purchases lack column(s) {sorted(missing)}; they have {list(purchases.columns)}"
@@ -98,7 +99,7 @@ def period_purchases(
     # whole days since 1970 of the period's first day (integer seconds / 86400 is exact)
     day_no = (start.epoch_seconds() / 86_400).round().cast("int64")
     p = p.mutate(pidx=((day_no - (4 if days == 7 else 0)) / days).floor().cast("int64"))
-    return p.group_by("user_id", "pidx").agg(value=p[value_col].cast("float64").sum())
+    return p.group_by(C.USER_ID, "pidx").agg(value=p[value_col].cast("float64").sum())
 
 
 def rfm_summary(
@@ -107,14 +108,14 @@ def rfm_summary(
     observation_end: dt.datetime,
     period: str = "day",
     calibration_end: dt.datetime | None = None,
-    value_col: str = "price",
+    value_col: str = C.PRICE,
 ) -> pl.DataFrame:
-    """Per customer frequency, recency, T, monetary_value (module docstring), on the engine.
+    """Per customer repeat_periods, recency, T, monetary_value (module docstring), on the engine.
 
     Takes purchase rows (user_id, event_time, ``value_col``) as an Ibis table and returns one row
-    per customer, sorted by user_id: user_id, frequency, recency, T, monetary_value,
+    per customer, sorted by user_id: user_id, repeat_periods, recency, T, monetary_value,
     first_pidx (period index of the first purchase), total_value, and with ``calibration_end``
-    also holdout_frequency, holdout_monetary_value, holdout_T.
+    also holdout_purchase_periods, holdout_monetary_value, holdout_T.
     """
     per = period_purchases(
         purchases, observation_end=observation_end, period=period, value_col=value_col
@@ -127,7 +128,7 @@ def rfm_summary(
             f"{observation_end}"
         )
     cal = per.filter(per.pidx <= cal_idx)
-    g = cal.group_by("user_id").agg(
+    g = cal.group_by(C.USER_ID).agg(
         first_pidx=cal.pidx.min(),
         last_pidx=cal.pidx.max(),
         n=cal.count(),
@@ -135,7 +136,7 @@ def rfm_summary(
         first_value=cal.value.argmin(cal.pidx),
     )
     out = g.mutate(
-        frequency=(g.n - 1).cast("int64"),
+        repeat_periods=(g.n - 1).cast("int64"),
         recency=(g.last_pidx - g.first_pidx).cast("float64"),
         T=(ibis.literal(cal_idx) - g.first_pidx).cast("float64"),
         monetary_value=ibis.ifelse(
@@ -145,16 +146,16 @@ def rfm_summary(
     cols = [*SUMMARY_COLUMNS, "first_pidx", "total_value"]
     if calibration_end is not None:
         h = per.filter(per.pidx > cal_idx)
-        hg = h.group_by("user_id").agg(hf=h.count(), hv=h.value.sum())
-        out = out.left_join(hg, "user_id")
+        hg = h.group_by(C.USER_ID).agg(hf=h.count(), hv=h.value.sum())
+        out = out.left_join(hg, C.USER_ID)
         hf = out.hf.fill_null(0)
         out = out.mutate(
-            holdout_frequency=hf.cast("int64"),
+            holdout_purchase_periods=hf.cast("int64"),
             holdout_monetary_value=ibis.ifelse(hf > 0, out.hv / hf.cast("float64"), 0.0),
             holdout_T=ibis.literal(float(end_idx - cal_idx)),
         )
         cols += list(HOLDOUT_COLUMNS)
-    return out.select(*cols).to_polars().sort("user_id")
+    return out.select(*cols).to_polars().sort(C.USER_ID)
 
 
 def clv_summary(
@@ -163,28 +164,29 @@ def clv_summary(
     observation_end: dt.datetime,
     period: str = "day",
     lifespan_years: float = 3.0,
-    value_col: str = "price",
+    value_col: str = C.PRICE,
 ) -> pl.DataFrame:
     """The ``clv`` table: the RFM summary plus simple, model-free CLV metrics.
 
-    Takes purchase rows as an Ibis table; returns per customer user_id, frequency,
+    Takes purchase rows as an Ibis table; returns per customer user_id, repeat_periods,
     recency_periods, T_periods, monetary_value (as :func:`rfm_summary`), avg_order_value
     (mean over all purchase periods, first included), purchase_rate_per_period
-    (``(frequency + 1) / (T_periods + 1)``), clv (``avg_order_value * purchase_rate_per_period *
-    periods in lifespan_years``, undiscounted, in the currency of ``value_col``),
+    (``(repeat_periods + 1) / (T_periods + 1)``), clv (``avg_order_value *
+    purchase_rate_per_period * periods in lifespan_years``, undiscounted, in the currency of
+    ``value_col``),
     first_purchase (first day of the first purchase period) and period_days (1 or 7).
     """
     days = _check_period(period)
     s = rfm_summary(purchases, observation_end=observation_end, period=period, value_col=value_col)
     starts = [period_start(i, period) for i in s["first_pidx"].to_list()]
     return s.select(
-        "user_id",
-        "frequency",
+        C.USER_ID,
+        "repeat_periods",
         recency_periods=pl.col("recency"),
         T_periods=pl.col("T"),
         monetary_value=pl.col("monetary_value"),
-        avg_order_value=pl.col("total_value") / (pl.col("frequency") + 1),
-        purchase_rate_per_period=(pl.col("frequency") + 1) / (pl.col("T") + 1),
+        avg_order_value=pl.col("total_value") / (pl.col("repeat_periods") + 1),
+        purchase_rate_per_period=(pl.col("repeat_periods") + 1) / (pl.col("T") + 1),
         # avg_order_value * purchase_rate_per_period * periods = total_value / (T + 1) * periods
         clv=pl.col("total_value") / (pl.col("T") + 1) * (lifespan_years * DAYS_PER_YEAR / days),
         first_purchase=pl.Series(starts, dtype=pl.Date),
@@ -194,7 +196,7 @@ def clv_summary(
 
 def describe(clv: pl.DataFrame) -> str:
     """One sentence on repeat buying and the CLV distribution."""
-    repeat = (clv["frequency"] > 0).mean()
+    repeat = (clv["repeat_periods"] > 0).mean()
     top = clv["clv"].sort(descending=True)
     share = top[: max(1, len(top) // 10)].sum() / max(top.sum(), 1e-12)
     return (
@@ -209,7 +211,7 @@ def repeat_purchases_by_period(
     observation_end: dt.datetime,
     period: str = "day",
     first_by: dt.datetime | None = None,
-    value_col: str = "price",
+    value_col: str = C.PRICE,
 ) -> pl.DataFrame:
     """Repeat purchase periods per period (pidx, repeat_purchases), computed on the engine.
 
@@ -220,8 +222,8 @@ def repeat_purchases_by_period(
     per = period_purchases(
         purchases, observation_end=observation_end, period=period, value_col=value_col
     )
-    first = per.group_by("user_id").agg(first_pidx=per.pidx.min())
-    j = per.join(first, "user_id")
+    first = per.group_by(C.USER_ID).agg(first_pidx=per.pidx.min())
+    j = per.join(first, C.USER_ID)
     j = j.filter(j.pidx > j.first_pidx)
     if first_by is not None:
         j = j.filter(j.first_pidx <= period_index(first_by, period))

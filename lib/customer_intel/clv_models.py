@@ -1,6 +1,6 @@
 """Buy-till-you-die CLV models fitted by maximum likelihood: BG/NBD and Gamma-Gamma.
 
-Takes the per-customer summary of :func:`customer_intel.clv.rfm_summary` (frequency ``x``,
+Takes the per-customer summary of :func:`customer_intel.clv.rfm_summary` (``repeat_periods`` ``x``,
 recency ``t_x``, age ``T`` in periods; ``monetary_value`` = mean repeat-period value).
 
 **BG/NBD** (Fader, Hardie & Lee 2005, "Counting your customers the easy way"): while active a
@@ -12,7 +12,7 @@ note), optional: the same purchase process with an exponential lifetime, rate ~ 
 
 **Gamma-Gamma** (Fader, Hardie & Lee 2005, "RFM and CLV"): each repeat transaction's value is
 Gamma(p, ν) with ν ~ Gamma(q, v), independent of the purchase process. Parameters p, q, v.
-The independence is an assumption: :func:`fit_gamma_gamma` reports the correlation of frequency
+The independence is an assumption: :func:`fit_gamma_gamma` reports the correlation of repeat periods
 and monetary value among repeat customers so a reader can see when it does not hold.
 
 The likelihoods and the formulas (P(alive), expected purchases, expected average value, CLV)
@@ -42,6 +42,7 @@ import polars as pl
 from scipy import optimize, special
 
 from customer_intel import clv
+from customer_intel import columns as C
 from customer_intel.timeutil import parse_utc
 
 #: Bounds of the log-parameters (exp(-12) ~ 6e-6 to exp(12) ~ 1.6e5): a fit ending within
@@ -416,12 +417,12 @@ def _too_few(model: str, names: tuple[str, ...], n: int, who: str) -> Fit:
 
 
 def fit_bgnbd(summary: pl.DataFrame) -> Fit:
-    """Fit BG/NBD (r, alpha, a, b) to a summary with frequency, recency, T."""
-    cols = ["frequency", "recency", "T"]
+    """Fit BG/NBD (r, alpha, a, b) to a summary with repeat_periods, recency, T."""
+    cols = ["repeat_periods", "recency", "T"]
     _require(summary, cols, "BG/NBD")
-    bad = summary.filter((pl.col("recency") > pl.col("T")) | (pl.col("frequency") < 0))
+    bad = summary.filter((pl.col("recency") > pl.col("T")) | (pl.col("repeat_periods") < 0))
     if bad.height:
-        raise ValueError(f"BG/NBD: {bad.height} customers have recency > T or frequency < 0")
+        raise ValueError(f"BG/NBD: {bad.height} customers have recency > T or repeat_periods < 0")
     if summary.height < MIN_CUSTOMERS:
         return _too_few("BG/NBD", ("r", "alpha", "a", "b"), summary.height, "customers")
     (x, t_x, T), w = _compress(summary, cols)
@@ -452,12 +453,12 @@ def fit_bgnbd(summary: pl.DataFrame) -> Fit:
 
 
 def fit_pareto_nbd(summary: pl.DataFrame) -> Fit:
-    """Fit Pareto/NBD (r, alpha, s, beta) to a summary with frequency, recency, T.
+    """Fit Pareto/NBD (r, alpha, s, beta) to a summary with repeat_periods, recency, T.
 
     Dropout here is a continuous-time exponential lifetime (rate ~ Gamma(s, beta)) instead of
     BG/NBD's coin flip after each purchase; an alternative when purchases are rare.
     """
-    cols = ["frequency", "recency", "T"]
+    cols = ["repeat_periods", "recency", "T"]
     _require(summary, cols, "Pareto/NBD")
     if summary.height < MIN_CUSTOMERS:
         return _too_few("Pareto/NBD", ("r", "alpha", "s", "beta"), summary.height, "customers")
@@ -490,17 +491,17 @@ def fit_pareto_nbd(summary: pl.DataFrame) -> Fit:
 
 
 def fit_gamma_gamma(summary: pl.DataFrame) -> Fit:
-    """Fit Gamma-Gamma (p, q, v) to the repeat customers (frequency > 0, monetary_value > 0).
+    """Fit Gamma-Gamma (p, q, v) to the repeat customers (repeat_periods > 0, monetary_value > 0).
 
-    ``extra`` holds ``freq_monetary_corr``, the Pearson correlation of frequency and
-    monetary_value among them: the model assumes spend does not depend on frequency.
+    ``extra`` holds ``freq_monetary_corr``, the Pearson correlation of repeat_periods and
+    monetary_value among them: the model assumes spend does not depend on how often one buys.
     """
-    cols = ["frequency", "monetary_value"]
+    cols = ["repeat_periods", "monetary_value"]
     _require(summary, cols, "Gamma-Gamma")
-    rep = summary.filter((pl.col("frequency") > 0) & (pl.col("monetary_value") > 0))
+    rep = summary.filter((pl.col("repeat_periods") > 0) & (pl.col("monetary_value") > 0))
     corr = (
-        float(np.corrcoef(rep["frequency"].to_numpy(), rep["monetary_value"].to_numpy())[0, 1])
-        if rep["frequency"].n_unique() > 1 and rep["monetary_value"].n_unique() > 1
+        float(np.corrcoef(rep["repeat_periods"].to_numpy(), rep["monetary_value"].to_numpy())[0, 1])
+        if rep["repeat_periods"].n_unique() > 1 and rep["monetary_value"].n_unique() > 1
         else float("nan")
     )
     if rep.height < MIN_CUSTOMERS:
@@ -521,13 +522,17 @@ def fit_gamma_gamma(summary: pl.DataFrame) -> Fit:
 
 
 def independence_note(gg: Fit, *, max_corr: float = 0.3) -> str:
-    """A sentence on the Gamma-Gamma independence assumption (frequency vs monetary value)."""
+    """A sentence on the Gamma-Gamma independence assumption (repeat_periods vs monetary value)."""
     corr = gg.extra.get("freq_monetary_corr", float("nan"))
     if not np.isfinite(corr):
-        return "Frequency-monetary correlation undefined (all repeat customers share a frequency)."
+        return (
+            "Repeat periods-monetary correlation undefined (all repeat customers have as many "
+            "repeat periods)."
+        )
     if abs(corr) > max_corr:
         return (
-            f"Warning: frequency and monetary value correlate ({corr:+.2f}, beyond ±{max_corr}); "
+            f"Warning: repeat purchase periods and monetary value correlate ({corr:+.2f}, "
+            f"beyond ±{max_corr}); "
             "the Gamma-Gamma model assumes they are independent, so its value predictions are "
             "biased for frequent buyers."
         )
@@ -563,17 +568,18 @@ def predictions(
 ) -> pl.DataFrame:
     """The ``clv_predictions`` table: one row per customer of the summary.
 
-    Returns user_id, frequency, recency, T, monetary_value, total_value (when the summary has
+    Returns user_id, repeat_periods, recency, T, monetary_value, total_value (when the summary has
     it), p_alive, expected_purchases (purchase periods in the next ``predict_days`` days),
     expected_avg_value (Gamma-Gamma), clv (discounted, ``months`` ahead, times ``margin``) and
     clv_decile (1..10, 10 = highest CLV).
     """
     x, t_x, T, m = (
-        summary[c].to_numpy().astype(float) for c in ("frequency", "recency", "T", "monetary_value")
+        summary[c].to_numpy().astype(float)
+        for c in ("repeat_periods", "recency", "T", "monetary_value")
     )
     keep = [
         c
-        for c in ("user_id", "frequency", "recency", "T", "monetary_value", "total_value")
+        for c in (C.USER_ID, "repeat_periods", "recency", "T", "monetary_value", "total_value")
         if c in summary.columns
     ]
     out = summary.select(keep).with_columns(
@@ -610,7 +616,7 @@ def clv_by_segment(preds: pl.DataFrame, rfm_table: pl.DataFrame) -> pl.DataFrame
     Columns: segment, customers, mean_p_alive, mean_clv, total_clv, clv_share and the customers
     in each CLV decile (decile_1..decile_10).
     """
-    j = preds.join(rfm_table.select("user_id", "segment"), on="user_id", how="left").with_columns(
+    j = preds.join(rfm_table.select(C.USER_ID, "segment"), on=C.USER_ID, how="left").with_columns(
         pl.col("segment").fill_null("Other")
     )
     total = max(float(j["clv"].sum()), 1e-12)
@@ -643,22 +649,22 @@ def at_risk(preds: pl.DataFrame, *, max_p_alive: float = 0.5, top: int = 20) -> 
     """High-value customers who may have left, the ``top`` N.
 
     Those with P(alive) below ``max_p_alive``, ranked by the value they brought so far
-    (``total_value``, else monetary_value × (frequency + 1)).
+    (``total_value``, else monetary_value × (repeat_periods + 1)).
     """
     value = (
         pl.col("total_value")
         if "total_value" in preds.columns
-        else pl.col("monetary_value") * (pl.col("frequency") + 1)
+        else pl.col("monetary_value") * (pl.col("repeat_periods") + 1)
     )
     return (
         preds.filter(pl.col("p_alive") < max_p_alive)
         .with_columns(value_so_far=value)
-        .sort(["value_so_far", "user_id"], descending=[True, False])
+        .sort(["value_so_far", C.USER_ID], descending=[True, False])
         .head(top)
         .select(
-            "user_id",
+            C.USER_ID,
             "value_so_far",
-            "frequency",
+            "repeat_periods",
             "recency",
             "T",
             "p_alive",
@@ -672,29 +678,30 @@ def at_risk(preds: pl.DataFrame, *, max_p_alive: float = 0.5, top: int = 20) -> 
 
 
 def holdout_validation(
-    cal: pl.DataFrame, bg: Fit, *, pareto: Fit | None = None, max_frequency: int = 7
+    cal: pl.DataFrame, bg: Fit, *, pareto: Fit | None = None, max_repeat_periods: int = 7
 ) -> tuple[pl.DataFrame, dict[str, float]]:
     """Predicted vs actual holdout purchase periods of a calibration summary (with holdout_*).
 
-    Returns a table by calibration frequency (``frequency_group`` 0..max_frequency-1 and
-    "max_frequency+"): customers, actual_mean, predicted_mean; and metrics: customers,
+    Returns a table by calibration repeat periods (``repeat_periods_group``
+    0..max_repeat_periods-1 and "max_repeat_periods+"): customers, actual_mean, predicted_mean;
+    and metrics: customers,
     holdout_periods, mae (mean |predicted - actual| per customer), naive_mae (predicting the
     calibration rate x / T for the holdout), total_predicted, total_actual, total_error_pct.
     With a fitted ``pareto`` (Pareto/NBD) the table gains predicted_pareto_mean and the metrics
     pareto_mae and pareto_total_predicted.
     """
     x, t_x, T, h = (
-        cal[c].to_numpy().astype(float) for c in ("frequency", "recency", "T", "holdout_T")
+        cal[c].to_numpy().astype(float) for c in ("repeat_periods", "recency", "T", "holdout_T")
     )
     pred = expected_purchases(bg.params, h, x, t_x, T)
-    actual = cal["holdout_frequency"].to_numpy().astype(float)
+    actual = cal["holdout_purchase_periods"].to_numpy().astype(float)
     naive = np.where(T > 0, x / np.maximum(T, 1e-12), 0.0) * h
     with_pareto = pareto is not None and pareto.status != "failed"
     ppred = pareto_expected_purchases(pareto.params, h, x, t_x, T) if with_pareto else pred
-    df = cal.select("user_id", "frequency").with_columns(
+    df = cal.select(C.USER_ID, "repeat_periods").with_columns(
         predicted=pl.Series(pred), actual=pl.Series(actual), predicted_pareto=pl.Series(ppred)
     )
-    capped = pl.min_horizontal(pl.col("frequency"), pl.lit(max_frequency))
+    capped = pl.min_horizontal(pl.col("repeat_periods"), pl.lit(max_repeat_periods))
     table = (
         df.with_columns(g=capped)
         .group_by("g")
@@ -706,12 +713,12 @@ def holdout_validation(
         )
         .sort("g")
         .with_columns(
-            frequency_group=pl.when(pl.col("g") == max_frequency)
+            repeat_periods_group=pl.when(pl.col("g") == max_repeat_periods)
             .then(pl.format("{}+", pl.col("g")))
             .otherwise(pl.col("g").cast(pl.String))
         )
         .select(
-            "frequency_group",
+            "repeat_periods_group",
             "customers",
             "actual_mean",
             "predicted_mean",
@@ -800,22 +807,22 @@ def tracking(
 
 
 def fr_matrix(bg: Fit, summary: pl.DataFrame, *, t: float, max_points: int = 40) -> pl.DataFrame:
-    """Expected purchases in the next ``t`` periods and P(alive) on a frequency × recency grid.
+    """Expected purchases in the next ``t`` periods and P(alive) on a repeat periods × recency grid.
 
     T is the largest T of the summary (a customer who has been around the whole time, as the
-    lifetimes plots draw it); frequency runs 0..the 99th percentile (at least 1), recency 0..T,
-    each with at most ``max_points`` values. Returns frequency, recency, T, expected_purchases,
+    lifetimes plots draw it); repeat_periods runs 0..the 99th percentile (at least 1), recency 0..T,
+    each with at most ``max_points`` values. Returns repeat_periods, recency, T, expected_purchases,
     p_alive.
     """
     T = float(summary["T"].max())
-    fmax = max(1, int(np.ceil(summary["frequency"].quantile(0.99) or 1)))
+    fmax = max(1, int(np.ceil(summary["repeat_periods"].quantile(0.99) or 1)))
     f = np.unique(np.linspace(0, fmax, min(fmax + 1, max_points)).round())
     r = np.unique(np.linspace(0, T, min(int(T) + 1, max_points)).round())
     ff, rr = np.meshgrid(f, r, indexing="ij")
     ff, rr = ff.ravel(), rr.ravel()
     return pl.DataFrame(
         {
-            "frequency": ff,
+            "repeat_periods": ff,
             "recency": rr,
             "T": np.full(ff.shape, T),
             "expected_purchases": expected_purchases(bg.params, t, ff, rr, T),
@@ -830,7 +837,7 @@ class Holdout:
 
     calibration: pl.DataFrame
     fit: Fit
-    by_frequency: pl.DataFrame
+    by_repeat_periods: pl.DataFrame
     metrics: dict[str, float]
     tracking: pl.DataFrame
     pareto: Fit | None = None
@@ -865,7 +872,7 @@ def holdout_check(
     if fit.status == "failed":
         empty_t = pl.DataFrame(
             schema={
-                "frequency_group": pl.String,
+                "repeat_periods_group": pl.String,
                 "customers": pl.UInt32,
                 "actual_mean": pl.Float64,
                 "predicted_mean": pl.Float64,

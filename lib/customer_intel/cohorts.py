@@ -12,6 +12,8 @@ from __future__ import annotations
 import ibis
 import polars as pl
 
+from customer_intel import columns as C
+
 _UNIT = {"month": "M", "week": "W"}
 
 
@@ -31,9 +33,9 @@ def cohort_retention(
             f"segmentation.cohort_basis: expected 'purchase' or 'visit', got {basis!r}"
         )
     e = events.filter(events.event_type == "purchase") if basis == "purchase" else events
-    a = e.select("user_id", per=e.event_time.truncate(_UNIT[period]).date()).distinct()
-    first = a.group_by("user_id").agg(cohort=a.per.min())
-    j = a.join(first, "user_id")
+    a = e.select(C.USER_ID, per=e.event_time.truncate(_UNIT[period]).date()).distinct()
+    first = a.group_by(C.USER_ID).agg(cohort=a.per.min())
+    j = a.join(first, C.USER_ID)
     if period == "month":
         idx = (j.per.year() - j.cohort.year()) * 12 + (j.per.month() - j.cohort.month())
     else:

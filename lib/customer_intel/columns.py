@@ -64,3 +64,18 @@ UNIT_OUTCOME_COLUMNS: Final = (
 )
 #: Group labels of the built-in sample's experiment.
 SAMPLE_EXPERIMENT_LABELS: Final = ("control", "treatment")
+#: Columns of a forecast metric's table: one row per day of history, backtest and forecast.
+FORECAST_COLUMNS = (
+    "date",
+    "part",
+    "actual",
+    "forecast",
+    "lower",
+    "upper",
+    "naive",
+    "anomaly",
+    "model_mape",
+    "model_smape",
+    "naive_mape",
+    "naive_smape",
+)

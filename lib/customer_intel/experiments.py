@@ -11,13 +11,11 @@ readout: metrics per arm, the decision, segments, days and power.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import ibis
 import numpy as np
 import polars as pl
 from scipy import stats
@@ -44,7 +42,41 @@ from customer_intel.experiments_stats import (  # noqa: F401  (re-exported: one 
     units_for_standardized_effect,
     welch_ttest,
 )
-from customer_intel.timeutil import parse_utc
+
+#: Columns of the results table a reader looks at first (the notebook's results view).
+READOUT_COLUMNS = (
+    "arm",
+    "metric",
+    "kind",
+    "role",
+    "control",
+    "treatment",
+    "rel_lift",
+    "ci_low",
+    "ci_high",
+    "p_adjusted",
+    "prob_b_better",
+    "prob_method",
+    "seq_ci_low",
+    "seq_ci_high",
+    "seq_decision",
+    "capped_at",
+    "n_capped",
+    "skew_note",
+    "verdict",
+)
+#: Columns of the segments table a reader looks at first.
+SEGMENT_COLUMNS = (
+    "segment",
+    "arm",
+    "segment_value",
+    "metric",
+    "n_control",
+    "n_treatment",
+    "rel_lift",
+    "p_adjusted",
+    "significant",
+)
 
 
 def bayes_binary(
@@ -256,84 +288,6 @@ def clean_units(
         )
     removed[f"duplicates ({duplicates})"] = before - df.height
     return df, CleanReport(n0, removed, df.height)
-
-
-def unit_outcomes(
-    assignments: pl.DataFrame,
-    events: ibis.Table,
-    *,
-    window_end: Any,
-    pre_days: int = 14,
-) -> pl.DataFrame:
-    """Assigned users with outcomes from the engine.
-
-    For each assignment (user_id, assigned_at, ...): ``converted`` (a purchase between
-    ``assigned_at`` and ``window_end``), ``revenue`` and ``purchases`` in that window, and the
-    same measured over the ``pre_days`` before ``assigned_at`` (``pre_converted``,
-    ``pre_revenue``, ``pre_purchases``) plus ``pre_events``.
-    """
-    con = events._find_backend()
-    a = assignments.select("user_id", "assigned_at").unique("user_id")
-    if con.name == "pyspark":
-        # Ibis' PySpark backend has no temporary tables: the assignments go to Spark as an
-        # in-memory table (a temporary view of the driver's frame), which joins the same way
-        at = ibis.memtable(a.to_arrow())
-    else:
-        con.create_table("_assignments", a, temp=True, overwrite=True)
-        at = con.table("_assignments")
-    end = ibis.literal(window_end)
-    # Read only what an outcome can use, before the join: events from the earliest pre-period
-    # to the window's end, and after the last assignment only purchases. The engine prunes
-    # row groups by these bounds (and filters by type on the scan), which at 110M events
-    # reads a fraction of the log; the results are the same as joining every event.
-    e = events.select("user_id", "event_time", "event_type", "price")
-    if a.height:
-        first = a["assigned_at"].min() - dt.timedelta(days=pre_days)
-        last = a["assigned_at"].max()
-        e = e.filter(
-            e.event_time >= ibis.literal(first),
-            e.event_time <= end,
-            (e.event_type == "purchase") | (e.event_time < ibis.literal(last)),
-        )
-    e = e.mutate(user_id=e.user_id.cast(at.user_id.type()))
-    j = e.join(at, "user_id")
-    in_win = (j.event_time >= j.assigned_at) & (j.event_time <= end)
-    pre = (j.event_time < j.assigned_at) & (
-        j.event_time >= j.assigned_at - ibis.interval(days=pre_days)
-    )
-    buy = j.event_type == "purchase"
-    agg = (
-        j.group_by("user_id")
-        .agg(
-            purchases=(in_win & buy).sum(),
-            revenue=(in_win & buy).ifelse(j.price.cast("float64"), 0.0).sum(),
-            pre_purchases=(pre & buy).sum(),
-            pre_revenue=(pre & buy).ifelse(j.price.cast("float64"), 0.0).sum(),
-            pre_events=pre.sum(),
-        )
-        .to_polars()
-    )
-    out = assignments.join(agg, on="user_id", how="left").with_columns(
-        pl.col("purchases", "pre_purchases", "pre_events").fill_null(0).cast(pl.Int64),
-        pl.col("revenue", "pre_revenue").fill_null(0.0),
-    )
-    return out.with_columns(
-        converted=(pl.col("purchases") > 0).cast(pl.Int8),
-        pre_converted=(pl.col("pre_purchases") > 0).cast(pl.Int8),
-        pre_buyer=pl.when(pl.col("pre_purchases") > 0)
-        .then(pl.lit("bought before"))
-        .otherwise(pl.lit("no purchase before")),
-    )
-
-
-def outcome_window_end(
-    assignments: pl.DataFrame, data_end: Any, window_end: str | None, window_days: int
-) -> Any:
-    """End of the outcome window: params, else last assignment + ``window_days`` (<= data end)."""
-    if window_end:
-        return parse_utc(window_end, key="experiments.window_end")
-    last = assignments["assigned_at"].max() + dt.timedelta(days=window_days)
-    return min(last, data_end)
 
 
 # -- metrics beyond means: capping, ratios, quantiles ----------------------------------------
@@ -657,6 +611,12 @@ def analyze(
     return _verdicts(df, alpha), lifts
 
 
+def significance_by_row(results: pl.DataFrame) -> dict[str, bool]:
+    """``{"<arm> <metric>": significant}`` for each row of the results table (the manifest's)."""
+    keys = [f"{a} {m}" for a, m in zip(results["arm"], results["metric"], strict=True)]
+    return dict(zip(keys, results["significant"].to_list(), strict=True))
+
+
 def _verdicts(df: pl.DataFrame, alpha: float) -> pl.DataFrame:
     arm = pl.col("arm") if "arm" in df.columns else pl.lit("treatment")
     return df.with_columns(
@@ -929,6 +889,18 @@ def experiment_daily(
         .then(pl.lit("can stop"))
         .otherwise(pl.lit("keep running"))
     )
+
+
+def days_elapsed(units: pl.DataFrame, date_column: str | None) -> float | None:
+    """Days the test has run: first to last assignment time, plus one; None without the column.
+
+    ``date_column`` None or absent from the unit table (an external table without times) means
+    there is no daily view and no traffic-based power check.
+    """
+    if not date_column or date_column not in units.columns:
+        return None
+    span = units[date_column].max() - units[date_column].min()
+    return span.total_seconds() / 86400 + 1
 
 
 def power_check(

@@ -41,12 +41,20 @@ def check_alternative(alternative: str) -> str:
     return alternative
 
 
+def scipy_alternative(alternative: str) -> str:
+    """``alternative`` checked and in scipy's words: ``two-sided``, ``greater`` or ``less``.
+
+    The one dispatch on the alternative hypothesis: every test below goes through it.
+    """
+    return _SCIPY_ALT[check_alternative(alternative)]
+
+
 def p_from_z(z: float, alternative: str) -> float:
     """P-value of a standard normal statistic ``z`` under ``alternative``."""
-    check_alternative(alternative)
-    if alternative == "two-sided":
+    alt = scipy_alternative(alternative)
+    if alt == "two-sided":
         return float(2 * stats.norm.sf(abs(z)))
-    return float(stats.norm.sf(z) if alternative == "larger" else stats.norm.cdf(z))
+    return float(stats.norm.sf(z) if alt == "greater" else stats.norm.cdf(z))
 
 
 def _table(x_a: int, n_a: int, x_b: int, n_b: int) -> np.ndarray:
@@ -131,13 +139,13 @@ def welch_ttest(
     a: np.ndarray, b: np.ndarray, alternative: str = "two-sided", confidence: float = 0.95
 ) -> dict[str, float]:
     """Welch's t-test of ``mean(b) - mean(a)`` and its interval (``scipy.stats.ttest_ind``)."""
-    check_alternative(alternative)
+    alt = scipy_alternative(alternative)
     a, b = np.asarray(a, float), np.asarray(b, float)
     diff = float(b.mean() - a.mean())
     if a.var() == 0 and b.var() == 0:  # scipy gives nan; no spread means no evidence either way
         return {"t": 0.0, "df": float(len(a) + len(b) - 2), "p_value": 1.0, "diff": diff,
                 "ci_low": diff, "ci_high": diff}  # fmt: skip
-    res = stats.ttest_ind(b, a, equal_var=False, alternative=_SCIPY_ALT[alternative])
+    res = stats.ttest_ind(b, a, equal_var=False, alternative=alt)
     ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(confidence)
     return {
         "t": float(res.statistic),
@@ -151,7 +159,7 @@ def welch_ttest(
 
 def mann_whitney(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> dict[str, float]:
     """Mann-Whitney U test of b vs a (``scipy.stats.mannwhitneyu``)."""
-    res = stats.mannwhitneyu(b, a, alternative=_SCIPY_ALT[check_alternative(alternative)])
+    res = stats.mannwhitneyu(b, a, alternative=scipy_alternative(alternative))
     return {"u": float(res.statistic), "p_value": float(res.pvalue)}
 
 
@@ -227,7 +235,8 @@ def power_two_proportions(
 ) -> float:
     """Power of the two-proportion test with equal groups (``NormalIndPower`` on Cohen's h)."""
     h = abs(effect_size_h(baseline, baseline * (1 + mde_relative)))
-    alt = "two-sided" if alternative == "two-sided" else "larger"
+    # |h|: a one-sided test's power in the direction of the effect (statsmodels' "larger")
+    alt = "two-sided" if scipy_alternative(alternative) == "two-sided" else "larger"
     return float(
         NormalIndPower().power(
             effect_size=h, nobs1=n_per_group, alpha=alpha, ratio=1.0, alternative=alt

@@ -21,28 +21,13 @@ import warnings
 import numpy as np
 import polars as pl
 
+from customer_intel.columns import FORECAST_COLUMNS
+
 SEASON = 7
 
 
 class TooShort(ValueError):
     """The series has too few days for the model or the backtest."""
-
-
-#: Columns of a forecast metric's table: one row per day of history, backtest and forecast.
-FORECAST_COLUMNS = (
-    "date",
-    "part",
-    "actual",
-    "forecast",
-    "lower",
-    "upper",
-    "naive",
-    "anomaly",
-    "model_mape",
-    "model_smape",
-    "naive_mape",
-    "naive_smape",
-)
 
 
 def mape(actual: np.ndarray, pred: np.ndarray) -> float:

@@ -33,7 +33,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from customer_intel import columns as C
 from customer_intel import progress, rfm
+from customer_intel.timeutil import parse_utc
 
 CATEGORICAL = ("primary_category", "preferred_brand")
 
@@ -43,8 +45,7 @@ def split_times(
 ) -> tuple[dt.datetime, dt.datetime]:
     """``(cutoff, end)``: the label window is ``[cutoff, end]``, features come from before."""
     if end:
-        t_end = dt.datetime.fromisoformat(end)
-        t_end = t_end if t_end.tzinfo else t_end.replace(tzinfo=dt.UTC)
+        t_end = parse_utc(end, key="propensity.end")
     else:
         t_end = events.event_time.max().to_pyarrow().as_py()
     return t_end - dt.timedelta(days=label_days), t_end
@@ -69,7 +70,7 @@ def _user_aggregates(obs: ibis.Table, cutoff: dt.datetime) -> ibis.Table:
     a session count in every total but not as a session.
     """
     is_buy = obs.event_type == "purchase"
-    s = obs.group_by(["user_id", "user_session"]).agg(
+    s = obs.group_by([C.USER_ID, C.USER_SESSION]).agg(
         events=obs.count(),
         views=(obs.event_type == "view").sum(),
         carts=(obs.event_type == "cart").sum(),
@@ -84,7 +85,7 @@ def _user_aggregates(obs: ibis.Table, cutoff: dt.datetime) -> ibis.Table:
         s.last_seen.epoch_seconds() - s.first_seen.epoch_seconds(), ibis.null()
     )
     return (
-        s.group_by("user_id")
+        s.group_by(C.USER_ID)
         .agg(
             events=s.events.sum(),
             views=s.views.sum(),
@@ -104,18 +105,18 @@ def _user_aggregates(obs: ibis.Table, cutoff: dt.datetime) -> ibis.Table:
 
 def _distinct_count(obs: ibis.Table, value: ibis.Value, name: str) -> ibis.Table:
     """``user_id, name``: distinct non-null ``value`` per user (a group-by, not COUNT DISTINCT)."""
-    pairs = obs.select("user_id", v=value)
+    pairs = obs.select(C.USER_ID, v=value)
     pairs = pairs.filter(pairs.v.notnull()).distinct()
-    return pairs.group_by("user_id").agg(**{name: pairs.count()})
+    return pairs.group_by(C.USER_ID).agg(**{name: pairs.count()})
 
 
 def _mode(obs: ibis.Table, column: str, name: str) -> ibis.Table:
     """``user_id, name``: the user's most frequent non-null ``column``; ties go to the smallest."""
     t = obs.filter(obs[column].notnull())
-    counts = t.group_by(["user_id", column]).agg(n=t.count())
-    w = ibis.window(group_by="user_id", order_by=[ibis.desc("n"), column])
+    counts = t.group_by([C.USER_ID, column]).agg(n=t.count())
+    w = ibis.window(group_by=C.USER_ID, order_by=[ibis.desc("n"), column])
     ranked = counts.mutate(rk=ibis.row_number().over(w))
-    return ranked.filter(ranked.rk == 0).select("user_id", **{name: ranked[column].cast("string")})
+    return ranked.filter(ranked.rk == 0).select(C.USER_ID, **{name: ranked[column].cast("string")})
 
 
 #: Feature name -> Ibis expression over the per-user aggregate table ``a``. Adding a feature
@@ -133,7 +134,7 @@ FEATURES: dict[str, Any] = {
     "active_span_days": lambda a: (
         (a.last_seen.epoch_seconds() - a.first_seen.epoch_seconds()) / 86400.0
     ),
-    "recency_days": lambda a: (a._cutoff_s - a.last_seen.epoch_seconds()) / 86400.0,
+    "days_since_last_event": lambda a: (a._cutoff_s - a.last_seen.epoch_seconds()) / 86400.0,
     "days_since_purchase": lambda a: (a._cutoff_s - a.last_purchase.epoch_seconds()) / 86400.0,
     "tenure_days": lambda a: (a._cutoff_s - a.first_seen.epoch_seconds()) / 86400.0,
     "cart_to_view": lambda a: a.carts / a.views.nullif(0),
@@ -159,7 +160,7 @@ def _rfm_part(everyone: ibis.Table, cutoff: dt.datetime) -> ibis.Table:
     """``user_id, rfm_score`` of every buyer in the observation window (ranked among all)."""
     buys = everyone.filter(everyone.event_type == "purchase")
     scores = rfm.rfm_scores(rfm.rfm_base(buys, as_of=cutoff), bins=5)
-    return scores.select("user_id", rfm_score=scores.rfm_score.cast("int32"))
+    return scores.select(C.USER_ID, rfm_score=scores.rfm_score.cast("int32"))
 
 
 def _only(obs: ibis.Table, user_ids: pl.Series, *, whole_range: bool = False) -> ibis.Table:
@@ -171,17 +172,17 @@ def _only(obs: ibis.Table, user_ids: pl.Series, *, whole_range: bool = False) ->
     in_range = (obs.user_id >= user_ids.min()) & (obs.user_id <= user_ids.max())
     if whole_range:
         return obs.filter(in_range)
-    ids = ibis.memtable(user_ids.to_frame("user_id").to_arrow())
+    ids = ibis.memtable(user_ids.to_frame(C.USER_ID).to_arrow())
     return obs.filter(in_range & obs.user_id.isin(ids.user_id))
 
 
 def _columns_for(names: Sequence[str]) -> list[str]:
     """The event columns the named features read."""
-    cols = ["user_id", "user_session", "event_type", "event_time", "price"]
+    cols = [C.USER_ID, C.USER_SESSION, C.EVENT_TYPE, C.EVENT_TIME, C.PRICE]
     extra = {
-        "unique_products": "product_id",
-        "primary_category": "category_code",
-        "preferred_brand": "brand",
+        "unique_products": C.PRODUCT_ID,
+        "primary_category": C.CATEGORY_CODE,
+        "preferred_brand": C.BRAND,
     }
     return cols + [extra[n] for n in names if n in extra]
 
@@ -198,14 +199,14 @@ def _feature_table(
     if "rfm_score" in names and rfm_part is not None:
         parts.append(rfm_part)  # the left join keeps the scores of the users in ``obs``
     if "primary_category" in names:
-        parts.append(_mode(obs, "category_code", "primary_category"))
+        parts.append(_mode(obs, C.CATEGORY_CODE, "primary_category"))
     if "preferred_brand" in names:
-        parts.append(_mode(obs, "brand", "preferred_brand"))
+        parts.append(_mode(obs, C.BRAND, "preferred_brand"))
     for part in parts:
-        a = a.left_join(part, "user_id").drop("user_id_right")
+        a = a.left_join(part, C.USER_ID).drop("user_id_right")
     if "rfm_score" in names:
         a = a.mutate(rfm_score=a.rfm_score.fill_null(0))
-    return a.select("user_id", **{n: FEATURES[n](a) for n in names})
+    return a.select(C.USER_ID, **{n: FEATURES[n](a) for n in names})
 
 
 def features(
@@ -224,7 +225,7 @@ def features(
     """
     _check_names(names)
     everyone = _observed(events, cutoff, observation_days)
-    obs = everyone if users is None else _only(everyone, users["user_id"])
+    obs = everyone if users is None else _only(everyone, users[C.USER_ID])
     rfm_part = _rfm_part(everyone, cutoff) if "rfm_score" in names else None
     return _feature_table(obs, cutoff, names, rfm_part)
 
@@ -254,14 +255,14 @@ def feature_batches(
     everyone = _observed(events, cutoff, observation_days)
     whole_range = user_ids is None
     if user_ids is None:
-        user_ids = everyone.select("user_id").distinct().to_polars()["user_id"]
+        user_ids = everyone.select(C.USER_ID).distinct().to_polars()[C.USER_ID]
     ids = user_ids.sort()
     rfm_all = _rfm_part(everyone, cutoff).to_polars() if "rfm_score" in names else None
     for start in range(0, len(ids), batch_users):
         batch = ids.slice(start, batch_users)
         rfm_part = None
         if rfm_all is not None:
-            mine = rfm_all.filter(pl.col("user_id").is_in(batch.implode()))
+            mine = rfm_all.filter(pl.col(C.USER_ID).is_in(batch.implode()))
             rfm_part = ibis.memtable(mine.to_arrow())
         obs = _only(everyone, batch, whole_range=whole_range).select(*_columns_for(names))
         # Measured: caching the batch's slice as a temp table (one Parquet scan instead of one
@@ -277,7 +278,7 @@ def labels(events: ibis.Table, cutoff: dt.datetime, end: dt.datetime) -> ibis.Ta
         & (events.event_time <= ibis.literal(end))
         & (events.event_type == "purchase")
     )
-    return w.select("user_id").distinct().mutate(label=ibis.literal(1, "int8"))
+    return w.select(C.USER_ID).distinct().mutate(label=ibis.literal(1, "int8"))
 
 
 def population(
@@ -292,9 +293,9 @@ def population(
     These are the users a model can learn from and be tested on; ``label`` is 1 if the user
     purchased in ``[cutoff, end]``. One narrow row per user, so it fits in memory at any size.
     """
-    users = _observed(events, cutoff, observation_days).select("user_id").distinct()
-    joined = users.left_join(labels(events, cutoff, end), "user_id").drop("user_id_right")
-    return joined.mutate(label=joined.label.fill_null(0)).to_polars().sort("user_id")
+    users = _observed(events, cutoff, observation_days).select(C.USER_ID).distinct()
+    joined = users.left_join(labels(events, cutoff, end), C.USER_ID).drop("user_id_right")
+    return joined.mutate(label=joined.label.fill_null(0)).to_polars().sort(C.USER_ID)
 
 
 def training_frame(
@@ -315,14 +316,14 @@ def training_frame(
     if users is not None:
         kept = users.filter(pl.col("split") != "unsampled")
         batches = feature_batches(
-            events, cutoff, names, observation_days=observation_days, user_ids=kept["user_id"]
+            events, cutoff, names, observation_days=observation_days, user_ids=kept[C.USER_ID]
         )
-        out = pl.concat(list(batches)).join(kept, on="user_id", how="inner")
-        return out.sort("user_id")
+        out = pl.concat(list(batches)).join(kept, on=C.USER_ID, how="inner")
+        return out.sort(C.USER_ID)
     f = features(events, cutoff, names, observation_days=observation_days)
-    joined = f.left_join(labels(events, cutoff, end), "user_id").drop("user_id_right")
+    joined = f.left_join(labels(events, cutoff, end), C.USER_ID).drop("user_id_right")
     out = joined.mutate(label=joined.label.fill_null(0)).to_polars()
-    return out.sort("user_id")
+    return out.sort(C.USER_ID)
 
 
 #: Split names, in display order; ``unsampled`` marks users outside the test share that the
@@ -387,9 +388,9 @@ def training_users(
     left for train, validation and calibration, a sample of that size stratified by label
     (seed ``(seed, 1)``) keeps its split and the rest become ``unsampled``; ``None`` keeps all.
     """
-    pop = population.sort("user_id")
+    pop = population.sort(C.USER_ID)
     split = assign_splits(
-        pop["user_id"], seed=seed, test=test, calibration=calibration, validation=validation
+        pop[C.USER_ID], seed=seed, test=test, calibration=calibration, validation=validation
     )
     out = pop.with_columns(split)
     if max_train_users is None:
@@ -482,11 +483,23 @@ def _chunked(fn: Any, frame: pl.DataFrame, rows: int = CHUNK_ROWS) -> np.ndarray
     return np.concatenate([fn(frame.slice(i, rows)) for i in range(0, frame.height, rows)])
 
 
-def _pandas(frame: pl.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+def as_pandas(
+    frame: pl.DataFrame, names: Sequence[str], categories: dict[str, list[str]] | None = None
+) -> pd.DataFrame:
+    """The ``names`` columns as the pandas frame LightGBM takes, categoricals as categories.
+
+    Without ``categories`` (training) each :data:`CATEGORICAL` column's levels are the values
+    it holds; with them (scoring) the levels are the training ones, and a value unseen in
+    training becomes missing.
+    """
     df = frame.select(names).to_pandas()
-    for c in names:
-        if c in CATEGORICAL:
-            df[c] = df[c].astype("category")
+    if categories is None:
+        for c in names:
+            if c in CATEGORICAL:
+                df[c] = df[c].astype("category")
+        return df
+    for c, cats in categories.items():
+        df[c] = pd.Categorical(df[c].where(df[c].isin(cats)), categories=cats)  # unseen -> NaN
     return df
 
 
@@ -502,10 +515,7 @@ class PropensityModel:
     params: dict[str, Any]
 
     def _x(self, frame: pl.DataFrame) -> pd.DataFrame:
-        df = frame.select(self.features).to_pandas()
-        for c, cats in self.categories.items():
-            df[c] = pd.Categorical(df[c].where(df[c].isin(cats)), categories=cats)  # unseen -> NaN
-        return df
+        return as_pandas(frame, self.features, self.categories)
 
     def raw_scores(self, frame: pl.DataFrame) -> np.ndarray:
         """Uncalibrated LightGBM probabilities (computed in chunks of rows)."""
@@ -579,14 +589,8 @@ def fit_model(
         raise ValueError(
             f"propensity.imbalance: expected none, scale_pos_weight or balanced, got {imbalance!r}"
         )
-    x_train = _pandas(train, names)
+    x_train = as_pandas(train, names)
     categories = {c: list(x_train[c].cat.categories) for c in names if c in CATEGORICAL}
-
-    def as_x(df: pl.DataFrame) -> pd.DataFrame:
-        x = df.select(names).to_pandas()
-        for c, cats in categories.items():
-            x[c] = pd.Categorical(x[c].where(x[c].isin(cats)), categories=cats)  # unseen -> NaN
-        return x
 
     booster = lgb.LGBMClassifier(**params)
     rounds = int(params.get("n_estimators", 100))
@@ -599,13 +603,13 @@ def fit_model(
         booster.fit(
             x_train,
             train["label"].to_numpy(),
-            eval_X=(as_x(valid),),
+            eval_X=(as_pandas(valid, names, categories),),
             eval_y=(valid["label"].to_numpy(),),
             eval_metric="binary_logloss",
             callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False), report],
         )
     calibrator = CalibratedClassifierCV(FrozenEstimator(booster), method=calibration)
-    calibrator.fit(as_x(calib), calib["label"].to_numpy())
+    calibrator.fit(as_pandas(calib, names, categories), calib["label"].to_numpy())
     return PropensityModel(
         booster,
         calibrator,
@@ -657,11 +661,11 @@ def logistic_baseline(frame: pl.DataFrame, names: Sequence[str], *, seed: int = 
 
 
 def rfm_rule_baseline(frame: pl.DataFrame) -> np.ndarray:
-    """The RFM-score rule: rank customers by their R+F+M score (0 for non-buyers), recency next."""
+    """The RFM-score rule: rank by R+F+M score (0 for non-buyers), then by recent activity."""
     score = frame["rfm_score"].fill_null(0).to_numpy().astype(float)
     rec = (
-        frame["recency_days"].fill_null(1e6).to_numpy().astype(float)
-        if "recency_days" in frame.columns
+        frame["days_since_last_event"].fill_null(1e6).to_numpy().astype(float)
+        if "days_since_last_event" in frame.columns
         else 0
     )
     return score + 1.0 / (1.0 + rec)  # ties broken by recency: the rule's own tie-break
@@ -758,12 +762,12 @@ def score_users(model: PropensityModel, batches: Iterable[pl.DataFrame]) -> pl.D
     dtype: pl.DataType = pl.Int64()
     for batch in batches:
         # a copy: a column of the batch would keep all of the batch's buffers alive
-        ids.append(batch["user_id"].to_numpy(writable=True))
-        dtype = batch.schema["user_id"]
+        ids.append(batch[C.USER_ID].to_numpy(writable=True))
+        dtype = batch.schema[C.USER_ID]
         probs.append(model.predict(batch))
-    user_id = pl.Series("user_id", np.concatenate(ids) if ids else [], dtype=dtype)
+    user_id = pl.Series(C.USER_ID, np.concatenate(ids) if ids else [], dtype=dtype)
     probability = np.concatenate(probs) if probs else np.empty(0)
-    return pl.DataFrame({"user_id": user_id, "probability": probability}).sort("user_id")
+    return pl.DataFrame({C.USER_ID: user_id, "probability": probability}).sort(C.USER_ID)
 
 
 def score_table(
@@ -779,14 +783,14 @@ def score_table(
     """
     n = len(probability)
     out = (
-        pl.DataFrame({"user_id": user_ids, "probability": np.asarray(probability, dtype=float)})
-        .sort(["probability", "user_id"], descending=[True, False])
+        pl.DataFrame({C.USER_ID: user_ids, "probability": np.asarray(probability, dtype=float)})
+        .sort(["probability", C.USER_ID], descending=[True, False])
         .with_columns(decile=(pl.int_range(n, dtype=pl.Int64) * 10 // max(n, 1) + 1).cast(pl.Int8))
     )
     if segments is None:
         return out.with_columns(segment=pl.lit(None, pl.String))
-    seg = segments.lazy().select("user_id", "segment").collect()
-    return out.join(seg, on="user_id", how="left", maintain_order="left")
+    seg = segments.lazy().select(C.USER_ID, "segment").collect()
+    return out.join(seg, on=C.USER_ID, how="left", maintain_order="left")
 
 
 def test_score_table(test: pl.DataFrame, probability: np.ndarray) -> pl.DataFrame:
@@ -800,9 +804,9 @@ def test_score_table(test: pl.DataFrame, probability: np.ndarray) -> pl.DataFram
     event: grouping by them would select on the outcome.)
     """
     keep = [c for c in ("rfm_score", "has_prior_purchase", "primary_category") if c in test.columns]
-    extra = test.select("user_id", pl.col("label").cast(pl.Int8), *keep)
+    extra = test.select(C.USER_ID, pl.col("label").cast(pl.Int8), *keep)
     return (
-        score_table(test["user_id"], probability, None)
+        score_table(test[C.USER_ID], probability, None)
         .drop("segment")
-        .join(extra, on="user_id", how="left", maintain_order="left")
+        .join(extra, on=C.USER_ID, how="left", maintain_order="left")
     )

@@ -29,6 +29,7 @@ import ibis
 import numpy as np
 import polars as pl
 
+from customer_intel import columns as C
 from customer_intel import rules as _rules
 from customer_intel.params.recommendations import RecommendationsParams
 
@@ -393,17 +394,17 @@ def _user_recs(
     exclude_purchased: bool,
 ) -> pl.DataFrame:
     history = history.drop_nulls("item")
-    users = history["user_id"].unique().sort()
+    users = history[C.USER_ID].unique().sort()
     codes = _dictionary(history["item"], single["item"], single["recommended"], fb.lists["item"])
     cats = _dictionary(history["category"], fb.codes["category"])
     n_codes = codes.height
     h = (
-        history.join(users.to_frame().with_row_index("k"), on="user_id", maintain_order="left")
+        history.join(users.to_frame().with_row_index("k"), on=C.USER_ID, maintain_order="left")
         .pipe(_encode, "item", codes, "i")
         .pipe(_encode, "category", cats, "c")
-        .select(pl.col("k").cast(pl.Int64), "i", "c", "event_time")
+        .select(pl.col("k").cast(pl.Int64), "i", "c", C.EVENT_TIME)
     )
-    last = h.group_by("k", "i").agg(t=pl.col("event_time").max())
+    last = h.group_by("k", "i").agg(t=pl.col(C.EVENT_TIME).max())
     bought = last["k"].to_numpy() * n_codes + last["i"].to_numpy()
     recent = last.sort(["k", "t", "i"], descending=[False, True, False])
     recent = recent.filter(pl.Series(_within(recent["k"].to_numpy()) < recent_items))
@@ -449,7 +450,7 @@ def _user_recs(
         codes=codes,
     )
     return out.select(
-        users.gather(out["k"]).alias("user_id"),
+        users.gather(out["k"]).alias(C.USER_ID),
         "rank",
         "recommended",
         "score",
@@ -503,8 +504,8 @@ def user_recommendation_chunks(
             exclude_purchased=exclude_purchased,
         )
 
-    cols = ["user_id", "event_time", "item", "category"]
-    stream = history.select(*cols).order_by("user_id")
+    cols = [C.USER_ID, C.EVENT_TIME, "item", "category"]
+    stream = history.select(*cols).order_by(C.USER_ID)
     reader = stream.to_pyarrow_batches(chunk_size=min(chunk_rows, 100_000))
     pending: list[pl.DataFrame] = []
     n_pending = 0
@@ -517,14 +518,14 @@ def user_recommendation_chunks(
         if n_pending < chunk_rows:
             continue
         part = pl.concat(pending)
-        last_user = part["user_id"][-1]
-        done = part.filter(pl.col("user_id") != last_user)
+        last_user = part[C.USER_ID][-1]
+        done = part.filter(pl.col(C.USER_ID) != last_user)
         if done.height == 0:  # one customer with more than chunk_rows purchases: keep reading
             pending, n_pending = [part], part.height
             continue
         yield recs(done)
         yielded = True
-        rest = part.filter(pl.col("user_id") == last_user)
+        rest = part.filter(pl.col(C.USER_ID) == last_user)
         pending, n_pending = [rest], rest.height
     if n_pending or not yielded:
         part = (
@@ -549,7 +550,7 @@ def popularity_baseline(
     Items are taken in the popularity table's order (baskets, then item); sorted by user, rank.
     """
     cands = (
-        users.select("user_id")
+        users.select(C.USER_ID)
         .unique()
         .join(
             pop.head(top_n * POOL_FACTOR)
@@ -560,15 +561,15 @@ def popularity_baseline(
     )
     if exclude_purchased:
         cands = cands.join(
-            history.select("user_id", recommended="item").unique(),
-            on=["user_id", "recommended"],
+            history.select(C.USER_ID, recommended="item").unique(),
+            on=[C.USER_ID, "recommended"],
             how="anti",
         )
     return (
-        cands.sort(["user_id", "_p"])
-        .group_by("user_id", maintain_order=True)
+        cands.sort([C.USER_ID, "_p"])
+        .group_by(C.USER_ID, maintain_order=True)
         .head(top_n)
-        .with_columns(rank=pl.int_range(1, pl.len() + 1).over("user_id").cast(pl.Int32))
+        .with_columns(rank=pl.int_range(1, pl.len() + 1).over(C.USER_ID).cast(pl.Int32))
         .drop("_p")
     )
 
@@ -617,27 +618,27 @@ def evaluate(
     ``1 - sum_i C(c_i, 2) / (k C(u, 2))`` in O(users x k) time and O(items) memory, never an
     all-pairs matrix (integer sums, so no rounding depends on row order).
     """
-    users = truth.select("user_id").unique().sort("user_id")
+    users = truth.select(C.USER_ID).unique().sort(C.USER_ID)
     n_users = users.height
     rows = []
-    relevant = truth.select("user_id", recommended="item").unique().with_columns(hit=pl.lit(True))
-    n_rel = relevant.group_by("user_id").agg(n_rel=pl.len())
+    relevant = truth.select(C.USER_ID, recommended="item").unique().with_columns(hit=pl.lit(True))
+    n_rel = relevant.group_by(C.USER_ID).agg(n_rel=pl.len())
     for k in ks:
         top = recs.filter(pl.col("rank") <= k).join(
-            users, on="user_id", how="semi", maintain_order="left"
+            users, on=C.USER_ID, how="semi", maintain_order="left"
         )
         j = top.join(
-            relevant, on=["user_id", "recommended"], how="left", maintain_order="left"
+            relevant, on=[C.USER_ID, "recommended"], how="left", maintain_order="left"
         ).with_columns(hit=pl.col("hit").fill_null(False))
-        per = j.group_by("user_id").agg(
+        per = j.group_by(C.USER_ID).agg(
             hits=pl.col("hit").sum(),
             dcg=(
                 pl.col("hit").cast(pl.Float64) / (pl.col("rank") + 1).cast(pl.Float64).log(2)
             ).sum(),
         )
         per = (
-            users.join(per, on="user_id", how="left", maintain_order="left")
-            .join(n_rel, on="user_id", maintain_order="left")
+            users.join(per, on=C.USER_ID, how="left", maintain_order="left")
+            .join(n_rel, on=C.USER_ID, maintain_order="left")
             .fill_null(0)
         )
         ideal = per["n_rel"].to_numpy().clip(max=k)
@@ -646,7 +647,7 @@ def evaluate(
         hits = per["hits"].to_numpy()
         ndcg = np.where(idcg > 0, per["dcg"].to_numpy() / np.where(idcg > 0, idcg, 1), 0.0)
         counts = top.group_by("recommended").agg(c=pl.len())["c"].to_numpy().astype(np.int64)
-        lists = top["user_id"].n_unique()
+        lists = top[C.USER_ID].n_unique()
         pairs = lists * (lists - 1) // 2
         overlap = int((counts * (counts - 1) // 2).sum()) / (k * pairs) if pairs else 0.0
         info = top.join(
@@ -813,23 +814,23 @@ def offline_evaluation(
     # (and not before, with exclusion) by customers who bought anything before; only those
     # pairs stay on the engine.
     bought = _rules.purchases(events, item=cfg.item)
-    after = _rules.purchases(events, item=cfg.item, start=split).select("user_id").distinct()
-    bought = bought.semi_join(after, "user_id")
+    after = _rules.purchases(events, item=cfg.item, start=split).select(C.USER_ID).distinct()
+    bought = bought.semi_join(after, C.USER_ID)
     early = bought.event_time < ibis.literal(split)
-    pairs = bought.group_by(["user_id", "item"]).agg(before=early.max(), after=(~early).max())
+    pairs = bought.group_by([C.USER_ID, "item"]).agg(before=early.max(), after=(~early).max())
     new = pairs.after & ~pairs.before if cfg.exclude_purchased else pairs.after
     truth_all = (
         pairs.filter(new)
-        .semi_join(pairs.filter(pairs.before), "user_id")
-        .select("user_id", "item")
+        .semi_join(pairs.filter(pairs.before), C.USER_ID)
+        .select(C.USER_ID, "item")
         .cache()
     )
-    test_ids = truth_all.select("user_id").distinct().to_polars()["user_id"]
+    test_ids = truth_all.select(C.USER_ID).distinct().to_polars()[C.USER_ID]
     sample = sample_users(test_ids, cfg.eval_users, seed)
     keep = ibis.memtable(sample.to_frame().to_arrow())
     before = _rules.purchases(events, item=cfg.item, end=split)
-    train_history = before.semi_join(keep, "user_id").to_polars()
-    truth = truth_all.semi_join(keep, "user_id").to_polars()
+    train_history = before.semi_join(keep, C.USER_ID).to_polars()
+    truth = truth_all.semi_join(keep, C.USER_ID).to_polars()
     test_users = sample.to_frame()
     k_max = max(cfg.eval_ks)
     candidates = {

@@ -17,7 +17,9 @@ Segments come from params in one of two forms:
   ``f``, ``m`` (``"r > 3 AND f > 3"``); the first matching rule names the customer;
 - **codes**: ``{name: ["555", "554", ...]}`` mapping the R-F-M code string to a name.
 
-Customers that no rule or code matches are named ``Other`` explicitly.
+Customers that no rule or code matches are named ``Other`` explicitly. The default rules and
+codes are params defaults: :data:`customer_intel.params.segmentation.DEFAULT_RULES` and
+``DEFAULT_CODES``.
 """
 
 from __future__ import annotations
@@ -28,33 +30,11 @@ from collections.abc import Mapping, Sequence
 import ibis
 import polars as pl
 
+from customer_intel import columns as C
 from customer_intel import sqlexpr
 from customer_intel.timeutil import parse_utc
 
 OTHER = "Other"
-
-#: Rules in the style of the usual RFM segment charts (first match wins).
-#: Written with ``>`` and ``<`` only: papermill cannot read a parameter line holding a second
-#: ``=``, so ``>=`` in a notebook's parameters cell would hide the parameter from it.
-DEFAULT_RULES: tuple[dict[str, str], ...] = (
-    {"Champions": "r > 3 AND f > 3 AND m > 3"},
-    {"Loyal": "f > 3"},
-    {"Potential Loyalists": "r > 3 AND f > 1"},
-    {"New Customers": "r > 3 AND f < 2"},
-    {"Can't Lose Them": "r < 3 AND f > 3"},
-    {"At Risk": "r < 3 AND f > 1"},
-    {"Hibernating": "r < 3 AND f < 2 AND m > 2"},
-    {"Lost": "r < 2"},
-)
-
-#: Code lists in the style of the common "RFM code -> segment" seed tables.
-DEFAULT_CODES: dict[str, list[str]] = {
-    "Premium Customer": ["555", "554", "545", "544", "455", "454", "445", "444", "334", "443"],
-    "Promising": ["553", "552", "551", "543", "542", "541", "453", "452", "451"],
-    "Need Attention": ["355", "354", "345", "344", "335", "343", "333"],
-    "At Risk": ["255", "254", "245", "244", "155", "154", "145", "144"],
-    "Lost": ["111", "112", "121", "211", "122", "212", "221", "222"],
-}
 
 
 def purchases_of(events: ibis.Table) -> ibis.Table:
@@ -100,7 +80,7 @@ def rfm_base(
         "orders": p.user_session.nunique(),
         "lines": p.count(),
     }[frequency]
-    g = p.group_by("user_id").agg(
+    g = p.group_by(C.USER_ID).agg(
         last_purchase=p.event_time.max(),
         frequency=count,
         orders=p.user_session.nunique(),
@@ -112,7 +92,7 @@ def rfm_base(
         recency_exact_days=exact,
         monetary=g.revenue if monetary == "total" else g.revenue / g.orders,
     ).select(
-        "user_id",
+        C.USER_ID,
         "recency_days",
         "recency_exact_days",
         "frequency",

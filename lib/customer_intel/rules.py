@@ -27,10 +27,11 @@ from itertools import combinations
 import ibis
 import polars as pl
 
+from customer_intel import columns as C
 from customer_intel import sqlexpr
 
 BASKETS = ("session", "order", "user_day")
-ITEMS = {"product": "product_id", "category": "category_code", "brand": "brand"}
+ITEMS = {"product": C.PRODUCT_ID, "category": C.CATEGORY_CODE, C.BRAND: C.BRAND}
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def baskets(
         n_rows = e.count()
         e = _without_excluded(e, col, exclude_items, exclude_where)
         bid = e._basket
-    if "event_time" in e.columns:
+    if C.EVENT_TIME in e.columns:
         pairs = e.group_by(basket_id=bid, item=e[col].cast("string")).agg(
             first_time=e.event_time.min()
         )
@@ -193,7 +194,7 @@ def _basket_events(events: ibis.Table, basket: str, item: str, include_carts: bo
     if basket == "session":
         bid = e.user_session.cast("string")
     elif basket == "order":
-        if "order_id" not in e.columns:
+        if C.ORDER_ID not in e.columns:
             raise ValueError(
                 "recommendations.basket 'order' needs an order_id column (map it in ingest)"
             )
@@ -427,8 +428,8 @@ def purchases(events: ibis.Table, *, item: str = "product", start=None, end=None
     col = ITEMS[item]
     e = e.filter(e[col].notnull())
     return e.select(
-        "user_id",
-        "event_time",
+        C.USER_ID,
+        C.EVENT_TIME,
         item=e[col].cast("string"),
         category=e.category_code if item == "product" else e[col].cast("string"),
     )
@@ -453,9 +454,9 @@ def catalog(events: ibis.Table, *, item: str = "product") -> pl.DataFrame:
     t = e.group_by([e[col], e.category_code]).agg(n=e.count())
     return (
         t.to_polars()
-        .sort([col, "n", "category_code"], descending=[False, True, False], nulls_last=True)
+        .sort([col, "n", C.CATEGORY_CODE], descending=[False, True, False], nulls_last=True)
         .unique(col, keep="first", maintain_order=True)
-        .select(item=pl.col(col).cast(pl.String), category="category_code")
+        .select(item=pl.col(col).cast(pl.String), category=C.CATEGORY_CODE)
     )
 
 

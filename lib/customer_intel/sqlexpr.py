@@ -10,10 +10,13 @@ Nothing from a params file reaches ``eval``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import polars as pl
 import sqlglot
 from sqlglot import exp
+
+if TYPE_CHECKING:  # polars only where a frame is filtered: params validation needs no engine
+    import polars as pl
 
 __all__ = ["ExpressionError", "check", "to_sql", "polars_filter", "polars_columns"]
 
@@ -178,6 +181,8 @@ def polars_filter(
     A condition that is NULL (it reads a missing value) counts as false, as in SQL's WHERE,
     unless ``keep_unknown``: then the row is kept, for a later missing-value rule to count.
     """
+    import polars as pl
+
     cols = df.collect_schema().names()
     for i, text in enumerate(expressions):
         tree = check(text, cols, where=f"{where}[{i}]", boolean=True)
@@ -189,6 +194,8 @@ def polars_columns(
     df: pl.DataFrame | pl.LazyFrame, derived: Mapping[str, str], *, where: str
 ) -> pl.DataFrame | pl.LazyFrame:
     """Add derived columns ``{name: expression}``, in order (later ones may use earlier ones)."""
+    import polars as pl
+
     for name, text in derived.items():
         cols = df.collect_schema().names()
         tree = check(text, cols, where=f"{where}.{name}")

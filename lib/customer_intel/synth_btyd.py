@@ -7,7 +7,7 @@ probability p ~ Beta(a, b) (the BG/NBD story of Fader, Hardie & Lee 2005). Every
 is Gamma(shape p_spend, rate ν) with ν ~ Gamma(shape q, rate v) per customer (Gamma-Gamma).
 
 :func:`btyd_sample` returns the purchases as rows (user_id, event_time, price, event_type) for
-the engine, and the exact continuous-time summary (frequency, recency, T in days,
+the engine, and the exact continuous-time summary (repeat_periods, recency, T in days,
 monetary_value) the fitters should recover the parameters from.
 """
 
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+
+from customer_intel import columns as C
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ def btyd_sample(
     """Purchases and their exact summary for ``n_customers`` drawn from ``truth``.
 
     Returns (purchases: user_id, event_time, price, event_type = "purchase";
-    summary: user_id, frequency, recency, T, monetary_value, alive, lam, dropout) with times
+    summary: user_id, repeat_periods, recency, T, monetary_value, alive, lam, dropout) with times
     in days; ``alive`` says whether the customer was still active at the end.
     """
     if n_customers < 1 or acquisition_days > days:
@@ -80,25 +82,25 @@ def btyd_sample(
     purchases = (
         pl.DataFrame(
             {
-                "user_id": ids.astype(np.int64),
-                "event_time": [start + dt.timedelta(days=float(x)) for x in times],
-                "price": values,
+                C.USER_ID: ids.astype(np.int64),
+                C.EVENT_TIME: [start + dt.timedelta(days=float(x)) for x in times],
+                C.PRICE: values,
             }
         )
-        .with_columns(pl.col("event_time").dt.cast_time_unit("us"), event_type=pl.lit("purchase"))
-        .sort("user_id", "event_time")
+        .with_columns(pl.col(C.EVENT_TIME).dt.cast_time_unit("us"), event_type=pl.lit("purchase"))
+        .sort(C.USER_ID, C.EVENT_TIME)
     )
     repeat_value = (
-        purchases.with_columns(k=pl.int_range(pl.len()).over("user_id"))
+        purchases.with_columns(k=pl.int_range(pl.len()).over(C.USER_ID))
         .filter(pl.col("k") > 0)
-        .group_by("user_id")
-        .agg(monetary_value=pl.col("price").mean())
+        .group_by(C.USER_ID)
+        .agg(monetary_value=pl.col(C.PRICE).mean())
     )
     summary = (
         pl.DataFrame(
             {
-                "user_id": np.arange(n_customers, dtype=np.int64),
-                "frequency": freq,
+                C.USER_ID: np.arange(n_customers, dtype=np.int64),
+                "repeat_periods": freq,
                 "recency": last - first,
                 "T": T,
                 "alive": alive,
@@ -106,7 +108,7 @@ def btyd_sample(
                 "dropout": drop,
             }
         )
-        .join(repeat_value, on="user_id", how="left")
+        .join(repeat_value, on=C.USER_ID, how="left")
         .with_columns(pl.col("monetary_value").fill_null(0.0))
     )
     return purchases, summary

@@ -49,6 +49,7 @@ import duckdb
 import ibis
 import polars as pl
 
+from customer_intel import columns as C
 from customer_intel import layout, progress
 from customer_intel.runs import StageRun, link_tree
 
@@ -105,8 +106,8 @@ def size_report(
         scan_events(events_dir)
         .head(sample_rows)
         .collect()
-        .drop("event_date")
-        .with_columns(pl.col("category_code", "brand").cast(pl.Categorical))
+        .drop(C.EVENT_DATE)
+        .with_columns(pl.col(C.CATEGORY_CODE, C.BRAND).cast(pl.Categorical))
     )
     before = layout.widen(after)
     rows = [
@@ -160,7 +161,7 @@ def _revenue(e: ibis.Table) -> ibis.NumericValue:
 def dim_users(events: ibis.Table) -> ibis.Table:
     """One row per user: first/last seen, events, sessions, views, carts, purchases, revenue."""
     e = events
-    return e.group_by("user_id").agg(
+    return e.group_by(C.USER_ID).agg(
         first_seen=e.event_time.min(),
         last_seen=e.event_time.max(),
         events=e.count(),
@@ -175,7 +176,7 @@ def dim_users(events: ibis.Table) -> ibis.Table:
 def dim_products(events: ibis.Table) -> ibis.Table:
     """One row per product: category, brand, latest price, views, carts, purchases, revenue."""
     e = events
-    return e.group_by("product_id").agg(
+    return e.group_by(C.PRODUCT_ID).agg(
         category_id=e.category_id.arbitrary(),
         category_code=e.category_code.max(),
         brand=e.brand.max(),
@@ -190,7 +191,7 @@ def dim_products(events: ibis.Table) -> ibis.Table:
 def session_parts(events: ibis.Table) -> ibis.Table:
     """Per day and session: the partial aggregates :func:`sessions_from_parts` merges."""
     e = events
-    return e.group_by(["event_date", "user_session"]).agg(
+    return e.group_by([C.EVENT_DATE, C.USER_SESSION]).agg(
         user_id=e.user_id.min(),
         session_start=e.event_time.min(),
         session_end=e.event_time.max(),
@@ -206,7 +207,7 @@ def session_parts(events: ibis.Table) -> ibis.Table:
 def sessions_from_parts(parts: ibis.Table, events: ibis.Table) -> ibis.Table:
     """``fact_sessions`` from :func:`session_parts` (the events recount multi-day sessions)."""
     p = parts
-    s = p.group_by("user_session").agg(
+    s = p.group_by(C.USER_SESSION).agg(
         user_id=p.user_id.min(),
         session_start=p.session_start.min(),
         session_end=p.session_end.max(),
@@ -218,13 +219,13 @@ def sessions_from_parts(parts: ibis.Table, events: ibis.Table) -> ibis.Table:
         has_purchase=p.has_purchase.any(),
         revenue=p.revenue.sum(),
     )
-    multi = s.filter(s.days > 1).select("user_session")
-    spanning = events.semi_join(multi, "user_session")
-    exact = spanning.group_by("user_session").agg(products_exact=spanning.product_id.nunique())
-    s = s.left_join(exact, "user_session").drop("user_session_right")
+    multi = s.filter(s.days > 1).select(C.USER_SESSION)
+    spanning = events.semi_join(multi, C.USER_SESSION)
+    exact = spanning.group_by(C.USER_SESSION).agg(products_exact=spanning.product_id.nunique())
+    s = s.left_join(exact, C.USER_SESSION).drop("user_session_right")
     return s.select(
-        "user_session",
-        "user_id",
+        C.USER_SESSION,
+        C.USER_ID,
         "session_start",
         "session_end",
         duration_s=s.session_end.epoch_seconds() - s.session_start.epoch_seconds(),
@@ -245,7 +246,7 @@ def fact_sessions(events: ibis.Table) -> ibis.Table:
 def daily_parts(events: ibis.Table) -> ibis.Table:
     """Per day: events, DAU, views, carts, purchases, buyers, revenue (exact within the day)."""
     e = events
-    return e.group_by("event_date").agg(
+    return e.group_by(C.EVENT_DATE).agg(
         events=e.count(),
         dau=e.user_id.nunique(),
         views=_is(e, "view").sum(),
@@ -259,20 +260,20 @@ def daily_parts(events: ibis.Table) -> ibis.Table:
 def fact_daily_kpis(daily: ibis.Table, sessions: ibis.Table) -> ibis.Table:
     """One row per day: the day's counts, sessions (by start day), orders, conversion."""
     s = sessions.mutate(event_date=sessions.session_start.date())
-    per_day = s.group_by("event_date").agg(sessions=s.count(), orders=s.has_purchase.sum())
-    out = daily.join(per_day, "event_date", how="left").drop("event_date_right")
+    per_day = s.group_by(C.EVENT_DATE).agg(sessions=s.count(), orders=s.has_purchase.sum())
+    out = daily.join(per_day, C.EVENT_DATE, how="left").drop("event_date_right")
     return out.mutate(
         sessions=out.sessions.fill_null(0),
         orders=out.orders.fill_null(0),
         conversion=(out.orders.fill_null(0) / out.sessions.nullif(0)).fill_null(0.0),
-    ).order_by("event_date")
+    ).order_by(C.EVENT_DATE)
 
 
 def funnel_day_parts(events: ibis.Table) -> ibis.Table:
     """Per day and funnel step: distinct users and sessions reaching it."""
     e = events.filter(events.event_type.isin(list(STEPS)))
     e = e.mutate(step=e.event_type.cast("string"))
-    return e.group_by(["event_date", "step"]).agg(
+    return e.group_by([C.EVENT_DATE, "step"]).agg(
         users=e.user_id.nunique(), sessions=e.user_session.nunique()
     )
 
@@ -296,22 +297,22 @@ def fact_funnel(day_parts: ibis.Table, users: ibis.Table, sessions: ibis.Table) 
     both = (
         ibis.union(*overall)
         .mutate(level=ibis.literal("overall"), event_date=ibis.null("date"))
-        .select("level", "event_date", "step", "users", "sessions")
+        .select("level", C.EVENT_DATE, "step", "users", "sessions")
         .union(
             day_parts.mutate(level=ibis.literal("day")).select(
-                "level", "event_date", "step", "users", "sessions"
+                "level", C.EVENT_DATE, "step", "users", "sessions"
             )
         )
     )
     both = both.mutate(step_order=order).select(
-        "level", "event_date", "step", "step_order", "users", "sessions"
+        "level", C.EVENT_DATE, "step", "step_order", "users", "sessions"
     )
-    w = ibis.window(group_by=["level", "event_date"], order_by="step_order")
-    first = ibis.window(group_by=["level", "event_date"])
+    w = ibis.window(group_by=["level", C.EVENT_DATE], order_by="step_order")
+    first = ibis.window(group_by=["level", C.EVENT_DATE])
     return both.mutate(
         rate_from_previous=(both.users / both.users.lag().over(w)).fill_null(1.0),
         rate_from_first=both.users / both.users.max().over(first),
-    ).order_by(["level", "event_date", "step_order"])
+    ).order_by(["level", C.EVENT_DATE, "step_order"])
 
 
 def star_schema(events: ibis.Table) -> dict[str, ibis.Table]:
@@ -610,15 +611,15 @@ def query_timings(con: ibis.BaseBackend, repeat: int = 3, days: int = 7) -> pl.D
             span = f"last {days} day{'s' if days > 1 else ''}"
     buys = events.filter(events.event_type == "purchase")
     questions = {
-        f"daily KPIs (fact_daily_kpis, {span})": kpis.order_by("event_date"),
+        f"daily KPIs (fact_daily_kpis, {span})": kpis.order_by(C.EVENT_DATE),
         f"daily KPIs from raw events ({span})": fact_daily_kpis(
             daily_parts(events), fact_sessions(events)
         ),
-        f"RFM base (per-user purchases, {span})": buys.group_by("user_id").agg(
+        f"RFM base (per-user purchases, {span})": buys.group_by(C.USER_ID).agg(
             last=buys.event_time.max(), orders=buys.user_session.nunique(), spend=buys.price.sum()
         ),
         "funnel (fact_funnel)": con.table("fact_funnel").filter(lambda t: t.level == "overall"),
-        f"top 10 categories by revenue ({span})": buys.group_by("category_code")
+        f"top 10 categories by revenue ({span})": buys.group_by(C.CATEGORY_CODE)
         .agg(revenue=buys.price.sum())
         .order_by(ibis.desc("revenue"))
         .limit(10),

@@ -75,7 +75,7 @@ SCORES: dict[str, tuple[str, ...]] = {
         "odds_ratio_ci_high",
     ),
     "clv": ("Customers", "Recency", "Frequency", "Monetary", "Tenure", "CLV"),
-    "forecast": (),  # a fixed table: see customer_intel.forecast.FORECAST_COLUMNS
+    "forecast": (),  # a fixed table: see customer_intel.columns.FORECAST_COLUMNS
 }
 
 #: Columns of the event log a metric may use (ingest's carry_columns are added by Params).
@@ -194,9 +194,7 @@ class MetricSpec(BaseModel):
     def output_columns(self) -> list[str]:
         """The columns of ``metric_<name>``."""
         if self.kind == "forecast":
-            from customer_intel.forecast import FORECAST_COLUMNS
-
-            return list(FORECAST_COLUMNS)
+            return list(C.FORECAST_COLUMNS)
         keys = [*self.grains(), *self.group_columns()]
         if self.kind == "experiment":
             keys += ["control", "treatment"]

@@ -2,7 +2,7 @@
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from customer_intel.params._base import Section
 
@@ -13,7 +13,7 @@ DEFAULT_FEATURES = [
     "purchases",
     "sessions",
     "active_span_days",
-    "recency_days",
+    "days_since_last_event",
     "avg_session_duration_s",
     "unique_products",
     "cart_to_view",
@@ -23,6 +23,16 @@ DEFAULT_FEATURES = [
     "primary_category",
     "preferred_brand",
 ]
+
+#: Feature names that were renamed: old -> (new, why). A profile still using an old name gets
+#: an error naming the new one (``recency_days`` is rfm's whole days since the last purchase).
+RENAMED_FEATURES = {
+    "recency_days": (
+        "days_since_last_event",
+        "days since the last event of any type; rfm's recency_days counts days since the "
+        "last purchase",
+    ),
+}
 
 
 class PropensityParams(Section):
@@ -40,6 +50,7 @@ class PropensityParams(Section):
         min_length=1,
         description="feature names (customer_intel.propensity.FEATURES)",
     )
+
     test_share: float = Field(0.25, gt=0, lt=0.6, description="share of users held out for metrics")
     calibration_share: float = Field(0.15, gt=0, lt=0.5, description="share used to calibrate")
     validation_share: float = Field(0.15, gt=0, lt=0.5, description="share used for early stopping")
@@ -73,3 +84,31 @@ class PropensityParams(Section):
     )
     contact_cost: float = Field(1.0, ge=0, description="cost of contacting one customer")
     margin: float = Field(20.0, gt=0, description="margin earned per conversion")
+
+    def lgb_params(self) -> dict[str, float | int]:
+        """The LightGBM classifier's parameters (``propensity.fit_model``'s ``lgb_params``).
+
+        Row subsampling is drawn afresh for every tree (``subsample_freq`` 1): LightGBM ignores
+        ``subsample`` otherwise.
+        """
+        keys = (
+            "n_estimators",
+            "learning_rate",
+            "num_leaves",
+            "min_child_samples",
+            "subsample",
+            "colsample_bytree",
+            "reg_lambda",
+            "min_data_per_group",
+            "cat_smooth",
+        )
+        return {k: getattr(self, k) for k in keys} | {"subsample_freq": 1}
+
+    @field_validator("features")
+    @classmethod
+    def _no_renamed_feature(cls, names: list[str]) -> list[str]:
+        for old in names:
+            if old in RENAMED_FEATURES:
+                new, why = RENAMED_FEATURES[old]
+                raise ValueError(f"feature {old!r} is now called {new!r} ({why}); rename it")
+        return names

@@ -19,8 +19,8 @@ __all__ = [
 def clv_calibration_holdout(
     table: pl.DataFrame, *, period: str = "day", title: str | None = None
 ) -> go.Figure:
-    """Mean predicted vs actual holdout purchases by calibration frequency (``clv_holdout``)."""
-    x = table["frequency_group"].to_list()
+    """Mean predicted vs actual holdout purchases by calibration repeat periods (clv_holdout)."""
+    x = table["repeat_periods_group"].to_list()
     fig = go.Figure(
         [
             go.Scatter(x=x, y=table["actual_mean"].to_list(), name="actual", mode="lines+markers"),
@@ -49,21 +49,21 @@ def clv_calibration_holdout(
 def clv_fr_matrix(
     matrix: pl.DataFrame, *, value: str = "expected_purchases", title: str | None = None
 ) -> go.Figure:
-    """A frequency × recency heatmap of ``value`` for a customer observed the longest T.
+    """A repeat periods × recency heatmap of ``value`` for a customer observed the longest T.
 
     Takes ``clv_fr_matrix``; ``value`` is expected_purchases or p_alive.
     """
-    wide = matrix.pivot(on="recency", index="frequency", values=value, sort_columns=True).sort(
-        "frequency"
+    wide = matrix.pivot(on="recency", index="repeat_periods", values=value, sort_columns=True).sort(
+        "repeat_periods"
     )
-    cols = [c for c in wide.columns if c != "frequency"]
+    cols = [c for c in wide.columns if c != "repeat_periods"]
     z = wide.select(cols).to_numpy()
     is_p = value == "p_alive"
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=[float(c) for c in cols],
-            y=wide["frequency"].to_list(),
+            y=wide["repeat_periods"].to_list(),
             colorscale=SEQUENTIAL,
             zmin=0 if is_p else None,
             zmax=1 if is_p else None,
@@ -71,9 +71,9 @@ def clv_fr_matrix(
         )
     )
     fig.update_xaxes(title_text="recency (periods from first to last purchase)")
-    fig.update_yaxes(title_text="frequency (repeat purchase periods)")
+    fig.update_yaxes(title_text="repeat purchase periods")
     default = "Probability alive" if is_p else "Expected purchases, next period"
-    return styled(fig, title=title or f"{default} by frequency and recency")
+    return styled(fig, title=title or f"{default} by repeat purchase periods and recency")
 
 
 def clv_tracking(

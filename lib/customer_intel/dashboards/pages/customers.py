@@ -157,7 +157,7 @@ class Customers(Page):
         )
 
     def p_alive_matrix(self) -> present.Html | None:
-        """Probability alive by frequency and recency (BG/NBD)."""
+        """Probability alive by repeat purchase periods and recency (BG/NBD)."""
         if not self.ok:
             return None
         m = self.data.table("clv_fr_matrix")
