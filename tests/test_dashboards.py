@@ -123,6 +123,12 @@ def test_daily_all_rows_equal_the_warehouse_daily_kpis(con):
         assert d[mine].cast(pl.Float64).to_list() == ref[theirs].cast(pl.Float64).to_list(), mine
 
 
+def test_daily_by_day_ranges_equals_one_query(con):
+    """Day by day (a session crossing midnight included) gives the rows of one whole query."""
+    assert len(build.day_chunks(con, 1)) > 1
+    assert build.daily(con, max_events=1).equals(build.daily(con, max_events=10**12))
+
+
 def test_daily_by_segment_and_category_by_hand(con):
     d = build.daily(con)
     # 1 Nov: user 1 (Champions) bought a phone (100); user 2 (no purchase scored) viewed shoes

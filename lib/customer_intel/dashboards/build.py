@@ -90,8 +90,33 @@ def prepare(con: duckdb.DuckDBPyConnection, segments: pl.DataFrame | None) -> No
         FROM events e LEFT JOIN _segments s ON e.user_id = s.user_id""")
 
 
-def daily(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """``dash_daily`` (see the module docstring) from the ``ev`` view and ``fact_sessions``."""
+#: Events aggregated together by one query of :func:`daily` (whole days).
+DAY_CHUNK_EVENTS = 4_000_000
+
+
+def day_chunks(con: duckdb.DuckDBPyConnection, max_events: int) -> list[tuple[str, str]]:
+    """``(first, last)`` ISO days of consecutive day ranges of about ``max_events`` events each.
+
+    Every grouping set of :func:`daily` contains the day, so ranges of days are aggregated
+    one after the other and their rows are disjoint: the distinct counts' hash tables hold a
+    few days of events, not all of them (over all 110M events at once DuckDB ran out of its
+    memory cap). A day larger than ``max_events`` is a range of its own.
+    """
+    counts = con.execute("SELECT d, count(*) FROM ev GROUP BY d ORDER BY d").fetchall()
+    chunks: list[list] = []
+    size = 0
+    for day, n in counts:
+        if chunks and size + n <= max_events:
+            chunks[-1][1] = day
+            size += n
+        else:
+            chunks.append([day, day])
+            size = n
+    return [(str(a), str(b)) for a, b in chunks]
+
+
+def _daily_range(con: duckdb.DuckDBPyConnection, first: str, last: str) -> pl.DataFrame:
+    """:func:`daily` for the days ``first`` to ``last`` (events by event day, sessions by start)."""
     by_event = f"""
         SELECT d, {_cube_labels()},
                count(DISTINCT user_id) AS visitors,
@@ -100,7 +125,15 @@ def daily(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                count(*) FILTER (WHERE event_type = 'purchase') AS purchases,
                count(DISTINCT user_id) FILTER (WHERE event_type = 'purchase') AS buyers,
                coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0)::DOUBLE AS revenue
-        FROM ev GROUP BY {_SETS}"""
+        FROM ev WHERE d BETWEEN DATE '{first}' AND DATE '{last}' GROUP BY {_SETS}"""
+    # the sessions that start in the range; their events lie between the range's first day
+    # and the last day one of them ends (the day bounds only prune files: the join decides,
+    # and one day of margin each side absorbs any time-zone difference of the casts)
+    starts = f"""
+        SELECT user_session, session_start::DATE AS start_day, session_end::DATE AS end_day
+        FROM fact_sessions WHERE session_start::DATE BETWEEN DATE '{first}' AND DATE '{last}'"""
+    (last_end,) = con.execute(f"SELECT max(end_day) FROM ({starts})").fetchone()
+    last_end = str(last_end or last)
     by_session = f"""
         SELECT d, {_cube_labels()},
                count(DISTINCT user_session) AS sessions,
@@ -109,10 +142,11 @@ def daily(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                count(DISTINCT user_session) FILTER (WHERE event_type = 'cart')
                    AS sessions_with_cart,
                count(DISTINCT user_session) FILTER (WHERE event_type = 'purchase') AS orders
-        FROM (SELECT ev.* EXCLUDE (d), s.session_start::DATE AS d
-              FROM ev JOIN fact_sessions s USING (user_session))
+        FROM (SELECT ev.* EXCLUDE (d), s.start_day AS d
+              FROM ev JOIN ({starts}) s USING (user_session)
+              WHERE ev.d BETWEEN DATE '{first}' - 1 AND DATE '{last_end}' + 1)
         GROUP BY {_SETS}"""
-    out = con.execute(f"""
+    return con.execute(f"""
         SELECT coalesce(a.d, b.d) AS event_date, coalesce(a.segment, b.segment) AS segment,
                coalesce(a.category, b.category) AS category,
                coalesce(visitors, 0) AS visitors, coalesce(views, 0) AS views,
@@ -123,8 +157,19 @@ def daily(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                coalesce(sessions_with_cart, 0) AS sessions_with_cart,
                coalesce(orders, 0) AS orders
         FROM ({by_event}) a FULL OUTER JOIN ({by_session}) b
-          ON a.d = b.d AND a.segment = b.segment AND a.category = b.category
-        ORDER BY 1, 2, 3""").pl()
+          ON a.d = b.d AND a.segment = b.segment AND a.category = b.category""").pl()
+
+
+def daily(con: duckdb.DuckDBPyConnection, max_events: int = DAY_CHUNK_EVENTS) -> pl.DataFrame:
+    """``dash_daily`` (see the module docstring) from the ``ev`` view and ``fact_sessions``.
+
+    Computed over ranges of days of about ``max_events`` events (:func:`day_chunks`), so its
+    memory does not grow with the number of days.
+    """
+    parts = [_daily_range(con, a, b) for a, b in day_chunks(con, max_events)]
+    if not parts:
+        return _daily_range(con, "1970-01-01", "1970-01-01")
+    out = pl.concat(parts).sort("event_date", "segment", "category")
     ints = [c for c in out.columns if c not in ("event_date", "segment", "category", "revenue")]
     return out.with_columns(pl.col(ints).cast(pl.Int64))
 
