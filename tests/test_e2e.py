@@ -70,3 +70,21 @@ def test_the_propensity_card_is_the_typed_document_the_dashboards_read(smoke_run
     del broken["targeting"]["depth"]  # a reader must not guess: a missing key is refused
     with pytest.raises(ValueError, match="depth"):
         PropensityCard.model_validate(broken)
+
+
+def test_every_figure_has_a_static_copy_and_shows_in_a_viewer_without_javascript(smoke_run):
+    """Issue 21.7: each figure is kept as JSON and PNG, and each displayed plotly figure is
+    followed by its PNG, so nbconvert, GitHub and an e-mailed notebook show the chart."""
+    run_dir = smoke_run["run_dir"]
+    figures = sorted((run_dir / "figures").glob("*.json"))
+    assert len(figures) >= 20
+    no_png = [f.name for f in figures if not f.with_suffix(".png").is_file()]
+    assert not no_png, f"figures without a static copy: {no_png}"
+    for nb_path in sorted((run_dir / "notebooks").glob("0*.ipynb")):
+        nb = json.loads(nb_path.read_text())
+        for i, cell in enumerate(nb["cells"]):
+            kinds = [set(o.get("data", {})) for o in cell.get("outputs", [])]
+            for j, k in enumerate(kinds):
+                if "application/vnd.plotly.v1+json" in k:
+                    after = set().union(*kinds[j + 1 :]) if j + 1 < len(kinds) else set()
+                    assert "image/png" in after, f"{nb_path.name} cell {i}: no static image"
