@@ -8,6 +8,7 @@ import os
 
 import duckdb
 import nbformat
+import numpy as np
 import polars as pl
 import pytest
 from nbclient import NotebookClient
@@ -88,23 +89,88 @@ EVENTS = pl.DataFrame(
 SEGMENTS = pl.DataFrame({"user_id": [1, 3], "segment": ["Champions", "New"]})
 
 
-@pytest.fixture
-def con():
+def _connection(events: pl.DataFrame, segments: pl.DataFrame) -> duckdb.DuckDBPyConnection:
+    """An in-memory warehouse over ``events`` (the star schema built as the stage builds it)."""
+    import ibis
+
     from customer_intel import warehouse
 
     c = duckdb.connect()
     c.execute("SET TimeZone = 'UTC'")
-    c.register("all_events_df", EVENTS.to_arrow())
+    c.register("all_events_df", events.to_arrow())
     c.execute("CREATE VIEW all_events AS SELECT * FROM all_events_df")
     c.execute("CREATE VIEW events AS SELECT * FROM all_events WHERE user_id IS NOT NULL")
-    import ibis
-
     ib = ibis.duckdb.from_connection(c)
     for name, expr in warehouse.star_schema(ib.table("events")).items():
         c.execute(f"CREATE TABLE {name} AS {ib.compile(expr)}")
-    build.prepare(c, SEGMENTS)
+    build.prepare(c, segments)
+    return c
+
+
+@pytest.fixture
+def con():
+    c = _connection(EVENTS, SEGMENTS)
     yield c
     c.close()
+
+
+def test_daily_equals_distinct_counts_computed_with_polars():
+    """Every grain of dash_daily against a plain Polars reference (n_unique per group) on
+    random events: users and sessions that span several categories and days."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    users = rng.integers(1, 120, n)
+    t0 = dt.datetime(2019, 11, 1, tzinfo=dt.UTC)
+    events = pl.DataFrame(
+        {
+            "event_time": [t0 + dt.timedelta(minutes=int(m)) for m in rng.integers(0, 6 * 1440, n)],
+            "event_type": rng.choice(["view", "view", "cart", "purchase"], n),
+            "user_id": users,
+            "user_session": [
+                f"s{u}_{k}" for u, k in zip(users, rng.integers(0, 4, n), strict=True)
+            ],
+            "product_id": rng.integers(1, 40, n),
+            "category_code": rng.choice(["a.x", "b.y", "c.z", None], n),
+            "price": rng.uniform(1, 100, n).round(2),
+            "category_id": rng.integers(1, 4, n),
+            "brand": rng.choice(["p", "q"], n),
+        }
+    ).with_columns(event_date=pl.col("event_time").dt.date())
+    segments = pl.DataFrame(
+        {"user_id": list(range(1, 80)), "segment": ["S1", "S2", "S3"] * 26 + ["S1"]}
+    )
+    c = _connection(events, segments)
+    try:
+        mine = build.daily(c, max_events=700)
+        ev = c.execute("SELECT * FROM ev").pl()
+        starts = c.execute("SELECT user_session, session_start::DATE AS sd FROM fact_sessions").pl()
+    finally:
+        c.close()
+    ev_s = ev.join(starts, on="user_session")
+    buy = pl.col("event_type") == "purchase"
+    for grain in (["segment", "category"], ["segment"], ["category"], []):
+        ref = ev.group_by(["d", *grain]).agg(
+            visitors=pl.col("user_id").n_unique(),
+            buyers=pl.col("user_id").filter(buy).n_unique(),
+            purchases=buy.sum(),
+            revenue=pl.col("price").filter(buy).sum(),
+        )
+        ref_s = ev_s.group_by([pl.col("sd").alias("d"), *grain]).agg(
+            sessions=pl.col("user_session").n_unique(),
+            orders=pl.col("user_session").filter(buy).n_unique(),
+        )
+        rest = {c: ALL for c in ("segment", "category") if c not in grain}
+        got = mine.filter(**rest).rename({"event_date": "d"})
+        for r, cols in (
+            (ref, ["visitors", "buyers", "purchases", "revenue"]),
+            (ref_s, ["sessions", "orders"]),
+        ):
+            joined = r.join(got, on=["d", *grain], how="left", suffix="_mine")
+            for col in cols:
+                assert (
+                    joined[col].cast(pl.Float64).round(6).to_list()
+                    == joined[f"{col}_mine"].cast(pl.Float64).round(6).to_list()
+                ), (grain, col)
 
 
 def test_daily_all_rows_equal_the_warehouse_daily_kpis(con):

@@ -115,17 +115,62 @@ def day_chunks(con: duckdb.DuckDBPyConnection, max_events: int) -> list[tuple[st
     return [(str(a), str(b)) for a, b in chunks]
 
 
+#: The filter grains below the day: each grouping set of the dashboards' filters.
+_GRAINS = (("segment", "category"), ("segment",), ("category",), ())
+
+
+def _per_grain(level1: str, key: str, counts: dict[str, str | None], sums: tuple[str, ...]) -> str:
+    """SQL: rows per day and grain from ``level1`` (one row per day, segment, category, key).
+
+    A distinct count is a plain count once the rows are grouped by the grain and the key: the
+    key (a user, a session) is counted once per day and grain however many segments or
+    categories it touched. ``counts`` maps an output column to the flag it counts (None: every
+    key); ``sums`` are added up.
+    """
+    selects = []
+    for grain in _GRAINS:
+        cols = ", ".join(("d", *grain))
+        labels = ", ".join(c if c in grain else f"'{ALL}' AS {c}" for c in ("segment", "category"))
+        flags = [f for f in counts.values() if f]
+        inner = ", ".join(
+            [*(f"bool_or({f}) AS {f}" for f in flags), *(f"sum({x}) AS {x}" for x in sums)]
+        )
+        outer = ", ".join(
+            [
+                *(
+                    f"count(*) FILTER (WHERE {f}) AS {c}" if f else f"count(*) AS {c}"
+                    for c, f in counts.items()
+                ),
+                *(f"sum({x}) AS {x}" for x in sums),
+            ]
+        )
+        selects.append(
+            f"SELECT d, {labels}, {outer} FROM (SELECT {cols}, {key}, {inner} FROM {level1} "
+            f"GROUP BY {cols}, {key}) GROUP BY {cols}"
+        )
+    return " UNION ALL ".join(selects)
+
+
 def _daily_range(con: duckdb.DuckDBPyConnection, first: str, last: str) -> pl.DataFrame:
-    """:func:`daily` for the days ``first`` to ``last`` (events by event day, sessions by start)."""
-    by_event = f"""
-        SELECT d, {_cube_labels()},
-               count(DISTINCT user_id) AS visitors,
+    """:func:`daily` for the days ``first`` to ``last`` (events by event day, sessions by start).
+
+    Written without ``COUNT(DISTINCT)`` over grouping sets (DuckDB took 700 s for the 110M
+    events that way): the events are first reduced to one row per day, segment, category and
+    user (or session), then each grain counts those rows (:func:`_per_grain`).
+    """
+    users = f"""(SELECT d, segment, category, user_id,
                count(*) FILTER (WHERE event_type = 'view') AS views,
                count(*) FILTER (WHERE event_type = 'cart') AS carts,
                count(*) FILTER (WHERE event_type = 'purchase') AS purchases,
-               count(DISTINCT user_id) FILTER (WHERE event_type = 'purchase') AS buyers,
-               coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0)::DOUBLE AS revenue
-        FROM ev WHERE d BETWEEN DATE '{first}' AND DATE '{last}' GROUP BY {_SETS}"""
+               coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0)::DOUBLE AS revenue,
+               bool_or(event_type = 'purchase') AS bought
+        FROM ev WHERE d BETWEEN DATE '{first}' AND DATE '{last}' GROUP BY ALL)"""
+    by_event = _per_grain(
+        "u",
+        "user_id",
+        {"visitors": None, "buyers": "bought"},
+        ("views", "carts", "purchases", "revenue"),
+    )
     # the sessions that start in the range; their events lie between the range's first day
     # and the last day one of them ends (the day bounds only prune files: the join decides,
     # and one day of margin each side absorbs any time-zone difference of the casts)
@@ -134,24 +179,30 @@ def _daily_range(con: duckdb.DuckDBPyConnection, first: str, last: str) -> pl.Da
         FROM fact_sessions WHERE session_start::DATE BETWEEN DATE '{first}' AND DATE '{last}'"""
     (last_end,) = con.execute(f"SELECT max(end_day) FROM ({starts})").fetchone()
     last_end = str(last_end or last)
-    by_session = f"""
-        SELECT d, {_cube_labels()},
-               count(DISTINCT user_session) AS sessions,
-               count(DISTINCT user_session) FILTER (WHERE event_type = 'view')
-                   AS sessions_with_view,
-               count(DISTINCT user_session) FILTER (WHERE event_type = 'cart')
-                   AS sessions_with_cart,
-               count(DISTINCT user_session) FILTER (WHERE event_type = 'purchase') AS orders
-        FROM (SELECT ev.* EXCLUDE (d), s.start_day AS d
-              FROM ev JOIN ({starts}) s USING (user_session)
-              WHERE ev.d BETWEEN DATE '{first}' - 1 AND DATE '{last_end}' + 1)
-        GROUP BY {_SETS}"""
+    sessions = f"""(SELECT s.start_day AS d, segment, category, user_session,
+               bool_or(event_type = 'view') AS with_view,
+               bool_or(event_type = 'cart') AS with_cart,
+               bool_or(event_type = 'purchase') AS with_order
+        FROM ev JOIN ({starts}) s USING (user_session)
+        WHERE ev.d BETWEEN DATE '{first}' - 1 AND DATE '{last_end}' + 1 GROUP BY ALL)"""
+    by_session = _per_grain(
+        "v",
+        "user_session",
+        {
+            "sessions": None,
+            "sessions_with_view": "with_view",
+            "sessions_with_cart": "with_cart",
+            "orders": "with_order",
+        },
+        (),
+    )
     return con.execute(f"""
+        WITH u AS MATERIALIZED {users}, v AS MATERIALIZED {sessions}
         SELECT coalesce(a.d, b.d) AS event_date, coalesce(a.segment, b.segment) AS segment,
                coalesce(a.category, b.category) AS category,
                coalesce(visitors, 0) AS visitors, coalesce(views, 0) AS views,
                coalesce(carts, 0) AS carts, coalesce(purchases, 0) AS purchases,
-               coalesce(buyers, 0) AS buyers, coalesce(revenue, 0.0) AS revenue,
+               coalesce(buyers, 0) AS buyers, coalesce(revenue, 0.0)::DOUBLE AS revenue,
                coalesce(sessions, 0) AS sessions,
                coalesce(sessions_with_view, 0) AS sessions_with_view,
                coalesce(sessions_with_cart, 0) AS sessions_with_cart,
