@@ -88,13 +88,22 @@ EVENTS = pl.DataFrame(
 SEGMENTS = pl.DataFrame({"user_id": [1, 3], "segment": ["Champions", "New"]})
 
 
-@pytest.fixture
-def con():
+#: users 1 and 2 in one experiment, users 2 and 3 in another (a customer may be in both)
+UNITS = pl.DataFrame(
+    {
+        "user_id": [1, 2, 2, 3, 9],
+        "experiment_name": ["gate", "gate", "banner", "banner", "banner"],
+        "experiment_group": ["control", "treatment", "control", "treatment", "control"],
+    }
+)
+
+
+def _connect(events: pl.DataFrame, units: pl.DataFrame | None = None) -> duckdb.DuckDBPyConnection:
     from customer_intel import warehouse
 
     c = duckdb.connect()
     c.execute("SET TimeZone = 'UTC'")
-    c.register("all_events_df", EVENTS.to_arrow())
+    c.register("all_events_df", events.to_arrow())
     c.execute("CREATE VIEW all_events AS SELECT * FROM all_events_df")
     c.execute("CREATE VIEW events AS SELECT * FROM all_events WHERE user_id IS NOT NULL")
     import ibis
@@ -102,9 +111,41 @@ def con():
     ib = ibis.duckdb.from_connection(c)
     for name, expr in warehouse.star_schema(ib.table("events")).items():
         c.execute(f"CREATE TABLE {name} AS {ib.compile(expr)}")
-    build.prepare(c, SEGMENTS)
+    build.prepare(c, SEGMENTS, build.experiment_units(units))
+    return c
+
+
+@pytest.fixture
+def con():
+    c = _connect(EVENTS, UNITS)
     yield c
     c.close()
+
+
+def test_experiment_units_name_each_enrolled_customer_once():
+    x = build.experiment_units(UNITS)
+    assert x.rows() == [("banner", 2), ("banner", 3), ("banner", 9), ("gate", 1), ("gate", 2)]
+    unnamed = build.experiment_units(UNITS.drop("experiment_name"))
+    assert set(unnamed["experiment"]) == {build.UNNAMED_EXPERIMENT} and unnamed.height == 4
+    assert build.experiment_units(UNITS.rename({"user_id": "session"})).is_empty()
+    assert build.experiment_units(None).is_empty()
+
+
+def test_daily_experiments_equal_daily_of_the_enrolled_customers_alone(con):
+    """One definition: an experiment's rows are dash_daily computed on its customers' events
+    (the sessions too: fact_sessions is the whole shop's, joined by session)."""
+    per = build.daily_experiments(con)
+    assert set(per["experiment"]) == {"gate", "banner"}
+    for name, users in (("gate", [1, 2]), ("banner", [2, 3])):
+        alone = _connect(EVENTS.filter(pl.col("user_id").is_in(users)))
+        ref = build.daily(alone).sort("event_date", "segment", "category")
+        alone.close()
+        mine = (
+            per.filter(experiment=name).drop("experiment").sort("event_date", "segment", "category")
+        )
+        assert mine.to_dicts() == ref.to_dicts(), name
+    # the whole shop's rows are untouched by enrolment (user 2 is in both experiments)
+    assert build.daily(con).filter(segment=ALL, category=ALL)["revenue"].sum() == 405.0
 
 
 def test_daily_all_rows_equal_the_warehouse_daily_kpis(con):
@@ -202,6 +243,38 @@ def test_filters_round_trip_and_refuse_nonsense():
     assert bad.start is None and bad.segment == ALL and "not a date" in bad.problems[0]
     swapped = Filters.from_query("from=2019-11-30&to=2019-11-01")
     assert swapped.start < swapped.end and swapped.problems
+    x = Filters.from_query("experiment=gate&segment=Champions")
+    assert x.experiment == "gate" and Filters.from_query(x.query()) == x
+    assert "experiment=gate" in x.query() and "experiment" not in Filters().query()
+
+
+def test_experiment_filter_narrows_every_number_to_the_enrolled_customers(tmp_path, con):
+    daily, per = build.daily(con), build.daily_experiments(con)
+    buyers, units = build.buyer_days(con), build.experiment_units(UNITS)
+    _run(
+        tmp_path,
+        {"dashboards": {"period_days": 2}},
+        {
+            "dash_daily": daily,
+            "dash_daily_experiments": per,
+            "dash_buyer_days": buyers,
+            "dash_experiment_units": units,
+        },
+    )
+    data = RunData(tmp_path)
+    assert data.experiments() == ["banner", "gate"]  # most customers first (3 vs 2)
+    f = data.clean(Filters.from_query("experiment=gate"))
+    assert f.experiment == "gate" and not f.problems
+    period = data.period(f)
+    got = kpis(data.daily(f), data.buyer_days(f), period)
+    # by hand: users 1 and 2 bought 100 (1 Nov) and 5 (2 Nov) in sessions a and b (both 1 Nov)
+    assert (got["revenue"], got["orders"], got["sessions"], got["customers"]) == (105, 2, 2, 2)
+    page = Executive(tmp_path, query="experiment=gate")
+    cards = str(page.kpi_cards())
+    assert 'data-value="105.0"' in cards and "customers in the experiment gate" in cards
+    assert "filter-experiment" in str(page.header())
+    unknown = data.clean(Filters.from_query("experiment=nope"))
+    assert unknown.experiment is None and "no experiment 'nope'" in unknown.problems[0]
 
 
 def test_formats_for_people():
@@ -497,6 +570,16 @@ def test_experiments_page_shows_each_arm_its_decision_method_and_sequential_read
     daily.write_parquet(tmp_path / "runs" / "r1" / "tables" / "experiment_daily.parquet")
     chart = str(Experiments(root=tmp_path, query="").effect_over_time())
     assert 'id="chart-lift-over-time"' in chart and "conversion" in chart
+    # the experiment filter: the readout says which experiment it is of
+    units = pl.DataFrame({"experiment": ["gates"] * 3, "user_id": [1, 2, 3]})
+    units.write_parquet(tmp_path / "runs" / "r1" / "tables" / "dash_experiment_units.parquet")
+    shown = str(Experiments(root=tmp_path, query="experiment=gates").decision_table())
+    assert 'data-experiment="gates" data-units="3"' in shown and "3 customers" in shown
+    assert 'data-experiment="gates"' in str(Experiments(root=tmp_path, query="").decision_table())
+    pooled = pl.concat([units, pl.DataFrame({"experiment": ["banner"], "user_id": [4]})])
+    pooled.write_parquet(tmp_path / "runs" / "r1" / "tables" / "dash_experiment_units.parquet")
+    text = str(Experiments(root=tmp_path, query="experiment=banner").decision_table())
+    assert "pools 2 experiments" in text and 'data-experiment="banner" data-units="1"' in text
 
 
 def test_forecast_anomalies_on_the_executive_page(tmp_path):

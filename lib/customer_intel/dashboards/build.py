@@ -12,6 +12,10 @@ Tables (all under ``tables/``)::
 
     dash_daily          event_date, segment, category, visitors, views, carts, purchases, buyers,
                         revenue, sessions, sessions_with_view, sessions_with_cart, orders
+    dash_daily_experiments  experiment + the columns of dash_daily: the same numbers over the
+                        customers each experiment enrolled (the experiment filter)
+    dash_experiment_units   experiment, user_id: who each experiment enrolled (from the
+                        experiments stage's ``experiment_units``, when its units are customers)
     dash_buyer_days     event_date, user_id, segment, category, revenue, purchases
                         (one row per buyer, day and category: exact distinct buyers and
                         top customers for any filter)
@@ -61,7 +65,11 @@ def connect(run, engine: str = "duckdb") -> duckdb.DuckDBPyConnection:
     return con.con
 
 
-_SETS = "GROUPING SETS ((d, segment, category), (d, segment), (d, category), (d))"
+def _sets(keys: str) -> str:
+    return (
+        f"GROUPING SETS (({keys}, segment, category), ({keys}, segment), ({keys}, category), "
+        f"({keys}))"
+    )
 
 
 def _cube_labels() -> str:
@@ -71,11 +79,45 @@ def _cube_labels() -> str:
     )
 
 
-def prepare(con: duckdb.DuckDBPyConnection, segments: pl.DataFrame | None) -> None:
-    """Create the temp view ``ev``: events with their day, segment and top-level category.
+#: The experiment of units whose table names none (an external unit table).
+UNNAMED_EXPERIMENT = "A/B test"
+
+
+def experiment_units(units: pl.DataFrame | None) -> pl.DataFrame:
+    """``dash_experiment_units``: experiment, user_id of each customer an experiment enrolled.
+
+    From the experiments stage's ``experiment_units``: the experiment is its
+    ``experiment_name``, else :data:`UNNAMED_EXPERIMENT` (an external unit table that names
+    none). Empty when there are no units or they are not customers (no ``user_id`` column:
+    the other pages cannot then be narrowed to an experiment).
+    """
+    if units is None or "user_id" not in units.columns:
+        return pl.DataFrame(schema={"experiment": pl.String, "user_id": pl.Int64})
+    experiment = (
+        pl.col("experiment_name").cast(pl.String)
+        if "experiment_name" in units.columns
+        else pl.lit(UNNAMED_EXPERIMENT)
+    )
+    return (
+        units.select(experiment=experiment, user_id="user_id")
+        .unique(maintain_order=True)
+        .sort("experiment", "user_id")
+    )
+
+
+def prepare(
+    con: duckdb.DuckDBPyConnection,
+    segments: pl.DataFrame | None,
+    experiments: pl.DataFrame | None = None,
+) -> None:
+    """Create the temp views ``ev`` and ``ev_experiments``.
+
+    ``ev``: events with their day, segment and top-level category; ``ev_experiments``: ``ev``
+    with ``experiment``, one row per event and experiment its customer was enrolled in.
 
     ``con`` has the views ``events`` (rows with a user) and ``fact_sessions``; ``segments``
-    is ``user_id, segment`` (the RFM table) or None.
+    is ``user_id, segment`` (the RFM table) or None; ``experiments`` is
+    :func:`experiment_units` or None.
     """
     seg = segments if segments is not None else pl.DataFrame({"user_id": [], "segment": []})
     seg = seg.select("user_id", pl.col("segment").cast(pl.String))
@@ -88,21 +130,44 @@ def prepare(con: duckdb.DuckDBPyConnection, segments: pl.DataFrame | None) -> No
                         '{NO_CATEGORY}') AS category,
                coalesce(s.segment, '{NO_PURCHASE}') AS segment
         FROM events e LEFT JOIN _segments s ON e.user_id = s.user_id""")
+    x = experiments if experiments is not None else experiment_units(None)
+    con.register("_experiment_units", x.to_arrow())
+    # the units' ids as the events' type (an external unit table may hold them as text)
+    id_type = next(r[1] for r in con.execute("DESCRIBE events").fetchall() if r[0] == "user_id")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW ev_experiments AS
+        SELECT ev.*, x.experiment
+        FROM ev JOIN (SELECT experiment, TRY_CAST(user_id AS {id_type}) AS user_id
+                      FROM _experiment_units) x ON ev.user_id = x.user_id""")
 
 
 def daily(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """``dash_daily`` (see the module docstring) from the ``ev`` view and ``fact_sessions``."""
+    return _daily(con, "ev", "d")
+
+
+def daily_experiments(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """``dash_daily_experiments``: ``dash_daily`` per experiment, over its enrolled customers."""
+    return _daily(con, "ev_experiments", "d, experiment")
+
+
+def _daily(con: duckdb.DuckDBPyConnection, source: str, keys: str) -> pl.DataFrame:
+    """The daily numbers of ``source`` (``ev`` or ``ev_experiments``) grouped by ``keys``."""
+    sets = _sets(keys)
+    extra = keys.removeprefix("d").strip(", ")
+    lead = f"coalesce(a.{extra}, b.{extra}) AS {extra}, " if extra else ""
+    on = f" AND a.{extra} = b.{extra}" if extra else ""
     by_event = f"""
-        SELECT d, {_cube_labels()},
+        SELECT {keys}, {_cube_labels()},
                count(DISTINCT user_id) AS visitors,
                count(*) FILTER (WHERE event_type = 'view') AS views,
                count(*) FILTER (WHERE event_type = 'cart') AS carts,
                count(*) FILTER (WHERE event_type = 'purchase') AS purchases,
                count(DISTINCT user_id) FILTER (WHERE event_type = 'purchase') AS buyers,
                coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0)::DOUBLE AS revenue
-        FROM ev GROUP BY {_SETS}"""
+        FROM {source} GROUP BY {sets}"""
     by_session = f"""
-        SELECT d, {_cube_labels()},
+        SELECT {keys}, {_cube_labels()},
                count(DISTINCT user_session) AS sessions,
                count(DISTINCT user_session) FILTER (WHERE event_type = 'view')
                    AS sessions_with_view,
@@ -110,10 +175,10 @@ def daily(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                    AS sessions_with_cart,
                count(DISTINCT user_session) FILTER (WHERE event_type = 'purchase') AS orders
         FROM (SELECT ev.* EXCLUDE (d), s.session_start::DATE AS d
-              FROM ev JOIN fact_sessions s USING (user_session))
-        GROUP BY {_SETS}"""
+              FROM {source} ev JOIN fact_sessions s USING (user_session))
+        GROUP BY {sets}"""
     out = con.execute(f"""
-        SELECT coalesce(a.d, b.d) AS event_date, coalesce(a.segment, b.segment) AS segment,
+        SELECT coalesce(a.d, b.d) AS event_date, {lead}coalesce(a.segment, b.segment) AS segment,
                coalesce(a.category, b.category) AS category,
                coalesce(visitors, 0) AS visitors, coalesce(views, 0) AS views,
                coalesce(carts, 0) AS carts, coalesce(purchases, 0) AS purchases,
@@ -123,9 +188,10 @@ def daily(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                coalesce(sessions_with_cart, 0) AS sessions_with_cart,
                coalesce(orders, 0) AS orders
         FROM ({by_event}) a FULL OUTER JOIN ({by_session}) b
-          ON a.d = b.d AND a.segment = b.segment AND a.category = b.category
-        ORDER BY 1, 2, 3""").pl()
-    ints = [c for c in out.columns if c not in ("event_date", "segment", "category", "revenue")]
+          ON a.d = b.d{on} AND a.segment = b.segment AND a.category = b.category
+        ORDER BY ALL""").pl()
+    keys_out = ("event_date", "experiment", "segment", "category", "revenue")
+    ints = [c for c in out.columns if c not in keys_out]
     return out.with_columns(pl.col(ints).cast(pl.Int64))
 
 

@@ -37,7 +37,7 @@ class Customers(Page):
     """The customers dashboard."""
 
     name = "customers"
-    applies = "the segment table (dates, category); segment sizes are as of the run"
+    applies = "the segment table (dates, category, experiment); segment sizes are as of the run"
 
     def top_segment(self) -> present.Html | None:
         """The most valuable segment in one sentence (with data-values for tests)."""
@@ -68,6 +68,8 @@ class Customers(Page):
         )
         c = self.currency
         scope = "" if self.filters.category == ALL else f", category {self.filters.category}"
+        if self.filters.experiment is not None:
+            scope += f", customers in the experiment {self.filters.experiment}"
         return present.table(
             t,
             {

@@ -88,6 +88,8 @@ class Executive(Page):
 
     def _scope(self) -> str:
         parts = []
+        if self.filters.experiment is not None:
+            parts.append(f"customers in the experiment {self.filters.experiment}")
         if self.filters.segment != ALL:
             parts.append(f"segment {self.filters.segment}")
         if self.filters.category != ALL:
@@ -141,7 +143,7 @@ class Executive(Page):
         """Categories by revenue in the period, with growth vs the period before."""
         if not self.ok or self.period is None:
             return None
-        d = self.data.table("dash_daily")
+        d = self.data.daily_rows(self.filters)
         if d is None:
             return self.missing("Categories")
         n = int(self.data.params.get("top_n", 10))

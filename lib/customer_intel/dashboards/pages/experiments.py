@@ -8,6 +8,7 @@ the test's observed rate.
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import polars as pl
@@ -21,8 +22,40 @@ class Experiments(Page):
     """The experiments dashboard."""
 
     name = "experiments"
-    filtered = False  # one readout per run: dates, segments and categories do not apply
-    applies = ""
+    applies = (
+        "which experiment is shown (the readout covers the whole test: dates, segments and "
+        "categories do not apply)"
+    )
+
+    def experiment_shown(self) -> present.Html:
+        """Which experiment the readout below is of, and how many customers it enrolled.
+
+        The run has one readout (the experiments stage's units); the experiment filter picks
+        the experiment it is said to be of. When the units pooled several experiments (params
+        ``experiments.experiment_name`` null) the page says so instead of passing the pooled
+        readout off as the chosen experiment's.
+        """
+        names = self.data.experiments()
+        if not names:
+            return present.Html("")
+        chosen = self.filters.experiment or (names[0] if len(names) == 1 else None)
+        n = None if chosen is None else self.data.enrolled(chosen).height
+        if len(names) == 1:
+            text = (
+                f"Experiment <b>{html.escape(chosen)}</b>: {n:,} customers enrolled. "
+                "Every number below is this experiment's."
+            )
+        else:
+            listed = ", ".join(html.escape(x) for x in names)
+            text = (
+                f"This run's readout pools {len(names)} experiments ({listed}): the numbers "
+                "below are not one experiment's. Run the experiments stage with "
+                "<code>experiment_name</code> set to read one alone."
+            )
+            if chosen is not None:
+                text = f"Chosen: <b>{html.escape(chosen)}</b> ({n:,} customers enrolled). " + text
+        attrs = f' data-experiment="{html.escape(chosen)}" data-units="{n}"' if chosen else ""
+        return present.Html(f'<p class="ci-block" id="experiment-shown"{attrs}>{text}</p>')
 
     @property
     def arms(self) -> tuple[str, str]:
@@ -128,7 +161,12 @@ class Experiments(Page):
                 "data-p-adjusted": repr(r["_p_adjusted"]),
             },
         )
-        return present.Html(str(self._srm(diag)) + str(self._decisions()) + table.data)
+        return present.Html(
+            str(self.experiment_shown())
+            + str(self._srm(diag))
+            + str(self._decisions())
+            + table.data
+        )
 
     def effect_over_time(self) -> present.Html | None:
         """Cumulative effect by day of the first metric, per arm, with the confidence sequence."""

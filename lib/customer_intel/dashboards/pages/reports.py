@@ -19,7 +19,7 @@ class Reports(Page):
     """The reports dashboard."""
 
     name = "reports"
-    applies = "the reports drawn by day (dates); segment and category do not apply"
+    applies = "the reports drawn by day (dates); segment, category and experiment do not apply"
 
     def _specs(self) -> list:
         """The reports declared in the run's params (``metrics.reports``), typed."""
