@@ -670,3 +670,30 @@ def test_dashboard_data_reads_a_spark_runs_parquet_warehouse_the_same(con, tmp_p
     assert mine.select(ref.columns).equals(ref)
     assert build.quality_missing(spark).equals(build.quality_missing(con))
     spark.close()
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "larger"])
+def test_power_calculator_sample_size_equals_the_statsmodels_one(alternative):
+    """The page's stdlib sample size is the library's (statsmodels NormalIndPower + brentq)."""
+    from customer_intel import experiments_stats
+    from customer_intel.dashboards import power
+
+    for baseline, mde, alpha, target in [
+        (0.2, 0.1, 0.05, 0.8),
+        (0.053, 0.1, 0.05, 0.8),
+        (0.5, -0.3, 0.01, 0.9),
+        (0.01, 2.0, 0.1, 0.5),
+        (0.9, 0.05, 0.05, 0.99),
+    ]:
+        ref = experiments_stats.sample_size_per_group(baseline, mde, alpha, target, alternative)
+        got = power.sample_size_per_group(baseline, mde, alpha, target, alternative)
+        assert got == pytest.approx(ref, rel=1e-9), (baseline, mde, alpha, target)
+        assert power.power_two_proportions(
+            baseline, mde, 123.0, alpha, alternative
+        ) == pytest.approx(
+            experiments_stats.power_two_proportions(baseline, mde, 123.0, alpha, alternative),
+            rel=1e-12,
+        )
+    with pytest.raises(ValueError, match="baseline"):
+        power.sample_size_per_group(1.5, 0.1)
+

@@ -5,7 +5,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from customer_intel.params._base import InputPath, IsoDate, Section
-from customer_intel.rfm import DEFAULT_CODES, DEFAULT_RULES
+from customer_intel.rfm_defaults import DEFAULT_CODES, DEFAULT_RULES
 
 
 class SegmentationParams(Section):

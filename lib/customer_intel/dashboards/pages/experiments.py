@@ -214,6 +214,6 @@ class Experiments(Page):
         """Rates and risks in percent -> units needed per group, with messages in words."""
         if not self.ok:
             return None
-        from customer_intel import experiments
+        from customer_intel.dashboards import power
 
-        return widgets.power_calculator(self._observed_rate(), experiments.sample_size_per_group)
+        return widgets.power_calculator(self._observed_rate(), power.sample_size_per_group)
