@@ -369,6 +369,38 @@ def test_urls_and_command_bind_loopback_cull_and_keep_xsrf():
     assert "--ServerApp.disable_check_xsrf=False" in cmd
 
 
+def test_a_kernel_stops_when_its_last_connection_closes_unless_one_comes_back(monkeypatch):
+    import asyncio
+
+    from customer_intel.dashboards import serve
+
+    monkeypatch.setattr(serve, "CLOSE_GRACE", 0.05)
+    stopped: list[str] = []
+
+    class Recording(serve._closing_kernel_manager()):
+        async def shutdown_kernel(self, kernel_id, *args, **kwargs):
+            stopped.append(kernel_id)
+            self._kernels.pop(kernel_id)
+            self._kernel_connections.pop(kernel_id)
+
+    async def scenario() -> None:
+        km = Recording()
+        for k in ("closed", "reconnected", "never-connected"):
+            km._kernels[k] = object()
+            km._kernel_connections[k] = 0
+        for k in ("closed", "reconnected"):
+            km.notify_connect(k)
+            km.notify_connect(k)  # two connections (e.g. a widget channel)
+            km.notify_disconnect(k)
+        km.notify_disconnect("closed")  # the tab closed: the last connection is gone
+        km.notify_disconnect("reconnected")
+        km.notify_connect("reconnected")  # a websocket that came back within the grace
+        await asyncio.sleep(0.3)
+
+    asyncio.run(scenario())
+    assert stopped == ["closed"]
+
+
 def test_template_has_no_cdn_and_loads_local_plotly(tmp_path):
     from customer_intel.dashboards import serve
 
@@ -696,4 +728,3 @@ def test_power_calculator_sample_size_equals_the_statsmodels_one(alternative):
         )
     with pytest.raises(ValueError, match="baseline"):
         power.sample_size_per_group(1.5, 0.1)
-
