@@ -728,3 +728,12 @@ def test_power_calculator_sample_size_equals_the_statsmodels_one(alternative):
         )
     with pytest.raises(ValueError, match="baseline"):
         power.sample_size_per_group(1.5, 0.1)
+
+
+def test_cross_sell_reasons_in_words_not_rule_statistics():
+    from customer_intel.dashboards.widgets import rule_words
+
+    words = rule_words("rule: 11079594 -> 98071663 (lift 8.67, confidence 0.18)")
+    assert words == "also bought by 18% of the chosen product's buyers (8.7 times the usual rate)"
+    assert "lift" not in words and "confidence" not in words
+    assert rule_words("rule: a -> b") == "often bought together"

@@ -125,9 +125,13 @@ class Customers(Page):
             return self.missing("Cluster profiles")
         numeric = [c for c in prof.columns if c not in ("cluster", "segment", "customers", "share")]
         z = standardized(prof, numeric).rename({c: widgets.label(c) for c in numeric})
+        fig = plots.cluster_heatmap(z)
+        fig.update_traces(colorbar={"title": {"text": "vs average"}})
         return present.figure(
-            plots.cluster_heatmap(z),
+            fig,
             title="What each customer group looks like (compared with the average)",
+            note="Red: above the average customer, blue: below (in standard deviations of each "
+            "measure).",
             element_id="chart-clusters",
             height=360,
             data=prof,
