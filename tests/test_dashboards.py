@@ -737,3 +737,19 @@ def test_cross_sell_reasons_in_words_not_rule_statistics():
     assert words == "also bought by 18% of the chosen product's buyers (8.7 times the usual rate)"
     assert "lift" not in words and "confidence" not in words
     assert rule_words("rule: a -> b") == "often bought together"
+
+
+def test_report_titles_in_words_and_rates_as_percentages():
+    import plotly.graph_objects as go
+
+    from customer_intel.dashboards.pages.reports import for_people, words
+
+    assert words("ConversionRate") == "Conversion rate" and words("AUC") == "AUC"
+    assert words("rate_treatment") == "Rate treatment"
+    fig = go.Figure(go.Heatmap(z=[[0.1]], colorbar={"title": {"text": "ConversionRate"}}))
+    fig.update_layout(xaxis_title="Day", yaxis_title="ConversionRate", legend_title="category")
+    for_people(fig)
+    assert fig.layout.yaxis.title.text == "Conversion rate" and fig.layout.yaxis.tickformat == ".0%"
+    assert fig.layout.xaxis.tickformat is None and fig.layout.legend.title.text == "Category"
+    assert fig.data[0].colorbar.title.text == "Conversion rate"
+    assert fig.data[0].colorbar.tickformat == ".0%"

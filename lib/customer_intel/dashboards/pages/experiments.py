@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from customer_intel import plots
@@ -27,7 +28,7 @@ class Experiments(Page):
         "categories do not apply)"
     )
 
-    def experiment_shown(self) -> present.Html:
+    def _experiment_shown(self) -> present.Html:
         """Which experiment the readout below is of, and how many customers it enrolled.
 
         The run has one readout (the experiments stage's units); the experiment filter picks
@@ -69,12 +70,22 @@ class Experiments(Page):
         e = self.data.section("experiments")
         return str(e.get("control_label", "control")), str(e.get("treatment_label", "treatment"))
 
-    def _value(self, kind: str, v: float | None) -> str:
+    def _money_metrics(self) -> set[str]:
+        """Metrics in money: those of a money column (revenue, price), whatever their kind.
+
+        A mean, a ratio such as revenue per purchase, a quantile of spend.
+        """
+        money = {"revenue", "price", "monetary", "spend", "amount", "value"}
+        metrics = self.data.section("experiments").get("metrics") or []
+        named = {str(m.get("name")) for m in metrics if str(m.get("column")) in money}
+        return named | {"revenue per user", "revenue per purchase"}
+
+    def _value(self, kind: str, v: float | None, metric: str = "") -> str:
         if v is None or v != v:  # None or NaN (e.g. no interval for a quantile)
             return "–"
         if kind == "binary":
             return present.pct(v, 2)
-        if "revenue" in kind or kind == "continuous":
+        if "revenue" in kind or kind == "continuous" or metric in self._money_metrics():
             return present.money(v, self.currency)
         return f"{v:,.3g}"
 
@@ -122,10 +133,12 @@ class Experiments(Page):
                 {
                     "metric": r["metric"],
                     "arm": arm,
-                    "control": self._value(kind, r["control"]),
-                    "treatment": self._value(kind, r["treatment"]),
+                    "control": self._value(kind, r["control"], r["metric"]),
+                    "treatment": self._value(kind, r["treatment"], r["metric"]),
                     "change": present.signed_pct(r["rel_lift"]),
-                    "range": " to ".join(self._value(kind, r[k]) for k in ("ci_low", "ci_high")),
+                    "range": " to ".join(
+                        self._value(kind, r[k], r["metric"]) for k in ("ci_low", "ci_high")
+                    ).replace("-", "−"),
                     "p": present.p_value(r["p_adjusted"]),
                     "prob": present.probability(prob)
                     + (f" ({method})" if method and prob is not None else ""),
@@ -162,7 +175,7 @@ class Experiments(Page):
             },
         )
         return present.Html(
-            str(self.experiment_shown())
+            str(self._experiment_shown())
             + str(self._srm(diag))
             + str(self._decisions())
             + table.data
@@ -176,8 +189,18 @@ class Experiments(Page):
         if daily is None or not daily.height:
             return self.missing("The daily experiment view")
         metric = daily["metric"][0]
+        fig = plots.experiment_over_time(daily, metric)
+        a, b = self.arms
+        res = self.data.table("experiment_results")
+        kinds = dict(zip(res["metric"], res["kind"], strict=False)) if res is not None else {}
+        if kinds.get(metric) == "binary":  # a difference of rates: percentage points
+            fig.update_yaxes(
+                tickformat=".0%", title_text=f"{metric}: {b} minus {a} (percentage points)"
+            )
+        else:
+            fig.update_yaxes(title_text=f"{metric}: {b} minus {a}")
         return present.figure(
-            plots.experiment_over_time(daily, metric),
+            fig,
             title=f"The change in {metric} day by day (cumulative, with the anytime-valid range)",
             element_id="chart-lift-over-time",
             data=daily,
@@ -194,8 +217,15 @@ class Experiments(Page):
             m: g["rel_lift"].to_numpy() for (m,), g in bs.group_by("metric", maintain_order=True)
         }
         a, b = self.arms
+        fig = plots.lift_distribution(lifts)
+        # the middle 98% of the resamples: a long tail squeezed every histogram to one side
+        every = np.concatenate([v[np.isfinite(v)] for v in lifts.values()] or [np.zeros(1)])
+        lo, hi = np.quantile(every, [0.01, 0.99]) if every.size else (0.0, 0.0)
+        pad = 0.05 * (hi - lo or 1.0)
+        fig.update_xaxes(title_text=f"change of {b} vs {a}", range=[lo - pad, hi + pad])
+        fig.update_yaxes(title_text="how likely (relative)")
         return present.figure(
-            plots.lift_distribution(lifts),
+            fig,
             title=f"How large the change of {b} over {a} could be (bootstrap)",
             element_id="chart-lifts",
             data=bs,
