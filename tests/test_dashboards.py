@@ -622,7 +622,7 @@ def test_forecast_anomalies_on_the_executive_page(tmp_path):
             "metric": ["revenue_forecast", "revenue_forecast"],
             "date": [dt.date(2019, 11, 20), dt.date(2019, 11, 3)],
             "actual": [50.0, 900.0],
-            "lower": [100.0, 200.0],
+            "lower": [100.0, -200.0],
             "upper": [300.0, 400.0],
         }
     )
@@ -635,7 +635,9 @@ def test_forecast_anomalies_on_the_executive_page(tmp_path):
     assert text.index("3 Nov 2019") < text.index("20 Nov 2019")  # by day
     row = text.split("20 Nov 2019")[1].split("</tr>")[0]
     assert "€50.00" in row and "€100.00 to €300.00" in row and "below" in row
-    assert "above" in text.split("3 Nov 2019")[1].split("</tr>")[0]
+    first = text.split("3 Nov 2019")[1].split("</tr>")[0]
+    assert "above" in first and "€0.00 to €400.00" in first  # revenue is never below 0
+    assert "Revenue forecast" in text and "revenue_forecast<" not in text
 
 
 def test_reports_page_draws_each_declared_report_and_filters_dated_ones(tmp_path):
@@ -742,7 +744,8 @@ def test_cross_sell_reasons_in_words_not_rule_statistics():
 def test_report_titles_in_words_and_rates_as_percentages():
     import plotly.graph_objects as go
 
-    from customer_intel.dashboards.pages.reports import for_people, words
+    from customer_intel.dashboards.pages.reports import for_people
+    from customer_intel.dashboards.present import words
 
     assert words("ConversionRate") == "Conversion rate" and words("AUC") == "AUC"
     assert words("rate_treatment") == "Rate treatment"

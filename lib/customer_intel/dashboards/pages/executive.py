@@ -240,11 +240,13 @@ class Executive(Page):
         c = self.currency
         rows = [
             {
-                "metric": r["metric"],
+                "metric": present.words(r["metric"]),
                 "day": present.day(r["date"]),
                 "actual": r["actual"],
                 "actual_shown": present.money(r["actual"], c),
-                "range": f"{present.money(r['lower'], c)} to {present.money(r['upper'], c)}",
+                # revenue is never below zero, whatever the interval's lower end says
+                "range": f"{present.money(max(r['lower'], 0.0), c)} to "
+                f"{present.money(r['upper'], c)}",
                 "side": "above" if r["actual"] > r["upper"] else "below",
             }
             for r in t.sort("date").iter_rows(named=True)

@@ -17,14 +17,6 @@ from customer_intel import plots
 from customer_intel.dashboards import present
 from customer_intel.dashboards.pages.base import Page
 
-
-def words(name: str) -> str:
-    """A column name as people write it: ``ConversionRate`` -> ``Conversion rate`` (AUC stays)."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", str(name)).replace("_", " ").split()
-    text = " ".join(w if len(w) > 1 and w.isupper() else w.lower() for w in spaced)
-    return text[:1].upper() + text[1:]
-
-
 #: columns whose values are shares (0.25 = 25%): shown as percentages
 _SHARE = re.compile(r"(rate|share|ratio|conversion|pct|percent)", re.I)
 
@@ -40,21 +32,21 @@ def for_people(fig: Any) -> Any:
         axis = layout[key]
         text = axis.title.text if axis.title else None
         if text:
-            axis.title.text = words(text)
+            axis.title.text = present.words(text)
             if _SHARE.search(text) and not axis.tickformat and axis.type != "date":
                 axis.tickformat = ".0%"
     if layout.legend and layout.legend.title and layout.legend.title.text:
-        layout.legend.title.text = words(layout.legend.title.text)
+        layout.legend.title.text = present.words(layout.legend.title.text)
     if layout.coloraxis and layout.coloraxis.colorbar and layout.coloraxis.colorbar.title.text:
         text = layout.coloraxis.colorbar.title.text
-        layout.coloraxis.colorbar.title.text = words(text)
+        layout.coloraxis.colorbar.title.text = present.words(text)
         if _SHARE.search(text):
             layout.coloraxis.colorbar.tickformat = ".0%"
     for trace in fig.data:
         bar = getattr(trace, "colorbar", None)
         if bar is not None and bar.title and bar.title.text:
             text = bar.title.text
-            bar.title.text = words(text)
+            bar.title.text = present.words(text)
             if _SHARE.search(text):
                 bar.tickformat = ".0%"
     return fig
