@@ -367,6 +367,8 @@ def test_urls_and_command_bind_loopback_cull_and_keep_xsrf():
     assert "--preheat_kernel=False" in cmd and "--template=customer_intel" in cmd
     assert any(c.startswith("--MappingKernelManager.cull_idle_timeout=") for c in cmd)
     assert "--ServerApp.disable_check_xsrf=False" in cmd
+    deny = next(c for c in cmd if c.startswith("--VoilaConfiguration.extension_denylist="))
+    assert "'jupyterlab-plotly'" in deny  # a second plotly.js per visit
 
 
 def test_a_kernel_stops_when_its_last_connection_closes_unless_one_comes_back(monkeypatch):

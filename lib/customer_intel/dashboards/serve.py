@@ -45,6 +45,8 @@ TEMPLATE_SOURCE = Path(__file__).with_name("voila")
 #: every CULL_INTERVAL
 CULL_IDLE_TIMEOUT = 60
 CULL_INTERVAL = 15
+#: JupyterLab extensions the pages do not load (see :func:`voila_command`)
+EXTENSIONS_NOT_LOADED = ("jupyterlab-plotly", "jupyterlab_pygments")
 #: a kernel whose last connection closed is shut down this many seconds later unless a
 #: connection came back (a websocket that reconnects after a network blip)
 CLOSE_GRACE = 2.0
@@ -121,6 +123,10 @@ def voila_command(*, host: str, port: int) -> list[str]:
         "--preheat_kernel=False",
         "--VoilaConfiguration.file_allowlist=['.*\\.(png|jpg|gif|svg)']",
         "--VoilaConfiguration.show_tracebacks=False",
+        # not loaded by the pages: jupyterlab-plotly's extension is a second plotly.js (4.8 MB
+        # of script per visit; the charts draw with the server's own copy), pygments
+        # highlights code, and no code is shown
+        f"--VoilaConfiguration.extension_denylist={list(EXTENSIONS_NOT_LOADED)!r}",
         "--ServerApp.disable_check_xsrf=False",
         f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_TIMEOUT}",
         f"--MappingKernelManager.cull_interval={CULL_INTERVAL}",
