@@ -313,9 +313,10 @@ def test_experiment_filter_narrows_every_page_to_the_experiments_customers(brows
     # kept in the URL across pages: every navigation link carries it
     for href in v.page.locator("#nav a").evaluate_all("els => els.map(a => a.href)"):
         assert f"experiment={name}" in href, href
-    link = v.page.locator("#nav a[href^='experiments']").evaluate("a => a.href")
-    v.page.goto(link, timeout=180_000)  # the experiments page, by its navigation link
+    # a click on the navigation link opens the page (JupyterLab's renderer swallowed it)
+    v.page.locator("#nav a[href^='experiments']").click()
     v.page.wait_for_selector("#experiment-shown", timeout=180_000)
+    assert "/experiments.ipynb?" in v.page.url and f"experiment={name}" in v.page.url
     shown = v.page.locator("#experiment-shown")
     assert shown.get_attribute("data-experiment") == name
     assert int(shown.get_attribute("data-units")) == enrolled.len()
