@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import pytest
 
 from customer_intel import experiments
 from customer_intel.dashboards import DASHBOARDS, serve
-from customer_intel.paths import PROJECT_ROOT
+from customer_intel.paths import DASHBOARDS_DIR, PROJECT_ROOT
 
 pytestmark = pytest.mark.browser
 
@@ -157,11 +158,17 @@ class Visit:
     def value(self, selector: str, attr: str = "data-value") -> float:
         return float(self.page.locator(selector).first.get_attribute(attr))
 
-    def close(self) -> None:
-        # leaving the page fires beforeunload and its kernel-shutdown beacon (headless Chromium
-        # drops the beacon of a closed tab; the server culls such kernels within a minute)
-        self.page.goto("about:blank")
-        self.page.close()
+    def close(self, *, run_before_unload: bool = False) -> None:
+        """Close the tab. Plain ``page.close()`` runs no unload handler (no shutdown beacon,
+        as a crashed tab): the server stops the kernel when the page's websocket closes."""
+        self.page.close(run_before_unload=run_before_unload)
+
+
+def _wait_kernels(proc: psutil.Process, at_most: int, seconds: float) -> int:
+    deadline = time.time() + seconds
+    while (n := len(_kernels(proc))) > at_most and time.time() < deadline:
+        time.sleep(0.25)
+    return n
 
 
 def _shot(visit: Visit, name: str) -> None:
@@ -284,6 +291,42 @@ def test_filters_come_from_the_url_and_change_the_numbers(browser, server):
     assert v.page.locator("#filter-segment").input_value() == ""
     ref = _reference_kpis(ev.filter(pl.col("category") == category), start, end)
     assert v.value("#kpi-revenue") == pytest.approx(ref["revenue"], rel=1e-9)
+    v.close()
+
+
+def test_experiment_filter_narrows_every_page_to_the_experiments_customers(browser, server):
+    units = pl.read_parquet(server["run"] / "tables" / "experiment_units.parquet")
+    name = units["experiment_name"].mode().sort()[0]
+    enrolled = units.filter(pl.col("experiment_name") == name)["user_id"].unique()
+    ev = _events(server["run"])
+    end = ev["event_date"].max()
+    start = end - dt.timedelta(days=29)
+    v = Visit(browser, server, "executive", f"?experiment={name}")
+    v.check()
+    ref = _reference_kpis(ev.filter(pl.col("user_id").is_in(enrolled.implode())), start, end)
+    for key in ("revenue", "orders", "customers", "sessions", "conversion"):
+        assert v.value(f"#kpi-{key}") == pytest.approx(ref[key], rel=1e-9), key
+    whole = _reference_kpis(ev, start, end)
+    assert ref["sessions"] < whole["sessions"]  # the filter changed the numbers
+    assert v.page.locator("#filter-experiment").input_value() == name
+    assert f"customers in the experiment {name}" in v.page.locator(".ci-compare").inner_text()
+    # kept in the URL across pages: every navigation link carries it
+    for href in v.page.locator("#nav a").evaluate_all("els => els.map(a => a.href)"):
+        assert f"experiment={name}" in href, href
+    # a click on the navigation link opens the page (JupyterLab's renderer swallowed it)
+    v.page.locator("#nav a[href^='experiments']").click()
+    v.page.wait_for_selector("#experiment-shown", timeout=180_000)
+    assert "/experiments.ipynb?" in v.page.url and f"experiment={name}" in v.page.url
+    shown = v.page.locator("#experiment-shown")
+    assert shown.get_attribute("data-experiment") == name
+    assert int(shown.get_attribute("data-units")) == enrolled.len()
+    assert v.page.locator("#filter-experiment").input_value() == name
+    # choosing "all customers" in the bar drops it from the URL
+    v.page.select_option("#filter-experiment", "")
+    with v.page.expect_navigation(timeout=180_000):
+        v.page.locator("#filters button").click()
+    v.page.wait_for_selector("#page-header", timeout=180_000)
+    assert "experiment=" not in v.page.url  # the bar leaves empty fields out of the URL
     v.close()
 
 
@@ -410,6 +453,39 @@ def test_executive_lists_the_forecast_anomalies(browser, server):
     v.close()
 
 
+FITS = """() => {
+  const bad = [];
+  const root = document.scrollingElement;
+  if (root.scrollWidth > root.clientWidth + 1)
+    bad.push('the page scrolls sideways: ' + root.scrollWidth + ' > ' + root.clientWidth);
+  const sel = '#filters, #filters label, #filters input, #filters select, #filters button,'
+    + ' .widget-text, .widget-text label, .widget-text input, .widget-button, .widget-vbox,'
+    + ' .widget-dropdown, .widget-dropdown label, .widget-dropdown select, .ci-result';
+  for (const el of document.querySelectorAll(sel)) {
+    const what = (el.id ? '#' + el.id : el.className.toString().split(' ')[0]) + ' '
+      + (el.textContent || el.value || '').trim().slice(0, 40);
+    if (el.scrollWidth > el.clientWidth + 1)
+      bad.push('clipped: ' + what + ' (' + el.scrollWidth + ' > ' + el.clientWidth + ')');
+    const r = el.getBoundingClientRect();
+    if (r.width && (r.left < -1 || r.right > window.innerWidth + 1))
+      bad.push('outside the screen: ' + what);
+  }
+  return bad;
+}"""
+
+
+def test_the_filter_bar_and_the_forms_fit_a_phone(browser, server):
+    for name in ("customers", "growth", "experiments", "executive"):
+        v = Visit(browser, server, name, viewport=PHONE)
+        v.page.wait_for_selector(".ci-filters", timeout=60_000)
+        if name != "executive":
+            v.page.wait_for_selector(".widget-vbox", timeout=60_000)  # the forms render last
+            v.page.wait_for_timeout(300)
+        bad = v.page.evaluate(FITS)
+        assert not bad, f"{name} at 390x844: {bad}"
+        v.close()
+
+
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1440x900", "390x844"])
 def test_no_clipped_labels_and_screenshots(browser, server, viewport):
     for name in DASHBOARDS:
@@ -420,6 +496,47 @@ def test_no_clipped_labels_and_screenshots(browser, server, viewport):
         _shot(v, name)
         assert not bad, f"{name} at {viewport}: {bad}"
         v.close()
+
+
+#: how soon a closed tab's kernel must be gone: well under the culling (a minute, checked
+#: every CULL_INTERVAL), so what stops it is the close, not the culler
+GONE_WITHIN = serve.CLOSE_GRACE + 8
+
+
+def test_a_closed_tab_shuts_its_kernel_down_without_waiting_for_culling(browser, server):
+    proc: psutil.Process = server["proc"]
+    before = _wait_kernels(proc, 0, GONE_WITHIN)  # earlier tests' tabs are closed by now
+    # a tab closed the way a person closes it: unload handlers run, Voila's beacon is sent
+    v = Visit(browser, server, "quality")
+    assert len(_kernels(proc)) == before + 1
+    t0 = time.perf_counter()
+    v.close(run_before_unload=True)
+    assert _wait_kernels(proc, before, GONE_WITHIN) == before, "a kernel outlived its tab"
+    RESULTS["close_seconds"] = {"with unload handlers": round(time.perf_counter() - t0, 2)}
+    # a tab that dies without unload handlers (page.close(), a crash): no beacon at all
+    v = Visit(browser, server, "quality")
+    assert len(_kernels(proc)) == before + 1
+    t0 = time.perf_counter()
+    v.close()
+    assert _wait_kernels(proc, before, GONE_WITHIN) == before, "a kernel outlived its tab"
+    RESULTS["close_seconds"]["page.close()"] = round(time.perf_counter() - t0, 2)
+    # the beacon itself, sent as Voila's page sends it, is accepted (204, not 403)
+    v = Visit(browser, server, "quality")
+    status = v.page.evaluate(
+        r"""async () => {
+          const kernel = JSON.parse(
+              document.getElementById('jupyter-config-data').textContent).kernelId;
+          const form = new FormData();
+          const m = document.cookie.match('\\b_xsrf=([^;]*)\\b');
+          form.append('_xsrf', (m && m[1]) || '');
+          const r = await fetch(`/voila/api/shutdown/${kernel}`, {method: 'POST', body: form});
+          return r.status;
+        }"""
+    )
+    assert status == 204
+    assert _wait_kernels(proc, before, GONE_WITHIN) == before
+    v.close()
+    assert "403 POST /voila/api/shutdown" not in server["log"].read_text()
 
 
 def test_fifty_visits_leave_few_kernels_and_bounded_memory(browser, server):
@@ -440,10 +557,7 @@ def test_fifty_visits_leave_few_kernels_and_bounded_memory(browser, server):
                 "rss_mb": rss[-1],
             }
         )
-    deadline = time.time() + serve.CULL_IDLE_TIMEOUT + 3 * serve.CULL_INTERVAL
-    while len(_kernels(proc)) > 2 and time.time() < deadline:
-        time.sleep(1)
-    kernels = len(_kernels(proc))
+    kernels = _wait_kernels(proc, 0, GONE_WITHIN)  # not the culling: the closes
     RESULTS["after_visits"] = {
         "kernels": kernels,
         "server_rss_mb": rss[-1],
@@ -453,3 +567,35 @@ def test_fifty_visits_leave_few_kernels_and_bounded_memory(browser, server):
     assert rss[-1] < rss[9] + 150, f"server RSS grew from {rss[9]:.0f} MB to {rss[-1]:.0f} MB"
     log = server["log"].read_text()
     assert "403 POST /voila/api/shutdown" not in log
+
+
+def test_page_kernels_import_no_engine_model_or_notebook_library(server):
+    """Each page's cells, run as its kernel runs them, import none of the heavy libraries
+    (every visit starts a kernel and pays its imports: no Ibis, DuckDB, LightGBM, scipy...)."""
+    heavy = ["ibis", "duckdb", "sqlglot", "lightgbm", "sklearn", "scipy", "statsmodels"]
+    heavy += ["pyarrow", "pandas", "nbformat", "jsonschema"]
+    code = f"""
+import json, sys
+from pathlib import Path
+for path in sys.argv[1:]:
+    ns = {{}}
+    for cell in json.loads(Path(path).read_text())["cells"]:
+        if cell["cell_type"] == "code":
+            exec("".join(cell["source"]), ns)
+print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))
+"""
+    env = dict(
+        os.environ,
+        CUSTOMER_INTEL_PLOTLY_RENDERER="none",
+        CUSTOMER_INTEL_OUTPUT_ROOT=str(server["root"]),
+    )
+    for name in DASHBOARDS:
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(DASHBOARDS_DIR / f"{name}.ipynb")],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            timeout=300,
+        )
+        assert json.loads(out.stdout) == [], f"{name}: {out.stdout}{out.stderr[-2000:]}"

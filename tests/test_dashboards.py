@@ -89,7 +89,19 @@ EVENTS = pl.DataFrame(
 SEGMENTS = pl.DataFrame({"user_id": [1, 3], "segment": ["Champions", "New"]})
 
 
-def _connection(events: pl.DataFrame, segments: pl.DataFrame) -> duckdb.DuckDBPyConnection:
+#: users 1 and 2 in one experiment, users 2 and 3 in another (a customer may be in both)
+UNITS = pl.DataFrame(
+    {
+        "user_id": [1, 2, 2, 3, 9],
+        "experiment_name": ["gate", "gate", "banner", "banner", "banner"],
+        "experiment_group": ["control", "treatment", "control", "treatment", "control"],
+    }
+)
+
+
+def _connect(
+    events: pl.DataFrame, units: pl.DataFrame | None = None, segments: pl.DataFrame = SEGMENTS
+) -> duckdb.DuckDBPyConnection:
     """An in-memory warehouse over ``events`` (the star schema built as the stage builds it)."""
     import ibis
 
@@ -103,13 +115,13 @@ def _connection(events: pl.DataFrame, segments: pl.DataFrame) -> duckdb.DuckDBPy
     ib = ibis.duckdb.from_connection(c)
     for name, expr in warehouse.star_schema(ib.table("events")).items():
         c.execute(f"CREATE TABLE {name} AS {ib.compile(expr)}")
-    build.prepare(c, segments)
+    build.prepare(c, segments, build.experiment_units(units))
     return c
 
 
 @pytest.fixture
 def con():
-    c = _connection(EVENTS, SEGMENTS)
+    c = _connect(EVENTS, UNITS)
     yield c
     c.close()
 
@@ -139,7 +151,7 @@ def test_daily_equals_distinct_counts_computed_with_polars():
     segments = pl.DataFrame(
         {"user_id": list(range(1, 80)), "segment": ["S1", "S2", "S3"] * 26 + ["S1"]}
     )
-    c = _connection(events, segments)
+    c = _connect(events, None, segments)
     try:
         mine = build.daily(c, max_events=700)
         ev = c.execute("SELECT * FROM ev").pl()
@@ -173,6 +185,32 @@ def test_daily_equals_distinct_counts_computed_with_polars():
                 ), (grain, col)
 
 
+def test_experiment_units_name_each_enrolled_customer_once():
+    x = build.experiment_units(UNITS)
+    assert x.rows() == [("banner", 2), ("banner", 3), ("banner", 9), ("gate", 1), ("gate", 2)]
+    unnamed = build.experiment_units(UNITS.drop("experiment_name"))
+    assert set(unnamed["experiment"]) == {build.UNNAMED_EXPERIMENT} and unnamed.height == 4
+    assert build.experiment_units(UNITS.rename({"user_id": "session"})).is_empty()
+    assert build.experiment_units(None).is_empty()
+
+
+def test_daily_experiments_equal_daily_of_the_enrolled_customers_alone(con):
+    """One definition: an experiment's rows are dash_daily computed on its customers' events
+    (the sessions too: fact_sessions is the whole shop's, joined by session)."""
+    per = build.daily_experiments(con)
+    assert set(per["experiment"]) == {"gate", "banner"}
+    for name, users in (("gate", [1, 2]), ("banner", [2, 3])):
+        alone = _connect(EVENTS.filter(pl.col("user_id").is_in(users)))
+        ref = build.daily(alone).sort("event_date", "segment", "category")
+        alone.close()
+        mine = (
+            per.filter(experiment=name).drop("experiment").sort("event_date", "segment", "category")
+        )
+        assert mine.to_dicts() == ref.to_dicts(), name
+    # the whole shop's rows are untouched by enrolment (user 2 is in both experiments)
+    assert build.daily(con).filter(segment=ALL, category=ALL)["revenue"].sum() == 405.0
+
+
 def test_daily_all_rows_equal_the_warehouse_daily_kpis(con):
     """One definition: the (all, all) rows are fact_daily_kpis, row for row."""
     d = build.daily(con).filter(segment=ALL, category=ALL).sort("event_date")
@@ -193,6 +231,8 @@ def test_daily_by_day_ranges_equals_one_query(con):
     """Day by day (a session crossing midnight included) gives the rows of one whole query."""
     assert len(build.day_chunks(con, 1)) > 1
     assert build.daily(con, max_events=1).equals(build.daily(con, max_events=10**12))
+    one, whole = (build.daily_experiments(con, max_events=m) for m in (1, 10**12))
+    assert one.height > 0 and one.equals(whole)
 
 
 def test_daily_by_segment_and_category_by_hand(con):
@@ -274,6 +314,38 @@ def test_filters_round_trip_and_refuse_nonsense():
     assert bad.start is None and bad.segment == ALL and "not a date" in bad.problems[0]
     swapped = Filters.from_query("from=2019-11-30&to=2019-11-01")
     assert swapped.start < swapped.end and swapped.problems
+    x = Filters.from_query("experiment=gate&segment=Champions")
+    assert x.experiment == "gate" and Filters.from_query(x.query()) == x
+    assert "experiment=gate" in x.query() and "experiment" not in Filters().query()
+
+
+def test_experiment_filter_narrows_every_number_to_the_enrolled_customers(tmp_path, con):
+    daily, per = build.daily(con), build.daily_experiments(con)
+    buyers, units = build.buyer_days(con), build.experiment_units(UNITS)
+    _run(
+        tmp_path,
+        {"dashboards": {"period_days": 2}},
+        {
+            "dash_daily": daily,
+            "dash_daily_experiments": per,
+            "dash_buyer_days": buyers,
+            "dash_experiment_units": units,
+        },
+    )
+    data = RunData(tmp_path)
+    assert data.experiments() == ["banner", "gate"]  # most customers first (3 vs 2)
+    f = data.clean(Filters.from_query("experiment=gate"))
+    assert f.experiment == "gate" and not f.problems
+    period = data.period(f)
+    got = kpis(data.daily(f), data.buyer_days(f), period)
+    # by hand: users 1 and 2 bought 100 (1 Nov) and 5 (2 Nov) in sessions a and b (both 1 Nov)
+    assert (got["revenue"], got["orders"], got["sessions"], got["customers"]) == (105, 2, 2, 2)
+    page = Executive(tmp_path, query="experiment=gate")
+    cards = str(page.kpi_cards())
+    assert 'data-value="105.0"' in cards and "customers in the experiment gate" in cards
+    assert "filter-experiment" in str(page.header())
+    unknown = data.clean(Filters.from_query("experiment=nope"))
+    assert unknown.experiment is None and "no experiment 'nope'" in unknown.problems[0]
 
 
 def test_formats_for_people():
@@ -366,6 +438,40 @@ def test_urls_and_command_bind_loopback_cull_and_keep_xsrf():
     assert "--preheat_kernel=False" in cmd and "--template=customer_intel" in cmd
     assert any(c.startswith("--MappingKernelManager.cull_idle_timeout=") for c in cmd)
     assert "--ServerApp.disable_check_xsrf=False" in cmd
+    deny = next(c for c in cmd if c.startswith("--VoilaConfiguration.extension_denylist="))
+    assert "'jupyterlab-plotly'" in deny  # a second plotly.js per visit
+
+
+def test_a_kernel_stops_when_its_last_connection_closes_unless_one_comes_back(monkeypatch):
+    import asyncio
+
+    from customer_intel.dashboards import serve
+
+    monkeypatch.setattr(serve, "CLOSE_GRACE", 0.05)
+    stopped: list[str] = []
+
+    class Recording(serve._closing_kernel_manager()):
+        async def shutdown_kernel(self, kernel_id, *args, **kwargs):
+            stopped.append(kernel_id)
+            self._kernels.pop(kernel_id)
+            self._kernel_connections.pop(kernel_id)
+
+    async def scenario() -> None:
+        km = Recording()
+        for k in ("closed", "reconnected", "never-connected"):
+            km._kernels[k] = object()
+            km._kernel_connections[k] = 0
+        for k in ("closed", "reconnected"):
+            km.notify_connect(k)
+            km.notify_connect(k)  # two connections (e.g. a widget channel)
+            km.notify_disconnect(k)
+        km.notify_disconnect("closed")  # the tab closed: the last connection is gone
+        km.notify_disconnect("reconnected")
+        km.notify_connect("reconnected")  # a websocket that came back within the grace
+        await asyncio.sleep(0.3)
+
+    asyncio.run(scenario())
+    assert stopped == ["closed"]
 
 
 def test_template_has_no_cdn_and_loads_local_plotly(tmp_path):
@@ -569,6 +675,16 @@ def test_experiments_page_shows_each_arm_its_decision_method_and_sequential_read
     daily.write_parquet(tmp_path / "runs" / "r1" / "tables" / "experiment_daily.parquet")
     chart = str(Experiments(root=tmp_path, query="").effect_over_time())
     assert 'id="chart-lift-over-time"' in chart and "conversion" in chart
+    # the experiment filter: the readout says which experiment it is of
+    units = pl.DataFrame({"experiment": ["gates"] * 3, "user_id": [1, 2, 3]})
+    units.write_parquet(tmp_path / "runs" / "r1" / "tables" / "dash_experiment_units.parquet")
+    shown = str(Experiments(root=tmp_path, query="experiment=gates").decision_table())
+    assert 'data-experiment="gates" data-units="3"' in shown and "3 customers" in shown
+    assert 'data-experiment="gates"' in str(Experiments(root=tmp_path, query="").decision_table())
+    pooled = pl.concat([units, pl.DataFrame({"experiment": ["banner"], "user_id": [4]})])
+    pooled.write_parquet(tmp_path / "runs" / "r1" / "tables" / "dash_experiment_units.parquet")
+    text = str(Experiments(root=tmp_path, query="experiment=banner").decision_table())
+    assert "pools 2 experiments" in text and 'data-experiment="banner" data-units="1"' in text
 
 
 def test_forecast_anomalies_on_the_executive_page(tmp_path):
@@ -579,7 +695,7 @@ def test_forecast_anomalies_on_the_executive_page(tmp_path):
             "metric": ["revenue_forecast", "revenue_forecast"],
             "date": [dt.date(2019, 11, 20), dt.date(2019, 11, 3)],
             "actual": [50.0, 900.0],
-            "lower": [100.0, 200.0],
+            "lower": [100.0, -200.0],
             "upper": [300.0, 400.0],
         }
     )
@@ -592,7 +708,9 @@ def test_forecast_anomalies_on_the_executive_page(tmp_path):
     assert text.index("3 Nov 2019") < text.index("20 Nov 2019")  # by day
     row = text.split("20 Nov 2019")[1].split("</tr>")[0]
     assert "€50.00" in row and "€100.00 to €300.00" in row and "below" in row
-    assert "above" in text.split("3 Nov 2019")[1].split("</tr>")[0]
+    first = text.split("3 Nov 2019")[1].split("</tr>")[0]
+    assert "above" in first and "€0.00 to €400.00" in first  # revenue is never below 0
+    assert "Revenue forecast" in text and "revenue_forecast<" not in text
 
 
 def test_reports_page_draws_each_declared_report_and_filters_dated_ones(tmp_path):
@@ -659,3 +777,55 @@ def test_dashboard_data_reads_a_spark_runs_parquet_warehouse_the_same(con, tmp_p
     assert mine.select(ref.columns).equals(ref)
     assert build.quality_missing(spark).equals(build.quality_missing(con))
     spark.close()
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "larger"])
+def test_power_calculator_sample_size_equals_the_statsmodels_one(alternative):
+    """The page's stdlib sample size is the library's (statsmodels NormalIndPower + brentq)."""
+    from customer_intel import experiments_stats
+    from customer_intel.dashboards import power
+
+    for baseline, mde, alpha, target in [
+        (0.2, 0.1, 0.05, 0.8),
+        (0.053, 0.1, 0.05, 0.8),
+        (0.5, -0.3, 0.01, 0.9),
+        (0.01, 2.0, 0.1, 0.5),
+        (0.9, 0.05, 0.05, 0.99),
+    ]:
+        ref = experiments_stats.sample_size_per_group(baseline, mde, alpha, target, alternative)
+        got = power.sample_size_per_group(baseline, mde, alpha, target, alternative)
+        assert got == pytest.approx(ref, rel=1e-9), (baseline, mde, alpha, target)
+        assert power.power_two_proportions(
+            baseline, mde, 123.0, alpha, alternative
+        ) == pytest.approx(
+            experiments_stats.power_two_proportions(baseline, mde, 123.0, alpha, alternative),
+            rel=1e-12,
+        )
+    with pytest.raises(ValueError, match="baseline"):
+        power.sample_size_per_group(1.5, 0.1)
+
+
+def test_cross_sell_reasons_in_words_not_rule_statistics():
+    from customer_intel.dashboards.widgets import rule_words
+
+    words = rule_words("rule: 11079594 -> 98071663 (lift 8.67, confidence 0.18)")
+    assert words == "also bought by 18% of the chosen product's buyers (8.7 times the usual rate)"
+    assert "lift" not in words and "confidence" not in words
+    assert rule_words("rule: a -> b") == "often bought together"
+
+
+def test_report_titles_in_words_and_rates_as_percentages():
+    import plotly.graph_objects as go
+
+    from customer_intel.dashboards.pages.reports import for_people
+    from customer_intel.dashboards.present import words
+
+    assert words("ConversionRate") == "Conversion rate" and words("AUC") == "AUC"
+    assert words("rate_treatment") == "Rate treatment"
+    fig = go.Figure(go.Heatmap(z=[[0.1]], colorbar={"title": {"text": "ConversionRate"}}))
+    fig.update_layout(xaxis_title="Day", yaxis_title="ConversionRate", legend_title="category")
+    for_people(fig)
+    assert fig.layout.yaxis.title.text == "Conversion rate" and fig.layout.yaxis.tickformat == ".0%"
+    assert fig.layout.xaxis.tickformat is None and fig.layout.legend.title.text == "Category"
+    assert fig.data[0].colorbar.title.text == "Conversion rate"
+    assert fig.data[0].colorbar.tickformat == ".0%"

@@ -70,7 +70,7 @@ def test_graph_edges_and_order():
         "experiments": {"optimize", "ingest"},
         # the default metrics read the warehouse, propensity's held-out scores and the units
         "metrics": {"optimize", "propensity", "experiments"},
-        "dashboard_data": {"optimize", "ingest", "segmentation"},
+        "dashboard_data": {"optimize", "ingest", "segmentation", "experiments"},
     }
     ab = stages.dependencies(stages.STAGES, load_params(PARAMS_DIR / "external_ab.yaml"))
     assert ab["experiments"] == set()  # an external unit table needs no other stage

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from customer_intel.contracts import Manifest, StageRecord
@@ -208,6 +207,8 @@ class StageRun:
         With no part at all, an empty table of ``schema`` is written (a ValueError names the
         table when there is none).
         """
+        import pyarrow.parquet as pq  # here: a dashboard kernel reads runs, never writes parts
+
         target = self.path(TABLES, f"{name}.parquet")
         rows = 0
         with atomic_path(target) as tmp:

@@ -215,11 +215,14 @@ STAGES: tuple[Stage, ...] = (
         "the small tables the dashboards read",
         StageIO(
             reads=(WAREHOUSE, table("ingest_rejects")),
-            optional=(table("rfm"),),  # each customer's segment, when segmentation ran
+            # each customer's segment, when segmentation ran; who each experiment enrolled
+            optional=(table("rfm"), table("experiment_units")),
             writes=tuple(
                 table(t)
                 for t in (
                     "dash_daily",
+                    "dash_daily_experiments",
+                    "dash_experiment_units",
                     "dash_buyer_days",
                     "dash_products",
                     "dash_quality_events",

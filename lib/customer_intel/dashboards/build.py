@@ -12,6 +12,10 @@ Tables (all under ``tables/``)::
 
     dash_daily          event_date, segment, category, visitors, views, carts, purchases, buyers,
                         revenue, sessions, sessions_with_view, sessions_with_cart, orders
+    dash_daily_experiments  experiment + the columns of dash_daily: the same numbers over the
+                        customers each experiment enrolled (the experiment filter)
+    dash_experiment_units   experiment, user_id: who each experiment enrolled (from the
+                        experiments stage's ``experiment_units``, when its units are customers)
     dash_buyer_days     event_date, user_id, segment, category, revenue, purchases
                         (one row per buyer, day and category: exact distinct buyers and
                         top customers for any filter)
@@ -61,21 +65,45 @@ def connect(run, engine: str = "duckdb") -> duckdb.DuckDBPyConnection:
     return con.con
 
 
-_SETS = "GROUPING SETS ((d, segment, category), (d, segment), (d, category), (d))"
+#: The experiment of units whose table names none (an external unit table).
+UNNAMED_EXPERIMENT = "A/B test"
 
 
-def _cube_labels() -> str:
+def experiment_units(units: pl.DataFrame | None) -> pl.DataFrame:
+    """``dash_experiment_units``: experiment, user_id of each customer an experiment enrolled.
+
+    From the experiments stage's ``experiment_units``: the experiment is its
+    ``experiment_name``, else :data:`UNNAMED_EXPERIMENT` (an external unit table that names
+    none). Empty when there are no units or they are not customers (no ``user_id`` column:
+    the other pages cannot then be narrowed to an experiment).
+    """
+    if units is None or "user_id" not in units.columns:
+        return pl.DataFrame(schema={"experiment": pl.String, "user_id": pl.Int64})
+    experiment = (
+        pl.col("experiment_name").cast(pl.String)
+        if "experiment_name" in units.columns
+        else pl.lit(UNNAMED_EXPERIMENT)
+    )
     return (
-        f"CASE WHEN GROUPING(segment) = 1 THEN '{ALL}' ELSE segment END AS segment, "
-        f"CASE WHEN GROUPING(category) = 1 THEN '{ALL}' ELSE category END AS category"
+        units.select(experiment=experiment, user_id="user_id")
+        .unique(maintain_order=True)
+        .sort("experiment", "user_id")
     )
 
 
-def prepare(con: duckdb.DuckDBPyConnection, segments: pl.DataFrame | None) -> None:
-    """Create the temp view ``ev``: events with their day, segment and top-level category.
+def prepare(
+    con: duckdb.DuckDBPyConnection,
+    segments: pl.DataFrame | None,
+    experiments: pl.DataFrame | None = None,
+) -> None:
+    """Create the temp views ``ev`` and ``ev_experiments``.
+
+    ``ev``: events with their day, segment and top-level category; ``ev_experiments``: ``ev``
+    with ``experiment``, one row per event and experiment its customer was enrolled in.
 
     ``con`` has the views ``events`` (rows with a user) and ``fact_sessions``; ``segments``
-    is ``user_id, segment`` (the RFM table) or None.
+    is ``user_id, segment`` (the RFM table) or None; ``experiments`` is
+    :func:`experiment_units` or None.
     """
     seg = segments if segments is not None else pl.DataFrame({"user_id": [], "segment": []})
     seg = seg.select("user_id", pl.col("segment").cast(pl.String))
@@ -88,6 +116,15 @@ def prepare(con: duckdb.DuckDBPyConnection, segments: pl.DataFrame | None) -> No
                         '{NO_CATEGORY}') AS category,
                coalesce(s.segment, '{NO_PURCHASE}') AS segment
         FROM events e LEFT JOIN _segments s ON e.user_id = s.user_id""")
+    x = experiments if experiments is not None else experiment_units(None)
+    con.register("_experiment_units", x.to_arrow())
+    # the units' ids as the events' type (an external unit table may hold them as text)
+    id_type = next(r[1] for r in con.execute("DESCRIBE events").fetchall() if r[0] == "user_id")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW ev_experiments AS
+        SELECT ev.*, x.experiment
+        FROM ev JOIN (SELECT experiment, TRY_CAST(user_id AS {id_type}) AS user_id
+                      FROM _experiment_units) x ON ev.user_id = x.user_id""")
 
 
 #: Events aggregated together by one query of :func:`daily` (whole days).
@@ -119,7 +156,9 @@ def day_chunks(con: duckdb.DuckDBPyConnection, max_events: int) -> list[tuple[st
 _GRAINS = (("segment", "category"), ("segment",), ("category",), ())
 
 
-def _per_grain(level1: str, key: str, counts: dict[str, str | None], sums: tuple[str, ...]) -> str:
+def _per_grain(
+    level1: str, key: str, counts: dict[str, str | None], sums: tuple[str, ...], lead: str
+) -> str:
     """SQL: rows per day and grain from ``level1`` (one row per day, segment, category, key).
 
     A distinct count is a plain count once the rows are grouped by the grain and the key: the
@@ -129,7 +168,7 @@ def _per_grain(level1: str, key: str, counts: dict[str, str | None], sums: tuple
     """
     selects = []
     for grain in _GRAINS:
-        cols = ", ".join(("d", *grain))
+        cols = ", ".join((lead, *grain))
         labels = ", ".join(c if c in grain else f"'{ALL}' AS {c}" for c in ("segment", "category"))
         flags = [f for f in counts.values() if f]
         inner = ", ".join(
@@ -145,45 +184,53 @@ def _per_grain(level1: str, key: str, counts: dict[str, str | None], sums: tuple
             ]
         )
         selects.append(
-            f"SELECT d, {labels}, {outer} FROM (SELECT {cols}, {key}, {inner} FROM {level1} "
+            f"SELECT {lead}, {labels}, {outer} FROM (SELECT {cols}, {key}, {inner} FROM {level1} "
             f"GROUP BY {cols}, {key}) GROUP BY {cols}"
         )
     return " UNION ALL ".join(selects)
 
 
-def _daily_range(con: duckdb.DuckDBPyConnection, first: str, last: str) -> pl.DataFrame:
+def _daily_range(
+    con: duckdb.DuckDBPyConnection, first: str, last: str, source: str = "ev", by: str = ""
+) -> pl.DataFrame:
     """:func:`daily` for the days ``first`` to ``last`` (events by event day, sessions by start).
+
+    ``source`` is the view read (``ev`` or ``ev_experiments``), ``by`` an extra key column
+    beside the day (``experiment``) or "".
 
     Written without ``COUNT(DISTINCT)`` over grouping sets (DuckDB took 700 s for the 110M
     events that way): the events are first reduced to one row per day, segment, category and
     user (or session), then each grain counts those rows (:func:`_per_grain`).
     """
-    users = f"""(SELECT d, segment, category, user_id,
+    lead = f"d, {by}" if by else "d"
+    users = f"""(SELECT {lead}, segment, category, user_id,
                count(*) FILTER (WHERE event_type = 'view') AS views,
                count(*) FILTER (WHERE event_type = 'cart') AS carts,
                count(*) FILTER (WHERE event_type = 'purchase') AS purchases,
                coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0)::DOUBLE AS revenue,
                bool_or(event_type = 'purchase') AS bought
-        FROM ev WHERE d BETWEEN DATE '{first}' AND DATE '{last}' GROUP BY ALL)"""
+        FROM {source} WHERE d BETWEEN DATE '{first}' AND DATE '{last}' GROUP BY ALL)"""
     by_event = _per_grain(
         "u",
         "user_id",
         {"visitors": None, "buyers": "bought"},
         ("views", "carts", "purchases", "revenue"),
+        lead,
     )
     # the sessions that start in the range; their events lie between the range's first day
     # and the last day one of them ends (the day bounds only prune files: the join decides,
     # and one day of margin each side absorbs any time-zone difference of the casts)
     starts = f"""
-        SELECT user_session, session_start::DATE AS start_day, session_end::DATE AS end_day
-        FROM fact_sessions WHERE session_start::DATE BETWEEN DATE '{first}' AND DATE '{last}'"""
+        SELECT user_session, start_day, end_day FROM _session_days
+        WHERE start_day BETWEEN DATE '{first}' AND DATE '{last}'"""
     (last_end,) = con.execute(f"SELECT max(end_day) FROM ({starts})").fetchone()
     last_end = str(last_end or last)
-    sessions = f"""(SELECT s.start_day AS d, segment, category, user_session,
+    s_lead = f"s.start_day AS d, ev.{by}" if by else "s.start_day AS d"
+    sessions = f"""(SELECT {s_lead}, segment, category, user_session,
                bool_or(event_type = 'view') AS with_view,
                bool_or(event_type = 'cart') AS with_cart,
                bool_or(event_type = 'purchase') AS with_order
-        FROM ev JOIN ({starts}) s USING (user_session)
+        FROM {source} ev JOIN ({starts}) s USING (user_session)
         WHERE ev.d BETWEEN DATE '{first}' - 1 AND DATE '{last_end}' + 1 GROUP BY ALL)"""
     by_session = _per_grain(
         "v",
@@ -195,10 +242,13 @@ def _daily_range(con: duckdb.DuckDBPyConnection, first: str, last: str) -> pl.Da
             "orders": "with_order",
         },
         (),
+        lead,
     )
+    out_by = f"coalesce(a.{by}, b.{by}) AS {by}, " if by else ""
+    on = f" AND a.{by} = b.{by}" if by else ""
     return con.execute(f"""
         WITH u AS MATERIALIZED {users}, v AS MATERIALIZED {sessions}
-        SELECT coalesce(a.d, b.d) AS event_date, coalesce(a.segment, b.segment) AS segment,
+        SELECT coalesce(a.d, b.d) AS event_date, {out_by}coalesce(a.segment, b.segment) AS segment,
                coalesce(a.category, b.category) AS category,
                coalesce(visitors, 0) AS visitors, coalesce(views, 0) AS views,
                coalesce(carts, 0) AS carts, coalesce(purchases, 0) AS purchases,
@@ -208,7 +258,7 @@ def _daily_range(con: duckdb.DuckDBPyConnection, first: str, last: str) -> pl.Da
                coalesce(sessions_with_cart, 0) AS sessions_with_cart,
                coalesce(orders, 0) AS orders
         FROM ({by_event}) a FULL OUTER JOIN ({by_session}) b
-          ON a.d = b.d AND a.segment = b.segment AND a.category = b.category""").pl()
+          ON a.d = b.d{on} AND a.segment = b.segment AND a.category = b.category""").pl()
 
 
 def daily(con: duckdb.DuckDBPyConnection, max_events: int = DAY_CHUNK_EVENTS) -> pl.DataFrame:
@@ -217,11 +267,27 @@ def daily(con: duckdb.DuckDBPyConnection, max_events: int = DAY_CHUNK_EVENTS) ->
     Computed over ranges of days of about ``max_events`` events (:func:`day_chunks`), so its
     memory does not grow with the number of days.
     """
-    parts = [_daily_range(con, a, b) for a, b in day_chunks(con, max_events)]
-    if not parts:
-        return _daily_range(con, "1970-01-01", "1970-01-01")
-    out = pl.concat(parts).sort("event_date", "segment", "category")
-    ints = [c for c in out.columns if c not in ("event_date", "segment", "category", "revenue")]
+    return _daily(con, "ev", "", max_events)
+
+
+def daily_experiments(
+    con: duckdb.DuckDBPyConnection, max_events: int = DAY_CHUNK_EVENTS
+) -> pl.DataFrame:
+    """``dash_daily_experiments``: ``dash_daily`` per experiment, over its enrolled customers."""
+    return _daily(con, "ev_experiments", "experiment", max_events)
+
+
+def _daily(con: duckdb.DuckDBPyConnection, source: str, by: str, max_events: int) -> pl.DataFrame:
+    # each session's start and end day, once, sorted by start: a range's sessions are then
+    # read from a few row groups (filtering fact_sessions by a cast took 4 s a range at 110M)
+    con.execute("""
+        CREATE TEMP TABLE IF NOT EXISTS _session_days AS
+        SELECT user_session, session_start::DATE AS start_day, session_end::DATE AS end_day
+        FROM fact_sessions ORDER BY start_day""")
+    keys = ["event_date", *([by] if by else []), "segment", "category"]
+    chunks = day_chunks(con, max_events) or [("1970-01-01", "1970-01-01")]
+    out = pl.concat([_daily_range(con, a, b, source, by) for a, b in chunks]).sort(keys)
+    ints = [c for c in out.columns if c not in (*keys, "revenue")]
     return out.with_columns(pl.col(ints).cast(pl.Int64))
 
 

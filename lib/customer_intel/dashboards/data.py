@@ -259,7 +259,10 @@ class RunData:
     def clean(self, f: Filters) -> Filters:
         """Filters clipped to the data: unknown segment/category dropped with a message."""
         problems = list(f.problems)
-        segment, category = f.segment, f.category
+        segment, category, experiment = f.segment, f.category, f.experiment
+        if experiment is not None and experiment not in self.experiments():
+            problems.append(f"There is no experiment {experiment!r}; showing all customers.")
+            experiment = None
         if segment != ALL and segment not in self.choices("segment"):
             problems.append(f"There is no segment {segment!r}; showing all segments.")
             segment = ALL
@@ -272,7 +275,13 @@ class RunData:
             start = min(max(start, lo), hi) if start else None
             end = min(max(end, lo), hi) if end else None
         return replace(
-            f, start=start, end=end, segment=segment, category=category, problems=tuple(problems)
+            f,
+            start=start,
+            end=end,
+            segment=segment,
+            category=category,
+            experiment=experiment,
+            problems=tuple(problems),
         )
 
     def period(self, f: Filters) -> Period | None:
@@ -284,18 +293,48 @@ class RunData:
         n = int(self.params.get("period_days", 30))
         return Period(max(self.days.end - dt.timedelta(days=n - 1), self.days.start), self.days.end)
 
+    def experiments(self) -> list[str]:
+        """The experiments the filter offers: those that enrolled customers, biggest first."""
+        x = self.table("dash_experiment_units")
+        if x is None or x.is_empty():
+            return []
+        return (
+            x.group_by("experiment")
+            .len()
+            .sort(["len", "experiment"])["experiment"]
+            .reverse()
+            .to_list()
+        )
+
+    def enrolled(self, experiment: str) -> pl.DataFrame:
+        """``user_id`` of the customers ``experiment`` enrolled."""
+        x = self.table("dash_experiment_units")
+        return x.filter(pl.col("experiment") == experiment).select("user_id")
+
+    def daily_rows(self, f: Filters) -> pl.DataFrame | None:
+        """``dash_daily`` rows (every segment and category) of the filter's experiment.
+
+        The experiment's customers' rows (``dash_daily_experiments``) when one is chosen.
+        """
+        if f.experiment is None:
+            return self.table("dash_daily")
+        d = self.table("dash_daily_experiments")
+        return None if d is None else d.filter(pl.col("experiment") == f.experiment)
+
     def daily(self, f: Filters) -> pl.DataFrame | None:
-        """``dash_daily`` rows of the filter's segment x category (all days)."""
-        d = self.table("dash_daily")
+        """``dash_daily`` rows of the filter's experiment, segment x category (all days)."""
+        d = self.daily_rows(f)
         if d is None:
             return None
         return d.filter((pl.col("segment") == f.segment) & (pl.col("category") == f.category))
 
     def buyer_days(self, f: Filters) -> pl.DataFrame | None:
-        """``dash_buyer_days`` rows of the filter's segment and category (all days)."""
+        """``dash_buyer_days`` rows of the filter's experiment, segment and category."""
         b = self.table("dash_buyer_days")
         if b is None:
             return None
+        if f.experiment is not None:
+            b = b.join(self.enrolled(f.experiment), on="user_id", how="semi")
         if f.segment != ALL:
             b = b.filter(pl.col("segment") == f.segment)
         if f.category != ALL:

@@ -18,6 +18,7 @@ import html
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,13 @@ def period(p: Any) -> str:
         return day(p.start)
     left = f"{p.start.day} {p.start:%b}" if p.start.year == p.end.year else day(p.start)
     return f"{left} – {day(p.end)}"
+
+
+def words(name: str) -> str:
+    """A column name as people write it: ``ConversionRate`` -> ``Conversion rate`` (AUC stays)."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", str(name)).replace("_", " ").split()
+    text = " ".join(w if len(w) > 1 and w.isupper() else w.lower() for w in spaced)
+    return text[:1].upper() + text[1:]
 
 
 ENV.filters.update(

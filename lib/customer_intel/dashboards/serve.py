@@ -10,10 +10,14 @@ What makes the server safe to leave running for a day of visits:
   on ``beforeunload`` with the ``_xsrf`` cookie as the form's token; Voila never set that
   cookie, so every shutdown was refused (403). :func:`set_xsrf_cookie` (Voila's
   ``prelaunch_hook``, run per visit before the kernel starts) sets it; XSRF checks stay on.
-- **Kernels nobody is connected to are culled** after a minute (a browser that crashed or was
-  killed before its shutdown beacon left; headless Chromium closing a tab drops the beacon):
-  ``cull_idle_timeout`` / ``cull_interval`` below. A kernel with an open tab (connected) or a
-  page still executing (busy) is kept.
+- **A closed tab's kernel stops when its connection closes**, beacon or not: a tab that
+  closes (or a browser that crashes) closes the page's websocket to its kernel, and
+  :class:`ClosingKernelManager` shuts a kernel down :data:`CLOSE_GRACE` seconds after its last
+  connection closed (Chromium drops the shutdown beacon of a tab closed without its unload
+  handlers, e.g. Playwright's ``page.close()``; the kernel then waited for culling).
+- **Kernels nobody is connected to are culled** after a minute (a page whose browser never
+  connected to its kernel): ``cull_idle_timeout`` / ``cull_interval`` below. A kernel with an
+  open tab (connected) or a page still executing (busy) is kept.
 - **Offline**: a local template (:file:`voila/index.html.j2`) without Font Awesome from a CDN,
   plotly.js served by this server (copied from the plotly package), charts without the
   "send to cloud" button (:data:`customer_intel.dashboards.present.PLOTLY_CONFIG`).
@@ -41,6 +45,43 @@ TEMPLATE_SOURCE = Path(__file__).with_name("voila")
 #: every CULL_INTERVAL
 CULL_IDLE_TIMEOUT = 60
 CULL_INTERVAL = 15
+#: JupyterLab extensions the pages do not load (see :func:`voila_command`)
+EXTENSIONS_NOT_LOADED = ("jupyterlab-plotly", "jupyterlab_pygments")
+#: a kernel whose last connection closed is shut down this many seconds later unless a
+#: connection came back (a websocket that reconnects after a network blip)
+CLOSE_GRACE = 2.0
+
+
+def _closing_kernel_manager() -> type:
+    """:class:`ClosingKernelManager`, made on first use (jupyter_server loads with Voila)."""
+    import asyncio
+
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+
+    class ClosingKernelManager(AsyncMappingKernelManager):
+        """Shut a kernel down :data:`CLOSE_GRACE` s after its last connection closed.
+
+        Voila starts one kernel per visit, and a page's only connection to it is its
+        websocket: when that closes for good the visit is over. A kernel that never had a
+        connection is left to culling (its page may still be connecting).
+        """
+
+        def notify_disconnect(self, kernel_id: str) -> None:
+            super().notify_disconnect(kernel_id)
+            if self._kernel_connections.get(kernel_id, 1) <= 0:
+                asyncio.get_running_loop().call_later(
+                    CLOSE_GRACE, lambda: asyncio.ensure_future(self._close_if_unused(kernel_id))
+                )
+
+        async def _close_if_unused(self, kernel_id: str) -> None:
+            if kernel_id in self and self._kernel_connections.get(kernel_id, 1) <= 0:
+                self.log.info("Kernel %s: its page closed; shutting it down", kernel_id)
+                try:
+                    await self.shutdown_kernel(kernel_id)
+                except KeyError:  # shut down meanwhile (the page's beacon arrived)
+                    pass
+
+    return ClosingKernelManager
 
 
 def set_xsrf_cookie(handler: Any, notebook: Any, cwd: str) -> None:
@@ -82,6 +123,10 @@ def voila_command(*, host: str, port: int) -> list[str]:
         "--preheat_kernel=False",
         "--VoilaConfiguration.file_allowlist=['.*\\.(png|jpg|gif|svg)']",
         "--VoilaConfiguration.show_tracebacks=False",
+        # not loaded by the pages: jupyterlab-plotly's extension is a second plotly.js (4.8 MB
+        # of script per visit; the charts draw with the server's own copy), pygments
+        # highlights code, and no code is shown
+        f"--VoilaConfiguration.extension_denylist={list(EXTENSIONS_NOT_LOADED)!r}",
         "--ServerApp.disable_check_xsrf=False",
         f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_TIMEOUT}",
         f"--MappingKernelManager.cull_interval={CULL_INTERVAL}",
@@ -131,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = Config()
     config.VoilaConfiguration.prelaunch_hook = set_xsrf_cookie
+    config.VoilaConfiguration.multi_kernel_manager_class = _closing_kernel_manager()
     # in this process (not a child): a signal to it reaches the server, which stops its kernels
     Voila.launch_instance(argv=voila_command(host=host, port=port), config=config)
     return 0

@@ -44,6 +44,8 @@ def daily_revenue_visitors(daily: pl.DataFrame, *, currency: str = "USD") -> go.
     fig.update_yaxes(title_text=f"revenue ({currency})", rangemode="tozero", secondary_y=False)
     fig.update_yaxes(title_text="visitors", rangemode="tozero", secondary_y=True, showgrid=False)
     fig.update_yaxes(tickformat="~s")
+    # its own round ticks (a tick synced to the revenue grid read "70.3446" visitors)
+    fig.update_yaxes(tickmode="auto", tickformat=",~r", secondary_y=True)
     return styled(fig)
 
 
@@ -59,7 +61,7 @@ def session_funnel(daily: pl.DataFrame) -> go.Figure:
         go.Funnel(
             y=steps,
             x=values,
-            textinfo="value+percent initial",
+            texttemplate="%{value:,}<br>%{percentInitial:.0%}",
             marker={"color": [COLORS[0], COLORS[4], COLORS[2]]},
         )
     )

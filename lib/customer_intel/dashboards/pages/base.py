@@ -43,10 +43,6 @@ class Page:
         """Missing."""
         return present.message(f"{what} is not in this run.")
 
-    def experiments(self) -> list[str]:
-        """Experiment names offered by the filter bar (pages that show experiments)."""
-        return []
-
     def header(self) -> present.Html:
         """Title once, navigation, the filter bar and the data's dates (or how to make a run)."""
         context: dict[str, Any] = {
@@ -68,7 +64,7 @@ class Page:
                 "days": days,
                 "segments": self.data.choices("segment"),
                 "categories": self.data.choices("category"),
-                "experiments": self.experiments(),
+                "experiments": self.data.experiments(),
                 "finished": finished,
                 "applies": self.applies,
             }

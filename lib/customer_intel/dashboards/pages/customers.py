@@ -37,7 +37,7 @@ class Customers(Page):
     """The customers dashboard."""
 
     name = "customers"
-    applies = "the segment table (dates, category); segment sizes are as of the run"
+    applies = "the segment table (dates, category, experiment); segment sizes are as of the run"
 
     def top_segment(self) -> present.Html | None:
         """The most valuable segment in one sentence (with data-values for tests)."""
@@ -68,6 +68,8 @@ class Customers(Page):
         )
         c = self.currency
         scope = "" if self.filters.category == ALL else f", category {self.filters.category}"
+        if self.filters.experiment is not None:
+            scope += f", customers in the experiment {self.filters.experiment}"
         return present.table(
             t,
             {
@@ -123,9 +125,13 @@ class Customers(Page):
             return self.missing("Cluster profiles")
         numeric = [c for c in prof.columns if c not in ("cluster", "segment", "customers", "share")]
         z = standardized(prof, numeric).rename({c: widgets.label(c) for c in numeric})
+        fig = plots.cluster_heatmap(z)
+        fig.update_traces(colorbar={"title": {"text": "vs average"}})
         return present.figure(
-            plots.cluster_heatmap(z),
+            fig,
             title="What each customer group looks like (compared with the average)",
+            note="Red: above the average customer, blue: below (in standard deviations of each "
+            "measure).",
             element_id="chart-clusters",
             height=360,
             data=prof,

@@ -88,6 +88,8 @@ class Executive(Page):
 
     def _scope(self) -> str:
         parts = []
+        if self.filters.experiment is not None:
+            parts.append(f"customers in the experiment {self.filters.experiment}")
         if self.filters.segment != ALL:
             parts.append(f"segment {self.filters.segment}")
         if self.filters.category != ALL:
@@ -141,7 +143,7 @@ class Executive(Page):
         """Categories by revenue in the period, with growth vs the period before."""
         if not self.ok or self.period is None:
             return None
-        d = self.data.table("dash_daily")
+        d = self.data.daily_rows(self.filters)
         if d is None:
             return self.missing("Categories")
         n = int(self.data.params.get("top_n", 10))
@@ -238,11 +240,13 @@ class Executive(Page):
         c = self.currency
         rows = [
             {
-                "metric": r["metric"],
+                "metric": present.words(r["metric"]),
                 "day": present.day(r["date"]),
                 "actual": r["actual"],
                 "actual_shown": present.money(r["actual"], c),
-                "range": f"{present.money(r['lower'], c)} to {present.money(r['upper'], c)}",
+                # revenue is never below zero, whatever the interval's lower end says
+                "range": f"{present.money(max(r['lower'], 0.0), c)} to "
+                f"{present.money(r['upper'], c)}",
                 "side": "above" if r["actual"] > r["upper"] else "below",
             }
             for r in t.sort("date").iter_rows(named=True)

@@ -8,8 +8,10 @@ the test's observed rate.
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from customer_intel import plots
@@ -21,8 +23,40 @@ class Experiments(Page):
     """The experiments dashboard."""
 
     name = "experiments"
-    filtered = False  # one readout per run: dates, segments and categories do not apply
-    applies = ""
+    applies = (
+        "which experiment is shown (the readout covers the whole test: dates, segments and "
+        "categories do not apply)"
+    )
+
+    def _experiment_shown(self) -> present.Html:
+        """Which experiment the readout below is of, and how many customers it enrolled.
+
+        The run has one readout (the experiments stage's units); the experiment filter picks
+        the experiment it is said to be of. When the units pooled several experiments (params
+        ``experiments.experiment_name`` null) the page says so instead of passing the pooled
+        readout off as the chosen experiment's.
+        """
+        names = self.data.experiments()
+        if not names:
+            return present.Html("")
+        chosen = self.filters.experiment or (names[0] if len(names) == 1 else None)
+        n = None if chosen is None else self.data.enrolled(chosen).height
+        if len(names) == 1:
+            text = (
+                f"Experiment <b>{html.escape(chosen)}</b>: {n:,} customers enrolled. "
+                "Every number below is this experiment's."
+            )
+        else:
+            listed = ", ".join(html.escape(x) for x in names)
+            text = (
+                f"This run's readout pools {len(names)} experiments ({listed}): the numbers "
+                "below are not one experiment's. Run the experiments stage with "
+                "<code>experiment_name</code> set to read one alone."
+            )
+            if chosen is not None:
+                text = f"Chosen: <b>{html.escape(chosen)}</b> ({n:,} customers enrolled). " + text
+        attrs = f' data-experiment="{html.escape(chosen)}" data-units="{n}"' if chosen else ""
+        return present.Html(f'<p class="ci-block" id="experiment-shown"{attrs}>{text}</p>')
 
     @property
     def arms(self) -> tuple[str, str]:
@@ -36,12 +70,22 @@ class Experiments(Page):
         e = self.data.section("experiments")
         return str(e.get("control_label", "control")), str(e.get("treatment_label", "treatment"))
 
-    def _value(self, kind: str, v: float | None) -> str:
+    def _money_metrics(self) -> set[str]:
+        """Metrics in money: those of a money column (revenue, price), whatever their kind.
+
+        A mean, a ratio such as revenue per purchase, a quantile of spend.
+        """
+        money = {"revenue", "price", "monetary", "spend", "amount", "value"}
+        metrics = self.data.section("experiments").get("metrics") or []
+        named = {str(m.get("name")) for m in metrics if str(m.get("column")) in money}
+        return named | {"revenue per user", "revenue per purchase"}
+
+    def _value(self, kind: str, v: float | None, metric: str = "") -> str:
         if v is None or v != v:  # None or NaN (e.g. no interval for a quantile)
             return "–"
         if kind == "binary":
             return present.pct(v, 2)
-        if "revenue" in kind or kind == "continuous":
+        if "revenue" in kind or kind == "continuous" or metric in self._money_metrics():
             return present.money(v, self.currency)
         return f"{v:,.3g}"
 
@@ -89,10 +133,12 @@ class Experiments(Page):
                 {
                     "metric": r["metric"],
                     "arm": arm,
-                    "control": self._value(kind, r["control"]),
-                    "treatment": self._value(kind, r["treatment"]),
+                    "control": self._value(kind, r["control"], r["metric"]),
+                    "treatment": self._value(kind, r["treatment"], r["metric"]),
                     "change": present.signed_pct(r["rel_lift"]),
-                    "range": " to ".join(self._value(kind, r[k]) for k in ("ci_low", "ci_high")),
+                    "range": " to ".join(
+                        self._value(kind, r[k], r["metric"]) for k in ("ci_low", "ci_high")
+                    ).replace("-", "−"),
                     "p": present.p_value(r["p_adjusted"]),
                     "prob": present.probability(prob)
                     + (f" ({method})" if method and prob is not None else ""),
@@ -128,7 +174,12 @@ class Experiments(Page):
                 "data-p-adjusted": repr(r["_p_adjusted"]),
             },
         )
-        return present.Html(str(self._srm(diag)) + str(self._decisions()) + table.data)
+        return present.Html(
+            str(self._experiment_shown())
+            + str(self._srm(diag))
+            + str(self._decisions())
+            + table.data
+        )
 
     def effect_over_time(self) -> present.Html | None:
         """Cumulative effect by day of the first metric, per arm, with the confidence sequence."""
@@ -138,8 +189,18 @@ class Experiments(Page):
         if daily is None or not daily.height:
             return self.missing("The daily experiment view")
         metric = daily["metric"][0]
+        fig = plots.experiment_over_time(daily, metric)
+        a, b = self.arms
+        res = self.data.table("experiment_results")
+        kinds = dict(zip(res["metric"], res["kind"], strict=False)) if res is not None else {}
+        if kinds.get(metric) == "binary":  # a difference of rates: percentage points
+            fig.update_yaxes(
+                tickformat=".0%", title_text=f"{metric}: {b} minus {a} (percentage points)"
+            )
+        else:
+            fig.update_yaxes(title_text=f"{metric}: {b} minus {a}")
         return present.figure(
-            plots.experiment_over_time(daily, metric),
+            fig,
             title=f"The change in {metric} day by day (cumulative, with the anytime-valid range)",
             element_id="chart-lift-over-time",
             data=daily,
@@ -156,8 +217,15 @@ class Experiments(Page):
             m: g["rel_lift"].to_numpy() for (m,), g in bs.group_by("metric", maintain_order=True)
         }
         a, b = self.arms
+        fig = plots.lift_distribution(lifts)
+        # the middle 98% of the resamples: a long tail squeezed every histogram to one side
+        every = np.concatenate([v[np.isfinite(v)] for v in lifts.values()] or [np.zeros(1)])
+        lo, hi = np.quantile(every, [0.01, 0.99]) if every.size else (0.0, 0.0)
+        pad = 0.05 * (hi - lo or 1.0)
+        fig.update_xaxes(title_text=f"change of {b} vs {a}", range=[lo - pad, hi + pad])
+        fig.update_yaxes(title_text="how likely (relative)")
         return present.figure(
-            plots.lift_distribution(lifts),
+            fig,
             title=f"How large the change of {b} over {a} could be (bootstrap)",
             element_id="chart-lifts",
             data=bs,
@@ -176,6 +244,6 @@ class Experiments(Page):
         """Rates and risks in percent -> units needed per group, with messages in words."""
         if not self.ok:
             return None
-        from customer_intel import experiments
+        from customer_intel.dashboards import power
 
-        return widgets.power_calculator(self._observed_rate(), experiments.sample_size_per_group)
+        return widgets.power_calculator(self._observed_rate(), power.sample_size_per_group)

@@ -8,18 +8,55 @@ forecast keeps its future days, and segments/categories are not columns of the m
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import polars as pl
 
 from customer_intel import plots
 from customer_intel.dashboards import present
 from customer_intel.dashboards.pages.base import Page
 
+#: columns whose values are shares (0.25 = 25%): shown as percentages
+_SHARE = re.compile(r"(rate|share|ratio|conversion|pct|percent)", re.I)
+
+
+def for_people(fig: Any) -> Any:
+    """Axis, legend and colour-bar titles in words; shares as percentages.
+
+    A report's titles are its metric table's column names (``ConversionRate``); the numbers
+    stay as the table holds them.
+    """
+    layout = fig.layout
+    for key in [k for k in layout if k.startswith(("xaxis", "yaxis"))]:
+        axis = layout[key]
+        text = axis.title.text if axis.title else None
+        if text:
+            axis.title.text = present.words(text)
+            if _SHARE.search(text) and not axis.tickformat and axis.type != "date":
+                axis.tickformat = ".0%"
+    if layout.legend and layout.legend.title and layout.legend.title.text:
+        layout.legend.title.text = present.words(layout.legend.title.text)
+    if layout.coloraxis and layout.coloraxis.colorbar and layout.coloraxis.colorbar.title.text:
+        text = layout.coloraxis.colorbar.title.text
+        layout.coloraxis.colorbar.title.text = present.words(text)
+        if _SHARE.search(text):
+            layout.coloraxis.colorbar.tickformat = ".0%"
+    for trace in fig.data:
+        bar = getattr(trace, "colorbar", None)
+        if bar is not None and bar.title and bar.title.text:
+            text = bar.title.text
+            bar.title.text = present.words(text)
+            if _SHARE.search(text):
+                bar.tickformat = ".0%"
+    return fig
+
 
 class Reports(Page):
     """The reports dashboard."""
 
     name = "reports"
-    applies = "the reports drawn by day (dates); segment and category do not apply"
+    applies = "the reports drawn by day (dates); segment, category and experiment do not apply"
 
     def _specs(self) -> list:
         """The reports declared in the run's params (``metrics.reports``), typed."""
@@ -79,7 +116,7 @@ class Reports(Page):
             blocks.append(
                 str(
                     present.figure(
-                        plots.report_figure(shown, r),
+                        for_people(plots.report_figure(shown, r)),
                         title=r.name,
                         title_class="report",
                         lead=r.description or None,

@@ -1,0 +1,153 @@
+"""Dashboard load times in a real headless Chromium, kernel count and server memory.
+
+``python -m benchmarks.dashboards --output-root OUT`` serves OUT's last good run with Voila on
+127.0.0.1 and, in Debian's Chromium (``/usr/bin/chromium``):
+
+- ``cold``: the first visit of each page after the server started;
+- ``warm``: a second visit of each page;
+- ``visits``: ``--visits`` consecutive visits (pages in turn), each closed with
+  ``page.close()`` (a tab closed without its unload handlers), with the kernel count and the
+  server's RSS after each.
+
+A load time runs from navigation to every chart drawn (each ``.ci-chart`` has its plotly SVG).
+The machine's load average is recorded with the numbers (other work slows the pages). The
+parent prints a summary and writes ``benchmarks/results/dashboards.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from customer_intel.dashboards import DASHBOARDS
+from customer_intel.paths import PROJECT_ROOT
+
+RESULTS = PROJECT_ROOT / "benchmarks" / "results"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+DRAWN = (
+    "Array.from(document.querySelectorAll('.ci-chart')).every(e => e.querySelector('.main-svg'))"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kernels(server: psutil.Process) -> int:
+    """Live ipykernel processes under the server."""
+    n = 0
+    for p in server.children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(p.cmdline()):
+                n += 1
+        except psutil.Error:
+            continue
+    return n
+
+
+def visit(browser, base: str, name: str) -> tuple[float, list[str]]:
+    """Open a page in a new tab until every chart is drawn; close it. Seconds and requests."""
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
+    t0 = time.perf_counter()
+    page.goto(f"{base}/voila/render/{name}.ipynb", timeout=300_000)
+    page.wait_for_selector("#page-header", timeout=300_000)
+    page.wait_for_function(DRAWN, timeout=300_000)
+    seconds = time.perf_counter() - t0
+    page.close()
+    return seconds, urls
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve, visit, print and write the numbers."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.dashboards")
+    ap.add_argument("--output-root", type=Path, required=True)
+    ap.add_argument("--visits", type=int, default=50)
+    ap.add_argument("--label", default="", help="a name for this measurement in the JSON")
+    args = ap.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = open(os.devnull, "w")  # noqa: SIM115 (closed with the server)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "customer_intel.dashboards", "--output-root", str(args.output_root)]
+        + ["--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=PROJECT_ROOT,
+    )
+    out: dict = {"label": args.label, "load_average_start": os.getloadavg()}
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(base + "/voila/tree", timeout=2)  # noqa: S310 (loopback)
+                break
+            except OSError:
+                time.sleep(0.5)
+        server = psutil.Process(proc.pid)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            out["cold"] = {n: round(visit(browser, base, n)[0], 2) for n in DASHBOARDS}
+            out["warm"] = {n: round(visit(browser, base, n)[0], 2) for n in DASHBOARDS}
+            rows = []
+            pages = list(DASHBOARDS)
+            for i in range(args.visits):
+                seconds, _ = visit(browser, base, pages[i % len(pages)])
+                time.sleep(0.3)
+                rows.append(
+                    {
+                        "seconds": round(seconds, 2),
+                        "kernels": kernels(server),
+                        "rss_mb": round(server.memory_info().rss / 1e6, 1),
+                    }
+                )
+            browser.close()
+        time.sleep(5)
+        out["visits"] = rows
+        out["after_visits"] = {
+            "kernels_5s_later": kernels(server),
+            "server_rss_mb": round(server.memory_info().rss / 1e6, 1),
+        }
+        out["load_average_end"] = os.getloadavg()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+    secs = [r["seconds"] for r in out.get("visits", [])]
+    if secs:
+        tenth = max(1, len(secs) // 10)
+        out["summary"] = {
+            "cold_median": statistics.median(out["cold"].values()),
+            "warm_median": statistics.median(out["warm"].values()),
+            "visits_first_tenth_median": statistics.median(secs[:tenth]),
+            "visits_last_tenth_median": statistics.median(secs[-tenth:]),
+            "max_kernels_during_visits": max(r["kernels"] for r in out["visits"]),
+        }
+    print(json.dumps({k: out[k] for k in out if k != "visits"}, indent=1))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    target = RESULTS / f"dashboards{'_' + args.label if args.label else ''}.json"
+    target.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
