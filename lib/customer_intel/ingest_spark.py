@@ -261,12 +261,10 @@ def _csv_source(s: Any, path: Path, p: IngestParams, needed: list[str], name: st
     lines = lines.withColumn("_fields", fields.cast("int"))
     summary = lines.agg(
         F.min(F.when(quotes % 2 == 1, F.col("_line"))).alias("odd"),
-        F.max(F.col("raw").contains("\ufffd")).alias("replaced"),
+        F.max(~F.is_valid_utf8(F.col("raw"))).alias("not_utf8"),
     ).collect()[0]
-    if summary["replaced"]:  # Spark decoded some byte as U+FFFD: find where it stops being UTF-8
-        message = ingest._not_utf8(path, name)
-        if message.startswith(f"{name}: line"):
-            raise InputError(message)
+    if summary["not_utf8"]:  # Spark reads the bytes as they are: say where UTF-8 stops
+        raise InputError(ingest._not_utf8(path, name))
     if summary["odd"] is not None:
         raise InputError(
             f"{name}: line {summary['odd']} has an unbalanced quote; a quoted field that spans "

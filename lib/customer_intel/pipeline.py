@@ -761,7 +761,8 @@ class Runner:
             heartbeat.join()
             kernel.shutdown()
         entry.wall_seconds = round(time.time() - t0, 2)
-        entry.peak_rss_mb = round(peak["peak"] / 2**20, 1)
+        entry.peak_rss_mb = round(peak["peak"] / 2**20, 1)  # the kernel and its children
+        entry.children_peak_rss_mb = round(peak.get("children", 0) / 2**20, 1)
         if entry.status == "success":
             try:
                 record = runs.read_stage_record(run_dir, stage.name)
