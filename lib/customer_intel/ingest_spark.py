@@ -63,30 +63,39 @@ def _q(name: str) -> Any:
     return F.col("`" + name.replace("`", "``") + "`")
 
 
-def _numbered(df: Any) -> tuple[Any, int]:
-    """``df`` with ``_idx`` (0-based row number in read order) and its row count.
+def _numbered(df: Any, **aggs: Any) -> tuple[Any, int, dict[str, Any]]:
+    """``df`` with ``_idx`` (0-based row number in read order), its row count, and ``aggs``.
 
     Spark gives no row number of a file; ``monotonically_increasing_id`` is the partition index
     and the row's place in its partition. One pass counts the rows of each partition; their
     running sum turns the id into a row number without moving rows to one task (a window over
     the whole file would). The partitions of one file are its splits in file order.
+
+    ``aggs`` (name -> function of the columns and ``_within``, the place in the partition) are
+    computed in the same pass, per partition; each is returned as a list of
+    ``(offset of the partition, value)``.
     """
     from pyspark.sql import functions as F
 
     df = df.withColumn("_mid", F.monotonically_increasing_id())
     part = F.shiftright(F.col("_mid"), _PARTITION_SHIFT)
-    counts = dict(df.groupBy(part.alias("p")).count().collect())
-    offsets, total = {}, 0
-    for p in sorted(counts):
-        offsets[p] = total
-        total += counts[p]
-    if not offsets:
-        return df.withColumn("_idx", F.lit(0).cast("bigint")).drop("_mid"), 0
+    within = F.col("_mid").bitwiseAND(F.lit((1 << _PARTITION_SHIFT) - 1))
+    stats = (
+        df.withColumn("_within", within)
+        .groupBy(part.alias("p"))
+        .agg(F.count(F.lit(1)).alias("n"), *[f().alias(k) for k, f in aggs.items()])
+        .collect()
+    )
+    offsets, total, per = {}, 0, {k: [] for k in aggs}
+    for row in sorted(stats, key=lambda r: r["p"]):
+        offsets[row["p"]] = total
+        for k in aggs:
+            per[k].append((total, row[k]))
+        total += row["n"]
     base = F.lit(0).cast("bigint")
     for p, off in offsets.items():
         base = F.when(part == p, F.lit(off).cast("bigint")).otherwise(base)
-    within = F.col("_mid").bitwiseAND(F.lit((1 << _PARTITION_SHIFT) - 1))
-    return df.withColumn("_idx", base + within).drop("_mid"), total
+    return df.withColumn("_idx", base + within).drop("_mid"), total, per
 
 
 def _text(c: Any) -> Any:
@@ -250,26 +259,29 @@ def _csv_source(s: Any, path: Path, p: IngestParams, needed: list[str], name: st
     sep = p.csv_separator
     header = ingest._csv_header(path, sep)
     ingest._check_columns(name, header, needed, sep)
-    lines, n = _numbered(s.read.text(str(path)))
+    raw = F.coalesce(F.col("value"), F.lit(""))
+    quotes = F.length(raw) - F.length(F.regexp_replace(raw, '"', ""))
+    data = F.col("_mid") > 0  # the header is the first row of the first split
+    lines, n, per = _numbered(
+        s.read.text(str(path)),
+        odd=lambda: F.min(F.when(data & (quotes % 2 == 1), F.col("_within"))),
+        not_utf8=lambda: F.max(data & ~F.is_valid_utf8(raw)),
+    )
+    if any(v for _, v in per["not_utf8"]):  # Spark reads the bytes as they are
+        raise InputError(ingest._not_utf8(path, name))  # says where UTF-8 stops
+    odd = [off + v + 1 for off, v in per["odd"] if v is not None]
+    if odd:
+        raise InputError(
+            f"{name}: line {min(odd)} has an unbalanced quote; a quoted field that spans "
+            "lines is not supported (convert the file to Parquet, or fix the line)"
+        )
     lines = lines.filter(F.col("_idx") > 0).select(
-        (F.col("_idx") + 1).alias("_line"), F.coalesce(F.col("value"), F.lit("")).alias("raw")
+        (F.col("_idx") + 1).alias("_line"), raw.alias("raw")
     )
     raw = F.col("raw")
-    quotes = F.length(raw) - F.length(F.regexp_replace(raw, '"', ""))
     unquoted = F.regexp_replace(raw, r'"(?:[^"]|"")*"', "")
     fields = F.length(unquoted) - F.length(F.regexp_replace(unquoted, _java_quote(sep), "")) + 1
     lines = lines.withColumn("_fields", fields.cast("int"))
-    summary = lines.agg(
-        F.min(F.when(quotes % 2 == 1, F.col("_line"))).alias("odd"),
-        F.max(~F.is_valid_utf8(F.col("raw"))).alias("not_utf8"),
-    ).collect()[0]
-    if summary["not_utf8"]:  # Spark reads the bytes as they are: say where UTF-8 stops
-        raise InputError(ingest._not_utf8(path, name))
-    if summary["odd"] is not None:
-        raise InputError(
-            f"{name}: line {summary['odd']} has an unbalanced quote; a quoted field that spans "
-            "lines is not supported (convert the file to Parquet, or fix the line)"
-        )
     n_fields = len(header)
     broken = lines.filter(F.col("_fields") != n_fields).select(
         F.lit("malformed_line").alias("reason"),
@@ -300,7 +312,7 @@ def _native_source(s: Any, path: Path, kind: str, needed: list[str], name: str) 
     reader = s.read.parquet if kind == "parquet" else s.read.option("mode", "FAILFAST").json
     df = reader(str(path))
     ingest._check_columns(name, df.columns, needed)
-    df, _ = _numbered(df.select(*[_q(c) for c in needed]))
+    df, _, _ = _numbered(df.select(*[_q(c) for c in needed]))
     return df.withColumn("_line", F.col("_idx") + 1).drop("_idx")
 
 
