@@ -395,10 +395,10 @@ def ingest_files(
 ) -> IngestReport:
     """Ingest the input files on Spark; the contract of :func:`customer_intel.ingest.ingest_files`.
 
-    Three passes over the raw files (count and check CSV lines; classify every row and stage
-    it as Parquet, kept and rejected apart; then from the staging: storage types, duplicates,
-    sessions, and the days written sorted) and one over the rejects (streamed by the driver
-    into ``rejects_out``).
+    Two passes over the raw files (number the rows, checking CSV lines on the way; classify
+    every row and stage it as Parquet, kept and rejected apart), then two over the kept rows
+    (storage types; duplicates, sessions and the days written sorted) and one over the rejects
+    (streamed by the driver into ``rejects_out``).
 
     Parameters
     ----------
