@@ -430,5 +430,5 @@ def test_peak_memory_includes_the_kernels_child_processes(tmp_path):
     assert result.exit_code == 0, result.message
     entry = result.manifest["stages"]["ingest"]
     assert entry["children_peak_rss_mb"] >= 300, entry
-    # the kernel's own peak is reached (imports) before the child starts; a few MiB of it later
+    # the kernel's own peak is reached (imports) before the child starts
     assert entry["peak_rss_mb"] >= entry["kernel_peak_rss_mb"] + 290, entry

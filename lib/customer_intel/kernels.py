@@ -135,28 +135,25 @@ class StageKernel:
         """Resident memory of the kernel process and its children, in bytes."""
         return self.memory()[0]
 
-    def memory(self) -> tuple[int, int, int]:
-        """Memory of the kernel and its child processes now, in bytes.
+    def memory(self) -> tuple[int, int]:
+        """Resident memory now of the kernel and its child processes, and of the children alone.
 
-        Returns (resident now, summed over the processes; the peak of each process so far
-        (``VmHWM``), summed; that peak summed over the children alone). Children count: a
-        local Spark JVM is the kernel's child, and its memory is the stage's.
+        In bytes. Children count: a local Spark JVM is the kernel's child, and its memory is
+        the stage's.
         """
         if self.pid is None:
-            return 0, 0, 0
-        rss = hwm = children_hwm = 0
+            return 0, 0
+        total = children = 0
         try:
             proc = psutil.Process(self.pid)
             for p in (proc, *proc.children(recursive=True)):
                 with contextlib.suppress(psutil.Error):
-                    now = p.memory_info().rss
-                    high = max(now, _high_water(p.pid))
-                    rss += now
-                    hwm += high
-                    children_hwm += high if p.pid != self.pid else 0
+                    rss = p.memory_info().rss
+                    total += rss
+                    children += rss if p.pid != self.pid else 0
         except psutil.Error:
-            return 0, 0, 0
-        return rss, hwm, children_hwm
+            return 0, 0
+        return total, children
 
     def exit_signal(self) -> int | None:
         """The signal that ended the kernel process, if a signal did (e.g. 9 for SIGKILL)."""
@@ -214,28 +211,14 @@ def death_reason(kernel: StageKernel, peak_rss: int, oom_before: int | None = No
     return f"the kernel died ({peak})"
 
 
-def _high_water(pid: int) -> int:
-    """A process's peak resident memory so far (``VmHWM``), in bytes; 0 if unknown."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def watch_peak(kernel: StageKernel, stop: threading.Event, out: dict[str, Any]) -> None:
     """Sample the memory of the kernel and its children every 0.2 s until ``stop`` is set.
 
-    ``out['peak']``: the largest sum of the resident memory of the kernel and its children
-    (a local Spark JVM is one), and no less than the largest sum of each one's own peak
-    (``VmHWM``) over the processes alive together -- so a peak between two samples is not
-    missed; an upper bound when they do not peak at the same moment (a JVM keeps the heap it
-    has grown, so in practice they do). ``out['children']``: that peak of the children alone.
+    ``out['peak']``: the largest resident memory of the kernel and its children together (a
+    local Spark JVM is one); ``out['children']``: the largest of the children alone.
     """
     while not stop.is_set():
-        rss, hwm, children = kernel.memory()
-        out["peak"] = max(out.get("peak", 0), rss, hwm)
+        total, children = kernel.memory()
+        out["peak"] = max(out.get("peak", 0), total)
         out["children"] = max(out.get("children", 0), children)
         stop.wait(0.2)
