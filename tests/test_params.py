@@ -239,3 +239,32 @@ def test_loading_params_imports_no_engine_or_model_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_ingest_engine_spark_refuses_zip_and_unknown_timestamp_directives(tmp_path):
+    """ZIP archives and strptime directives without a Spark pattern are params errors."""
+    from customer_intel.timeutil import strptime_to_java
+
+    archive = tmp_path / "events.zip"
+    archive.write_bytes(b"")
+    profile = _write(tmp_path, "p.yaml", f"ingest:\n  engine: spark\n  input_path: {archive}\n")
+    with pytest.raises(ParamsError, match=r"ingest: engine 'spark' reads .*not 'zip'.*extract"):
+        load_params(profile)
+    profile = _write(tmp_path, "q.yaml", "ingest:\n  engine: spark\n  format: zip\n")
+    with pytest.raises(ParamsError, match=r"not 'zip'"):
+        load_params(profile)
+    bad = _write(tmp_path, "r.yaml", "ingest:\n  engine: spark\n  timestamp_format: '%s %U'\n")
+    with pytest.raises(ParamsError, match=r"timestamp_format: the directive '%s'"):
+        load_params(bad)
+    assert load_params(_write(tmp_path, "s.yaml", "ingest:\n  engine: polars\n  format: zip\n"))
+    assert strptime_to_java("%Y-%m-%d %H:%M:%S UTC") == "yyyy'-'MM'-'dd' 'HH':'mm':'ss' UTC'"
+    assert strptime_to_java("%d/%m/%y %I:%M %p%%") == "dd'/'MM'/'yy' 'hh':'mm' 'a'%'"
+
+
+def test_ingest_engine_spark_without_java_is_refused_naming_ingest_engine(tmp_path, monkeypatch):
+    from customer_intel import spark
+
+    monkeypatch.setattr(spark, "requirements_problem", lambda settings=None: "Java is not found")
+    profile = _write(tmp_path, "p.yaml", "ingest:\n  engine: spark\n")
+    with pytest.raises(ParamsError, match=r"ingest\.engine: 'spark' cannot run here: Java is"):
+        load_params(profile)

@@ -404,3 +404,31 @@ def test_one_runner_runs_twice(tmp_path):
     assert (first.exit_code, second.exit_code) == (0, 0)
     assert (tmp_path / "out" / "latest").resolve() == second.run_dir
     assert "reused" in (second.run_dir / "run.log").read_text()
+
+
+@pytest.mark.e2e
+def test_peak_memory_includes_the_kernels_child_processes(tmp_path):
+    """A child of the kernel (as a local Spark JVM is) counts in the stage's peak RSS.
+
+    The child holds 300 MiB while the notebook waits, then ends; the manifest's peak is the
+    kernel's own peak plus the child's, and the child's is recorded on its own too.
+    """
+    nbdir = tmp_path / "nbs"
+    make_notebook(
+        nbdir / "01_ingest.ipynb",
+        PARAMS_CELL,
+        "import polars, customer_intel.runs  # the kernel's own peak before the child's",
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "\"b = b'x' * (300 * 2**20); import sys; sys.stdin.read()\"], stdin=subprocess.PIPE)\n"
+        "time.sleep(3)\n"
+        "child.stdin.close(); child.wait()",
+        RECORD.format(stage="ingest"),
+    )
+    stages = (Stage("ingest", "01_ingest.ipynb", "ingest", "ingest"),)
+    result = _run(tmp_path, stages, nbdir)
+    assert result.exit_code == 0, result.message
+    entry = result.manifest["stages"]["ingest"]
+    assert entry["children_peak_rss_mb"] >= 300, entry
+    # the kernel's own peak is reached (imports) before the child starts
+    assert entry["peak_rss_mb"] >= entry["kernel_peak_rss_mb"] + 290, entry

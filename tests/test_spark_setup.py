@@ -133,4 +133,5 @@ def test_stage_notebooks_receive_the_spark_section_whole():
     flat = stage_parameters(p, "segmentation", run_dir=Path("x"))
     assert flat["spark"]["master"] == "spark://head:7077"
     assert flat["spark"]["driver_memory"] == "4g"
-    assert "spark" not in stage_parameters(p, "ingest", run_dir=Path("x"))
+    # ingest too (ingest.engine: spark reads on it)
+    assert stage_parameters(p, "ingest", run_dir=Path("x"))["spark"] == flat["spark"]

@@ -71,8 +71,9 @@ class StageEntry(_Doc):
     metrics: dict[str, Any] = Field(default_factory=dict)
     wall_seconds: float | None = None
     startup_seconds: float | None = None  # waiting for the kernel and its imports
-    peak_rss_mb: float | None = None
-    kernel_peak_rss_mb: float | None = None
+    peak_rss_mb: float | None = None  # kernel + child processes (a local Spark JVM), sampled
+    kernel_peak_rss_mb: float | None = None  # the kernel's Python process alone
+    children_peak_rss_mb: float | None = None  # the kernel's children alone (sampled)
 
 
 class Manifest(_Doc):

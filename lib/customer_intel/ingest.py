@@ -745,8 +745,20 @@ def ingest(
     events_out: Path,
     rejects_out: Path,
     work_dir: Path | None = None,
+    spark: dict | None = None,
 ) -> IngestReport:
-    """Expand ``path_or_glob`` (extracting ZIPs) and ingest it; see :func:`ingest_files`."""
+    """Expand ``path_or_glob`` (extracting ZIPs) and ingest it; see :func:`ingest_files`.
+
+    ``ingest.engine: spark`` reads on Spark instead (:mod:`customer_intel.ingest_spark`, on a
+    session made from ``spark``, the params section), with the same outputs and report.
+    """
+    if p.engine == "spark":
+        from customer_intel import ingest_spark
+
+        return ingest_spark.ingest_path(
+            path_or_glob, p, events_out=events_out, rejects_out=rejects_out,
+            work_dir=work_dir, spark=spark,
+        )  # fmt: skip
     with expand_inputs(path_or_glob, p.format) as inputs:
         tmp = Path(tempfile.mkdtemp(prefix="ingest_work_", dir=work_dir))
         try:

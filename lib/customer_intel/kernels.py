@@ -133,17 +133,27 @@ class StageKernel:
 
     def rss(self) -> int:
         """Resident memory of the kernel process and its children, in bytes."""
+        return self.memory()[0]
+
+    def memory(self) -> tuple[int, int]:
+        """Resident memory now of the kernel and its child processes, and of the children alone.
+
+        In bytes. Children count: a local Spark JVM is the kernel's child, and its memory is
+        the stage's.
+        """
         if self.pid is None:
-            return 0
-        total = 0
+            return 0, 0
+        total = children = 0
         try:
             proc = psutil.Process(self.pid)
             for p in (proc, *proc.children(recursive=True)):
                 with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
+                    rss = p.memory_info().rss
+                    total += rss
+                    children += rss if p.pid != self.pid else 0
         except psutil.Error:
-            return 0
-        return total
+            return 0, 0
+        return total, children
 
     def exit_signal(self) -> int | None:
         """The signal that ended the kernel process, if a signal did (e.g. 9 for SIGKILL)."""
@@ -202,7 +212,13 @@ def death_reason(kernel: StageKernel, peak_rss: int, oom_before: int | None = No
 
 
 def watch_peak(kernel: StageKernel, stop: threading.Event, out: dict[str, Any]) -> None:
-    """Sample the kernel's RSS every 0.2 s into ``out['peak']`` until ``stop`` is set."""
+    """Sample the memory of the kernel and its children every 0.2 s until ``stop`` is set.
+
+    ``out['peak']``: the largest resident memory of the kernel and its children together (a
+    local Spark JVM is one); ``out['children']``: the largest of the children alone.
+    """
     while not stop.is_set():
-        out["peak"] = max(out.get("peak", 0), kernel.rss())
+        total, children = kernel.memory()
+        out["peak"] = max(out.get("peak", 0), total)
+        out["children"] = max(out.get("children", 0), children)
         stop.wait(0.2)

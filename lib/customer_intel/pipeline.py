@@ -715,7 +715,8 @@ class Runner:
         )
         peak = self._watched_execution(step, run_dir, target, kernel, entry, cells)
         entry.wall_seconds = round(time.time() - cells.t0, 2)
-        entry.peak_rss_mb = round(peak / 2**20, 1)
+        entry.peak_rss_mb = round(peak["peak"] / 2**20, 1)  # the kernel and its children
+        entry.children_peak_rss_mb = round(peak.get("children", 0) / 2**20, 1)
         if entry.status == "success":
             _record_outputs(entry, run_dir, stage.name, target)
         self._say_outcome(entry, stage.name, i, n)
@@ -729,15 +730,16 @@ class Runner:
         kernel: StageKernel,
         entry: StageEntry,
         cells: _Cells,
-    ) -> int:
+    ) -> dict[str, int]:
         """Execute the notebook while threads watch the kernel's memory and print heartbeats.
 
         Sets the entry's status (success, cancelled, failed with the error) and startup time;
-        returns the kernel's peak resident memory (bytes).
+        returns the peak resident memory (bytes) of the kernel with its children (``peak``)
+        and of its children alone (``children``: a local Spark JVM, a figure browser).
         """
         stage = step.stage
         parameters = stage_parameters(self.params, stage.section, run_dir=run_dir)
-        stop, peak, oom_before = threading.Event(), {"peak": 0}, oom_kills()
+        stop, peak, oom_before = threading.Event(), {"peak": 0, "children": 0}, oom_kills()
         watcher = threading.Thread(target=watch_peak, args=(kernel, stop, peak), daemon=True)
         heartbeat = threading.Thread(target=self._heartbeat, args=(cells, stop), daemon=True)
         watcher.start()
@@ -792,7 +794,7 @@ class Runner:
             watcher.join()
             heartbeat.join()
             kernel.shutdown()
-        return peak["peak"]
+        return peak
 
     def _say_outcome(self, entry: StageEntry, name: str, i: int, n: int) -> None:
         """The stage's closing line (and its error)."""

@@ -193,6 +193,33 @@ def stop() -> None:
             work_dir.parent.rmdir()  # the run's .spark folder, once no stage uses it
 
 
+def shutdown_jvm(timeout: float = 60) -> None:
+    """End the local JVM that PySpark started (after :func:`stop`), and wait for it.
+
+    A stopped session leaves its JVM running until the Python process exits (the JVM ends
+    when its stdin closes); a process that goes on (a test session) ends it here.
+    """
+    stop()
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    proc = getattr(gateway, "proc", None)
+    with contextlib.suppress(Exception):
+        gateway.shutdown()
+    if proc is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # the JVM ends when its stdin closes
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+
+
 def jvm_peak_rss_mb() -> float:
     """Peak resident memory (``VmHWM``) of the local JVMs this process started, in MiB."""
     import psutil

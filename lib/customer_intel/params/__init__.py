@@ -231,7 +231,7 @@ def load_params_with_origin(
         params = Params.model_validate(data, context={"base_dir": base_dir or PROJECT_ROOT})
     except ValidationError as err:
         raise ParamsError(_format_errors(err, origin, str(path.resolve()))) from None
-    if params.common.engine == "spark":
+    if "spark" in (params.common.engine, params.ingest.engine):
         _check_spark(params, origin, path)
     return params, origin
 
@@ -242,10 +242,12 @@ def _check_spark(params: Params, origin: dict, path: Path) -> None:
 
     problem = spark.requirements_problem(params.spark)
     if problem:
-        source = origin.get(("common", "engine"), str(path.resolve()))
+        key = ("common", "engine") if params.common.engine == "spark" else ("ingest", "engine")
+        other = "duckdb" if key[0] == "common" else "polars"
+        source = origin.get(key, str(path.resolve()))
         raise ParamsError(
-            f"invalid params:\n  {source}: common.engine: 'spark' cannot run here: {problem}; "
-            "or use engine 'duckdb'"
+            f"invalid params:\n  {source}: {'.'.join(key)}: 'spark' cannot run here: {problem}; "
+            f"or use engine '{other}'"
         )
 
 
