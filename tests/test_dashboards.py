@@ -387,7 +387,9 @@ def test_campaign_depth_recomputed():
 
 
 def test_dashboard_z_scores_equal_the_clustering_module():
-    prof = pl.DataFrame({"segment": ["a", "b", "c"], "x": [1.0, 2.0, 6.0], "y": [3.0, 3.0, 3.0]})
+    prof = pl.DataFrame(
+        {"cluster_name": ["a", "b", "c"], "x": [1.0, 2.0, 6.0], "y": [3.0, 3.0, 3.0]}
+    )
     assert standardized(prof, ["x", "y"]).equals(clustering.standardized_profiles(prof, ["x", "y"]))
 
 

@@ -268,14 +268,14 @@ def test_knee_finds_the_four_planted_types(planted):
     t = truth.join(features.select("user_id"), on="user_id", how="semi").sort("user_id")
     assert adjusted_rand_score(t["segment"], labels) >= 0.9
     prof = clustering.profiles(features, labels, model)
-    assert prof["segment"].to_list() == ["Platinum", "Gold", "Silver", "Bronze"]
+    assert prof["cluster_name"].to_list() == ["Platinum", "Gold", "Silver", "Bronze"]
     assert prof["income"].is_sorted(descending=True)
     # predict_segment on the training rows returns the fitted labels
     pred = clustering.predict_segment(
         attrs.join(features.select("user_id"), on="user_id", how="semi").sort("user_id"), model
     )
     assert (pred["cluster"].to_numpy() == labels).all()
-    assert set(pred["segment"]) == set(model.names.values())
+    assert set(pred["cluster_name"]) == set(model.names.values())
 
 
 def test_no_knee_reason_with_a_linear_inertia_curve(monkeypatch):

@@ -292,7 +292,7 @@ def predict_segment(frame: pl.DataFrame, model: SegmentModel) -> pl.DataFrame:
         raise FeatureError(f"predict_segment: the frame lacks column(s) {missing}")
     labels = model.model.predict(model.pipeline.transform(df.select(cols).to_pandas()))
     out = pl.DataFrame({"cluster": labels.astype(np.int32)}).with_columns(
-        segment=pl.col("cluster").replace_strict(model.names, return_dtype=pl.String)
+        cluster_name=pl.col("cluster").replace_strict(model.names, return_dtype=pl.String)
     )
     if spec.id_column in frame.columns:
         out = out.insert_column(0, frame[spec.id_column])
@@ -311,18 +311,18 @@ def profiles(features: pl.DataFrame, labels: np.ndarray, model: SegmentModel) ->
     )
     return (
         prof.with_columns(
-            segment=pl.col("cluster").replace_strict(model.names, return_dtype=pl.String),
+            cluster_name=pl.col("cluster").replace_strict(model.names, return_dtype=pl.String),
             share=pl.col("customers") / n,
         )
         .sort(model.value_column, descending=True)
-        .select("cluster", "segment", "customers", "share", *model.spec.numeric)
+        .select("cluster", "cluster_name", "customers", "share", *model.spec.numeric)
     )
 
 
 def standardized_profiles(prof: pl.DataFrame, numeric: Sequence[str]) -> pl.DataFrame:
     """Cluster means as z-scores across clusters (for a heatmap)."""
     return prof.select(
-        "segment",
+        "cluster_name",
         *[
             ((pl.col(c) - pl.col(c).mean()) / pl.col(c).std().fill_null(1.0).clip(1e-12)).alias(c)
             for c in numeric
@@ -334,7 +334,7 @@ def describe(selection: KSelection, prof: pl.DataFrame) -> str:
     """One sentence on the chosen k and the top cluster."""
     top = prof.row(0, named=True)
     return (
-        f"{selection.reason.capitalize()}; the top cluster, {top['segment']}, holds "
+        f"{selection.reason.capitalize()}; the top cluster, {top['cluster_name']}, holds "
         f"{top['share']:.0%} of customers."
     )
 

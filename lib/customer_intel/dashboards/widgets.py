@@ -82,7 +82,7 @@ def score_form(model_path: Any, profiles: pl.DataFrame, currency: str) -> Any:
     """
     import ipywidgets as w
 
-    skip = {"cluster", "segment", "customers", "share"}
+    skip = {"cluster", "cluster_name", "customers", "share"}
     cols = [c for c in profiles.columns if c not in skip and profiles.schema[c].is_numeric()]
     typical = profiles.select(cols).mean().row(0, named=True)
     highs = profiles.select(cols).max().row(0, named=True)
@@ -139,8 +139,8 @@ def score_form(model_path: Any, profiles: pl.DataFrame, currency: str) -> Any:
         )
         out.value = (
             f'<div id="score-result" class="{_RESULT}" data-cluster="{pred["cluster"]}" '
-            f'data-segment="{html.escape(pred["segment"])}">This customer belongs with the '
-            f"<b>{html.escape(pred['segment'])}</b> group: {present.pct(row['share'])} of "
+            f'data-segment="{html.escape(pred["cluster_name"])}">This customer belongs with the '
+            f"<b>{html.escape(pred['cluster_name'])}</b> group: {present.pct(row['share'])} of "
             f"customers{spent}.{warn}</div>"
         )
 

@@ -123,12 +123,12 @@ def k_curve(
 
 def cluster_heatmap(z_profiles: pl.DataFrame, *, title: str | None = None) -> go.Figure:
     """Standardised cluster profiles (z-scores of cluster means)."""
-    cols = [c for c in z_profiles.columns if c != "segment"]
+    cols = [c for c in z_profiles.columns if c != "cluster_name"]
     fig = go.Figure(
         go.Heatmap(
             z=z_profiles.select(cols).to_numpy(),
             x=cols,
-            y=z_profiles["segment"].to_list(),
+            y=z_profiles["cluster_name"].to_list(),
             colorscale=DIVERGING,
             zmid=0,
             colorbar={"title": "z"},

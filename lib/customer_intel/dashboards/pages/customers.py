@@ -25,7 +25,7 @@ def standardized(prof: pl.DataFrame, numeric: list[str]) -> pl.DataFrame:
     s).
     """
     return prof.select(
-        "segment",
+        "cluster_name",
         *[
             ((pl.col(c) - pl.col(c).mean()) / pl.col(c).std().fill_null(1.0).clip(1e-12)).alias(c)
             for c in numeric
@@ -123,7 +123,9 @@ class Customers(Page):
         prof = self.data.table("cluster_profiles")
         if prof is None:
             return self.missing("Cluster profiles")
-        numeric = [c for c in prof.columns if c not in ("cluster", "segment", "customers", "share")]
+        numeric = [
+            c for c in prof.columns if c not in ("cluster", "cluster_name", "customers", "share")
+        ]
         z = standardized(prof, numeric).rename({c: widgets.label(c) for c in numeric})
         fig = plots.cluster_heatmap(z)
         fig.update_traces(colorbar={"title": {"text": "vs average"}})
