@@ -356,7 +356,9 @@ def test_customers_segments_and_score_form_refuses_bad_input(browser, server):
     field.press("Tab")
     button.click()
     v.page.wait_for_selector("#score-result[data-segment]", timeout=60_000)
-    names = set(pl.read_parquet(server["run"] / "tables" / "cluster_profiles.parquet")["segment"])
+    names = set(
+        pl.read_parquet(server["run"] / "tables" / "cluster_profiles.parquet")["cluster_name"]
+    )
     assert v.page.locator("#score-result").get_attribute("data-segment") in names
     v.close()
 
