@@ -276,6 +276,9 @@ def test_knee_finds_the_four_planted_types(planted):
     )
     assert (pred["cluster"].to_numpy() == labels).all()
     assert set(pred["cluster_name"]) == set(model.names.values())
+    table = clustering.assignments(features["user_id"], labels, model)
+    assert table.columns == ["user_id", "cluster", "cluster_name"]
+    assert table["cluster_name"].to_list() == [model.names[int(k)] for k in labels]
 
 
 def test_no_knee_reason_with_a_linear_inertia_curve(monkeypatch):

@@ -299,6 +299,14 @@ def predict_segment(frame: pl.DataFrame, model: SegmentModel) -> pl.DataFrame:
     return out
 
 
+def assignments(ids: pl.Series, labels: np.ndarray, model: SegmentModel) -> pl.DataFrame:
+    """The ``clusters`` table: each customer's id, cluster number and cluster name."""
+    return ids.to_frame().with_columns(
+        cluster=pl.Series(labels).cast(pl.Int32),
+        cluster_name=pl.Series(labels).replace_strict(model.names, return_dtype=pl.String),
+    )
+
+
 def profiles(features: pl.DataFrame, labels: np.ndarray, model: SegmentModel) -> pl.DataFrame:
     """Per cluster: name, size, share, and the mean of each numeric feature in original units."""
     df = features.with_columns(cluster=pl.Series(labels.astype(np.int32)))

@@ -424,7 +424,7 @@ def ingest_files(
     names = [inputs.name(f) for f in inputs.files]
     work_dir.mkdir(parents=True, exist_ok=True)
     events_out.mkdir(parents=True, exist_ok=True)
-    needed = ingest._needed_columns(p)
+    needed = ingest._Mapping.from_params(p).needed_columns()
     frames, n_lines = [], 0
     try:
         for no, (path, name) in enumerate(zip(inputs.files, names, strict=True)):
