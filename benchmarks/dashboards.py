@@ -3,7 +3,8 @@
 ``python -m benchmarks.dashboards --output-root OUT`` serves OUT's last good run with Voila on
 127.0.0.1 and, in Debian's Chromium (``/usr/bin/chromium``):
 
-- ``cold``: the first visit of each page after the server started;
+- ``cold``: the first visit of each page once the server is up with its preheated kernels
+  (one per page) waiting;
 - ``warm``: a second visit of each page;
 - ``visits``: ``--visits`` consecutive visits (pages in turn), each closed with
   ``page.close()`` (a tab closed without its unload handlers), with the kernel count and the
@@ -23,13 +24,14 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import psutil
 
-from customer_intel.dashboards import DASHBOARDS
+from customer_intel.dashboards import DASHBOARDS, serve
 from customer_intel.paths import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    log = open(os.devnull, "w")  # noqa: SIM115 (closed with the server)
+    log_path = Path(tempfile.mkstemp(prefix="dashboards_server_", suffix=".log")[1])
+    log = log_path.open("w")  # noqa: SIM115 (closed with the server)
     proc = subprocess.Popen(
         [sys.executable, "-m", "customer_intel.dashboards", "--output-root", str(args.output_root)]
         + ["--port", str(port)],
@@ -99,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                 break
             except OSError:
                 time.sleep(0.5)
+        # every page's preheated kernel started and waiting, as for a visitor who comes after
+        # the server has been up a while
+        deadline = time.time() + 240
+        while not serve.pool_ready(log_path.read_text()) and time.time() < deadline:
+            time.sleep(0.5)
+        time.sleep(10)
+        out["pool_ready"] = serve.pool_ready(log_path.read_text())
         server = psutil.Process(proc.pid)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -132,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.kill()
             proc.wait(timeout=30)
         log.close()
+        log_path.unlink(missing_ok=True)
     secs = [r["seconds"] for r in out.get("visits", [])]
     if secs:
         tenth = max(1, len(secs) // 10)

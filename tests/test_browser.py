@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -62,6 +63,29 @@ def _kernels(server: psutil.Process) -> list[psutil.Process]:
     return out
 
 
+def _kernel_ids(server: psutil.Process) -> set[str]:
+    """The ids of the server's live kernels (from their connection files' names)."""
+    ids = set()
+    for p in _kernels(server):
+        try:
+            ids.update(re.findall(r"kernel-([0-9a-f-]{36})\.json", " ".join(p.cmdline())))
+        except psutil.Error:
+            continue
+    return ids
+
+
+def _gone(server: psutil.Process, kernel_id: str, seconds: float) -> bool:
+    """Whether the kernel ``kernel_id`` stops within ``seconds``."""
+    deadline = time.time() + seconds
+    while kernel_id in _kernel_ids(server) and time.time() < deadline:
+        time.sleep(0.25)
+    return kernel_id not in _kernel_ids(server)
+
+
+#: preheated kernels the server keeps (one per page, each waiting for a visit)
+POOL = serve.POOL_SIZE * len(DASHBOARDS)
+
+
 @pytest.fixture(scope="module")
 def server(smoke_run, tmp_path_factory):
     if not CHROMIUM.exists():
@@ -97,6 +121,8 @@ def server(smoke_run, tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("the dashboard server did not start:\n" + log.read_text())
+    while not serve.pool_ready(log.read_text()) and time.time() < deadline + 120:
+        time.sleep(0.5)  # every page's preheated kernel started (the cold visit's measure)
     yield {
         "base": base,
         "run": smoke_run["run_dir"],
@@ -143,6 +169,9 @@ class Visit:
             timeout=180_000,
         )
         self.seconds = round(time.perf_counter() - t0, 2)
+        self.kernel_id = self.page.evaluate(
+            "JSON.parse(document.getElementById('jupyter-config-data').textContent).kernelId"
+        )
 
     def check(self) -> None:
         outside = [
@@ -507,20 +536,19 @@ GONE_WITHIN = serve.CLOSE_GRACE + 8
 
 def test_a_closed_tab_shuts_its_kernel_down_without_waiting_for_culling(browser, server):
     proc: psutil.Process = server["proc"]
-    before = _wait_kernels(proc, 0, GONE_WITHIN)  # earlier tests' tabs are closed by now
     # a tab closed the way a person closes it: unload handlers run, Voila's beacon is sent
     v = Visit(browser, server, "quality")
-    assert len(_kernels(proc)) == before + 1
+    assert v.kernel_id in _kernel_ids(proc)
     t0 = time.perf_counter()
     v.close(run_before_unload=True)
-    assert _wait_kernels(proc, before, GONE_WITHIN) == before, "a kernel outlived its tab"
+    assert _gone(proc, v.kernel_id, GONE_WITHIN), "a kernel outlived its tab"
     RESULTS["close_seconds"] = {"with unload handlers": round(time.perf_counter() - t0, 2)}
     # a tab that dies without unload handlers (page.close(), a crash): no beacon at all
     v = Visit(browser, server, "quality")
-    assert len(_kernels(proc)) == before + 1
+    assert v.kernel_id in _kernel_ids(proc)
     t0 = time.perf_counter()
     v.close()
-    assert _wait_kernels(proc, before, GONE_WITHIN) == before, "a kernel outlived its tab"
+    assert _gone(proc, v.kernel_id, GONE_WITHIN), "a kernel outlived its tab"
     RESULTS["close_seconds"]["page.close()"] = round(time.perf_counter() - t0, 2)
     # the beacon itself, sent as Voila's page sends it, is accepted (204, not 403)
     v = Visit(browser, server, "quality")
@@ -536,18 +564,37 @@ def test_a_closed_tab_shuts_its_kernel_down_without_waiting_for_culling(browser,
         }"""
     )
     assert status == 204
-    assert _wait_kernels(proc, before, GONE_WITHIN) == before
+    assert _gone(proc, v.kernel_id, GONE_WITHIN)
     v.close()
     assert "403 POST /voila/api/shutdown" not in server["log"].read_text()
 
 
+def test_visits_use_the_preheated_kernels_and_see_their_own_filters(browser, server):
+    """A visit takes the page's waiting kernel (its imports done), which then reads the
+    visit's URL: a preheated page shows the numbers of the visit's own filters."""
+    ev = _events(server["run"])
+    end = ev["event_date"].max()
+    for days in (6, 13):
+        start = end - dt.timedelta(days=days)
+        query, ref = f"?from={start}&to={end}", _reference_kpis(ev, start, end)
+        time.sleep(serve.FILL_DELAY + 10)  # the pool refilled, its kernel waiting for a visit
+        used = server["log"].read_text().count("Using pre-heated kernel")
+        v = Visit(browser, server, "executive", query)
+        v.check()
+        assert server["log"].read_text().count("Using pre-heated kernel") == used + 1
+        assert v.value("#kpi-revenue") == pytest.approx(ref["revenue"], rel=1e-9), query
+        v.close()
+
+
 def test_fifty_visits_leave_few_kernels_and_bounded_memory(browser, server):
-    """Each closed tab shuts its kernel down (no preheated pool: at most 0 + 2 kernels)."""
+    """Each closed tab shuts its kernel down: at most the pool + 2 kernels are left."""
     proc: psutil.Process = server["proc"]
     pages = list(DASHBOARDS)
     rss = []
+    visited = []
     for i in range(VISITS):
         v = Visit(browser, server, pages[i % len(pages)])
+        visited.append(v.kernel_id)
         v.close()
         time.sleep(0.3)
         rss.append(proc.memory_info().rss / 1e6)
@@ -559,13 +606,17 @@ def test_fifty_visits_leave_few_kernels_and_bounded_memory(browser, server):
                 "rss_mb": rss[-1],
             }
         )
-    kernels = _wait_kernels(proc, 0, GONE_WITHIN)  # not the culling: the closes
+    kernels = _wait_kernels(proc, POOL, GONE_WITHIN + serve.FILL_DELAY)  # the closes, not culling
+    left = set(visited) & _kernel_ids(proc)
     RESULTS["after_visits"] = {
         "kernels": kernels,
+        "pool": POOL,
+        "visited_kernels_alive": len(left),
         "server_rss_mb": rss[-1],
         "rss_mb_visit_10": rss[9],
     }
-    assert kernels <= 2, f"{kernels} kernels left after {VISITS} visits"
+    assert kernels <= POOL + 2, f"{kernels} kernels left after {VISITS} visits (pool {POOL})"
+    assert len(left) <= 2, f"{len(left)} visited kernels outlived their tabs"
     assert rss[-1] < rss[9] + 150, f"server RSS grew from {rss[9]:.0f} MB to {rss[-1]:.0f} MB"
     log = server["log"].read_text()
     assert "403 POST /voila/api/shutdown" not in log

@@ -4,7 +4,9 @@ warehouse, the one definition of each number, filters, formats, salts, the serve
 from __future__ import annotations
 
 import datetime as dt
-import os
+import json
+import re
+from pathlib import Path
 
 import duckdb
 import nbformat
@@ -482,25 +484,43 @@ def test_template_has_no_cdn_and_loads_local_plotly(tmp_path):
     root = serve.template_root(tmp_path)
     index = (root / "voila" / "templates" / "customer_intel" / "index.html.j2").read_text()
     assert "cdn." not in index and "fontawesome" not in index.lower()
-    assert "static/plotly.min.js" in index
-    assert (
-        root / "voila" / "templates" / "customer_intel" / "static" / "plotly.min.js"
-    ).stat().st_size > 1e6
+    assert "static/{{ resources.plotly_js[resources.metadata.name] }}" in index
+    template = root / "voila" / "templates" / "customer_intel"
+    conf = json.loads((template / "conf.json").read_text())
+    files = conf["traitlet_configuration"]["resources"]["plotly_js"]
+    assert files == {
+        **{p: "plotly-cartesian.min.js" for p in dashboards.DASHBOARDS},
+        "reports": "plotly.min.js",
+    }
+    for bundle in ("cartesian", "full"):
+        js = present.plotly_js(bundle)
+        assert (template / "static" / js.name).read_bytes() == js.read_bytes()
 
 
-def test_xsrf_hook_sets_the_cookie():
-    from customer_intel.dashboards.serve import set_xsrf_cookie
+def _plotly_js_version(text: str) -> str:
+    return re.search(r"plotly\.js[^\n]*? v(\d+\.\d+\.\d+)", text[:300]).group(1)
 
-    class Handler:
-        touched = False
 
-        @property
-        def xsrf_token(self):
-            Handler.touched = True
-            return b"t"
+def test_pages_plotly_js_is_the_plotly_packages_version():
+    """The vendored cartesian bundle draws what the installed plotly writes: same version."""
+    import plotly
 
-    set_xsrf_cookie(Handler(), None, os.getcwd())
-    assert Handler.touched
+    full = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    with full.open() as f:
+        head = f.read(300)
+    cartesian = present.plotly_js("cartesian").read_text()[:300]
+    assert _plotly_js_version(cartesian) == _plotly_js_version(head)
+    assert "cartesian" in cartesian and present.plotly_js("full") == full
+
+
+def test_figure_refuses_a_trace_the_pages_cannot_draw():
+    import plotly.graph_objects as go
+
+    with pytest.raises(ValueError, match=r"'Steps'.*funnel.*plotly-cartesian"):
+        present.figure(go.Figure(go.Funnel(x=[3, 2], y=["a", "b"])), title="Steps")
+    assert "Plotly.newPlot" in present.figure(go.Figure(go.Bar(x=[1])), title="ok").data
+    funnel = go.Figure(go.Funnel(x=[3, 2], y=["a", "b"]))
+    assert "funnel" in present.figure(funnel, title="Steps", bundle="full").data
 
 
 def test_dashboards_read_the_latest_good_run_of_the_env_output_root(monkeypatch, tmp_path):

@@ -9,6 +9,14 @@ and jupyterlab-plotly 7 then calls ``model.setData`` on it to cache a PNG snapsh
 fails ("r.setData is not a function", one console error per chart) after re-drawing every
 chart a second time as a PNG. The served template loads plotly.js from the server itself
 (:mod:`customer_intel.dashboards.serve`); the static report embeds it.
+
+That plotly.js is plotly's *cartesian* partial bundle (:func:`plotly_js`, vendored from npm's
+``plotly.js-cartesian-dist-min``, the version of the plotly package's full bundle): the full
+4.8 MB bundle took 1.6-1.9 s of a page's CPU just to load in Chromium on this 2-core machine,
+the cartesian one (1.5 MB) 0.6 s. It draws only :data:`CARTESIAN_TRACES`; :func:`figure`
+refuses any other trace type by name, so a chart that the page could not draw fails in the
+tests. The reports page, whose charts people configure (treemaps, polar bars, funnels), loads
+the full bundle (:func:`customer_intel.dashboards.data.plotly_bundle`).
 """
 
 from __future__ import annotations
@@ -26,6 +34,26 @@ import jinja2
 import polars as pl
 
 TEMPLATES = Path(__file__).with_name("templates")
+#: plotly's cartesian partial bundle (MIT, see ``plotly-LICENSE.txt`` beside it);
+#: ``tests/test_dashboards.py`` keeps its version equal to the installed plotly's full bundle.
+CARTESIAN_JS = Path(__file__).with_name("voila") / "static" / "plotly-cartesian.min.js"
+#: The trace types :data:`CARTESIAN_JS` draws (its README's list).
+CARTESIAN_TRACES = frozenset(
+    {
+        "bar",
+        "box",
+        "contour",
+        "heatmap",
+        "histogram",
+        "histogram2d",
+        "histogram2dcontour",
+        "image",
+        "pie",
+        "scatter",
+        "scatterternary",
+        "violin",
+    }
+)
 ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
     autoescape=jinja2.select_autoescape(["j2", "html"]),
@@ -45,6 +73,18 @@ PLOTLY_CONFIG = {
     "toImageButtonOptions": {"format": "png", "scale": 2},
 }
 _ids = itertools.count()
+
+
+def plotly_js(bundle: str) -> Path:
+    """The plotly.js of a bundle: ``cartesian`` (vendored) or ``full`` (the plotly package's)."""
+    if bundle == "cartesian":
+        return CARTESIAN_JS
+    if bundle == "full":
+        import importlib.util
+
+        spec = importlib.util.find_spec("plotly")  # its path, without importing plotly
+        return Path(spec.origin).parent / "package_data" / "plotly.min.js"
+    raise ValueError(f"unknown plotly.js bundle {bundle!r}: cartesian or full")
 
 
 # -- numbers -----------------------------------------------------------------------------------
@@ -218,17 +258,25 @@ def figure(
     note: str | None = None,
     lead: str | None = None,
     title_class: str = "",
+    bundle: str = "cartesian",
 ) -> Html:
     """A plotly figure as HTML, drawn by the page's local plotly.js.
 
     ``lead`` is a sentence between the title and the chart; ``title_class`` an extra class of
-    the title (e.g. ``report``, which the browser tests look for).
+    the title (e.g. ``report``, which the browser tests look for); ``bundle`` the plotly.js the
+    page loads (a trace type the cartesian bundle cannot draw is refused, named).
 
     Under an HTML title (which wraps on a phone instead of being clipped), with the chart's data as
     a CSV download.
     """
     from plotly.utils import PlotlyJSONEncoder
 
+    missing = sorted({t.type for t in fig.data} - CARTESIAN_TRACES)
+    if bundle == "cartesian" and missing:
+        raise ValueError(
+            f"chart {title!r}: trace type(s) {missing} are not in the page's plotly.js "
+            f"({CARTESIAN_JS.name}, which draws {sorted(CARTESIAN_TRACES)})"
+        )
     fig.update_layout(title_text=None, height=height, autosize=True, width=None)
     fig.update_layout(margin={"l": 8, "r": 28, "t": 36, "b": 8})  # r: room for the last tick
     fig.update_xaxes(automargin=True)

@@ -15,7 +15,8 @@ import re
 import sys
 from pathlib import Path
 
-from customer_intel.dashboards.data import DASHBOARDS, ENV_OUTPUT_ROOT, latest_run
+from customer_intel.dashboards import present
+from customer_intel.dashboards.data import DASHBOARDS, ENV_OUTPUT_ROOT, latest_run, plotly_bundle
 from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR
 
 _REMOTE = re.compile(
@@ -41,7 +42,6 @@ def offline(page: str, plotly_js: str) -> str:
 def export(name: str, run: Path, root: Path) -> Path:
     """Execute one dashboard on the run under ``root`` and write its offline HTML."""
     import nbformat
-    import plotly
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 
@@ -66,7 +66,7 @@ def export(name: str, run: Path, root: Path) -> Path:
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True)
     exporter.exclude_output_prompt = True
     body, _ = exporter.from_notebook_node(nb)
-    js = (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text()
+    js = present.plotly_js(plotly_bundle(name)).read_text()
     out = run / "reports" / f"{name}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(offline(body, js))

@@ -2,14 +2,20 @@
 
 What makes the server safe to leave running for a day of visits:
 
-- **No preheated kernels.** A visit starts its own kernel, which reads only small tables, so
-  a page is ready in a second or two anyway; a preheated kernel renders the page before the
-  visit (so it cannot see the visit's filters in the URL), and one that died at start
-  (``ZMQError: Address already in use``) was handed to a visitor, who waited forever.
+- **One preheated kernel per page, waiting for its visitor.** A kernel start and the page's
+  imports took 1.5 s of every visit; Voila keeps :data:`POOL_SIZE` kernel per page started
+  (refilled :data:`FILL_DELAY` s after a visit took one), and each runs its page's notebook up
+  to :func:`customer_intel.dashboards.pages.base.wait_for_visit`, the imports done. There it
+  waits until a visit arrives and then reads the run and the visit's filters (the URL), so a
+  preheated page is never rendered for filters nobody asked for. A visit that finds the pool
+  empty gets a kernel of its own, as before. Kernels talk to the server over Unix sockets
+  (``transport=ipc``): a kernel that died at start on a TCP port another process had taken
+  meanwhile (``ZMQError: Address already in use``) was handed to a visitor, who waited
+  forever.
 - **A closed tab shuts its kernel down.** Voila's page sends ``POST /voila/api/shutdown/<id>``
   on ``beforeunload`` with the ``_xsrf`` cookie as the form's token; Voila never set that
-  cookie, so every shutdown was refused (403). :func:`set_xsrf_cookie` (Voila's
-  ``prelaunch_hook``, run per visit before the kernel starts) sets it; XSRF checks stay on.
+  cookie, so every shutdown was refused (403). :class:`XsrfCookieVoila`'s page handler sets
+  it on every page response; XSRF checks stay on.
 - **A closed tab's kernel stops when its connection closes**, beacon or not: a tab that
   closes (or a browser that crashes) closes the page's websocket to its kernel, and
   :class:`ClosingKernelManager` shuts a kernel down :data:`CLOSE_GRACE` seconds after its last
@@ -19,7 +25,7 @@ What makes the server safe to leave running for a day of visits:
   connected to its kernel): ``cull_idle_timeout`` / ``cull_interval`` below. A kernel with an
   open tab (connected) or a page still executing (busy) is kept.
 - **Offline**: a local template (:file:`voila/index.html.j2`) without Font Awesome from a CDN,
-  plotly.js served by this server (copied from the plotly package), charts without the
+  plotly.js served by this server (the package's cartesian bundle), charts without the
   "send to cloud" button (:data:`customer_intel.dashboards.present.PLOTLY_CONFIG`).
 """
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import os
 import shutil
 import sys
@@ -36,7 +43,8 @@ from typing import Any
 
 import yaml
 
-from customer_intel.dashboards.data import DASHBOARDS, ENV_OUTPUT_ROOT, latest_run
+from customer_intel.dashboards import present
+from customer_intel.dashboards.data import DASHBOARDS, ENV_OUTPUT_ROOT, latest_run, plotly_bundle
 from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR
 
 TEMPLATE = "customer_intel"
@@ -47,6 +55,10 @@ CULL_IDLE_TIMEOUT = 60
 CULL_INTERVAL = 15
 #: JupyterLab extensions the pages do not load (see :func:`voila_command`)
 EXTENSIONS_NOT_LOADED = ("jupyterlab-plotly", "jupyterlab_pygments")
+#: preheated kernels per page, and the seconds after a visit took one before another starts
+#: (not at once: its start would take the CPU the visit's page is being drawn with)
+POOL_SIZE = 1
+FILL_DELAY = 3.0
 #: a kernel whose last connection closed is shut down this many seconds later unless a
 #: connection came back (a websocket that reconnects after a network blip)
 CLOSE_GRACE = 2.0
@@ -84,30 +96,53 @@ def _closing_kernel_manager() -> type:
     return ClosingKernelManager
 
 
-def set_xsrf_cookie(handler: Any, notebook: Any, cwd: str) -> None:
-    """Voila prelaunch hook: make tornado set the ``_xsrf`` cookie on the page's response.
+def _xsrf_cookie_voila() -> type:
+    """:class:`XsrfCookieVoila`, made on first use (Voila imports the Jupyter server stack)."""
+    from voila.app import Voila
+    from voila.tornado.handler import TornadoVoilaHandler
 
-    Reading ``handler.xsrf_token`` sets the cookie when the request has none; the page's
-    shutdown beacon then carries the token and is accepted.
-    """
-    _ = handler.xsrf_token
+    class XsrfCookieVoilaHandler(TornadoVoilaHandler):
+        """Voila's page handler; every page response sets the ``_xsrf`` cookie.
+
+        Reading ``xsrf_token`` makes tornado set the cookie when the request has none; the
+        page's shutdown beacon then carries the token and is accepted. (Voila's
+        ``prelaunch_hook`` could do it per visit, but Voila refuses it with preheated kernels.)
+        """
+
+        async def get(self, path: str | None = None) -> None:
+            _ = self.xsrf_token
+            return await super().get(path)
+
+    class XsrfCookieVoila(Voila):
+        """Voila serving its pages with :class:`XsrfCookieVoilaHandler`."""
+
+        def init_handlers(self) -> list:
+            return [
+                (h[0], XsrfCookieVoilaHandler, *h[2:])
+                if len(h) > 1 and h[1] is TornadoVoilaHandler
+                else h
+                for h in super().init_handlers()
+            ]
+
+    return XsrfCookieVoila
 
 
 def template_root(into: Path) -> Path:
     """A Jupyter data dir holding the ``customer_intel`` Voila template (returns ``into``).
 
-    The template files are the package's; ``static/plotly.min.js`` is copied from the
-    installed plotly, so the page draws with the same plotly.js version the figures target.
+    The template files and ``static/`` are the package's; the plotly package's full plotly.js
+    is added to ``static/`` (files copied, not linked: tornado refuses a static file whose real
+    path is outside the root), and ``conf.json`` gets each page's plotly.js file name
+    (``resources.plotly_js``, from :func:`~customer_intel.dashboards.data.plotly_bundle`).
     """
-    import plotly
-
     target = into / "voila" / "templates" / TEMPLATE
-    (target / "static").mkdir(parents=True, exist_ok=True)
-    for name in ("index.html.j2", "conf.json"):
-        shutil.copy2(TEMPLATE_SOURCE / name, target / name)
-    js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    # copied, not linked: tornado refuses a static file whose real path is outside the root
-    shutil.copy2(js, target / "static" / "plotly.min.js")
+    shutil.copytree(TEMPLATE_SOURCE, target, dirs_exist_ok=True)
+    shutil.copy2(present.plotly_js("full"), target / "static" / present.plotly_js("full").name)
+    conf = json.loads((TEMPLATE_SOURCE / "conf.json").read_text())
+    conf["traitlet_configuration"]["resources"]["plotly_js"] = {
+        page: present.plotly_js(plotly_bundle(page)).name for page in DASHBOARDS
+    }
+    (target / "conf.json").write_text(json.dumps(conf, indent=2))
     return into
 
 
@@ -120,7 +155,10 @@ def voila_command(*, host: str, port: int) -> list[str]:
         f"--port={port}",
         "--strip_sources=True",
         f"--template={TEMPLATE}",
-        "--preheat_kernel=False",
+        "--preheat_kernel=True",
+        f"--pool_size={POOL_SIZE}",
+        f"--VoilaKernelManager.fill_delay={FILL_DELAY}",
+        "--KernelManager.transport=ipc",
         "--VoilaConfiguration.file_allowlist=['.*\\.(png|jpg|gif|svg)']",
         "--VoilaConfiguration.show_tracebacks=False",
         # not loaded by the pages: jupyterlab-plotly's extension is a second plotly.js (4.8 MB
@@ -133,6 +171,15 @@ def voila_command(*, host: str, port: int) -> list[str]:
         "--MappingKernelManager.cull_connected=False",
         "--MappingKernelManager.cull_busy=False",
     ]
+
+
+def pool_ready(log: str) -> bool:
+    """Whether the server's log says every page's preheated kernel has started.
+
+    (Voila logs "Kernel pool of <page> is filled" once a page's pool is full; its kernel then
+    needs a moment more to reach :func:`~customer_intel.dashboards.pages.base.wait_for_visit`.)
+    """
+    return all(f"Kernel pool of {page}.ipynb is filled" in log for page in DASHBOARDS)
 
 
 def urls(host: str, port: int) -> dict[str, str]:
@@ -172,11 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         p for p in (str(data_dir), os.environ.get("JUPYTER_PATH", "")) if p
     )
     from traitlets.config import Config
-    from voila.app import Voila
 
     config = Config()
-    config.VoilaConfiguration.prelaunch_hook = set_xsrf_cookie
     config.VoilaConfiguration.multi_kernel_manager_class = _closing_kernel_manager()
     # in this process (not a child): a signal to it reaches the server, which stops its kernels
-    Voila.launch_instance(argv=voila_command(host=host, port=port), config=config)
+    _xsrf_cookie_voila().launch_instance(argv=voila_command(host=host, port=port), config=config)
     return 0

@@ -50,21 +50,31 @@ def daily_revenue_visitors(daily: pl.DataFrame, *, currency: str = "USD") -> go.
 
 
 def session_funnel(daily: pl.DataFrame) -> go.Figure:
-    """Sessions with a view -> with a cart -> with a purchase (orders), from ``dash_daily``."""
+    """Sessions with a view -> with a cart -> with a purchase (orders), from ``dash_daily``.
+
+    Drawn as horizontal bars, widest first, each labelled with its count and its share of the
+    first step: the pages' plotly.js (the cartesian bundle) has no funnel trace.
+    """
     steps = ["viewed a product", "added to cart", "bought"]
     values = [
         int(daily["sessions_with_view"].sum()),
         int(daily["sessions_with_cart"].sum()),
         int(daily["orders"].sum()),
     ]
+    first = values[0] or 1
     fig = go.Figure(
-        go.Funnel(
+        go.Bar(
             y=steps,
             x=values,
-            texttemplate="%{value:,}<br>%{percentInitial:.0%}",
+            orientation="h",
+            text=[f"{v:,}<br>{v / first:.0%}" for v in values],
+            textposition="auto",
             marker={"color": [COLORS[0], COLORS[4], COLORS[2]]},
+            hovertemplate="%{y}: %{x:,} sessions<extra></extra>",
         )
     )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(rangemode="tozero", showticklabels=False, showgrid=False)
     return styled(fig)
 
 

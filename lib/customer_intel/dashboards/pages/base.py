@@ -7,7 +7,23 @@ from pathlib import Path
 from typing import Any
 
 from customer_intel.dashboards import present
-from customer_intel.dashboards.data import PAGES, Filters, RunData
+from customer_intel.dashboards.data import PAGES, Filters, RunData, plotly_bundle
+
+
+def wait_for_visit() -> None:
+    """In a kernel Voila preheated for a page: wait here until a visitor asks for the page.
+
+    The server keeps one kernel per page started with the page's imports done
+    (:mod:`customer_intel.dashboards.serve`); this returns when a visit arrives, with the
+    visit's URL (its filters, ``QUERY_STRING``) in the environment, so what follows reads the
+    run and the filters of that visit. Anywhere else (a kernel started for the visit, the
+    static report, a test) it returns at once, without importing Voila (2.5 s of imports).
+    """
+    if os.environ.get("VOILA_PREHEAT") != "True":  # voila.utils.ENV_VARIABLE.VOILA_PREHEAT
+        return
+    from voila.utils import wait_for_request
+
+    wait_for_request()
 
 
 class Page:
@@ -24,6 +40,8 @@ class Page:
     filtered = True
 
     def __init__(self, root: Path | None = None, query: str | None = None) -> None:
+        if query is None:
+            wait_for_visit()
         self.data = RunData(root)
         raw = Filters.from_query(os.environ.get("QUERY_STRING", "") if query is None else query)
         self.filters = self.data.clean(raw) if self.ok else raw
@@ -33,6 +51,11 @@ class Page:
     def ok(self) -> bool:
         """Ok."""
         return self.data.run is not None
+
+    @property
+    def plotly_bundle(self) -> str:
+        """The plotly.js this page loads (its figures are drawn by it)."""
+        return plotly_bundle(self.name)
 
     @property
     def currency(self) -> str:

@@ -123,6 +123,7 @@ class Reports(Page):
                         element_id=f"report-{i}",
                         data=shown,
                         height=420,
+                        bundle=self.plotly_bundle,
                     )
                 )
             )
