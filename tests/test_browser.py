@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -652,3 +653,34 @@ print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))
             timeout=300,
         )
         assert json.loads(out.stdout) == [], f"{name}: {out.stdout}{out.stderr[-2000:]}"
+
+
+def test_static_reports_draw_every_chart_offline(browser, server, tmp_path):
+    """``make report``: each dashboard as one HTML file for email, drawn with nothing fetched
+    (only the file itself and inline data), every chart drawn, no console error."""
+    from customer_intel.dashboards import report
+
+    run = tmp_path / "runs" / server["run"].name
+    shutil.copytree(server["run"], run, symlinks=True)
+    (tmp_path / "latest").symlink_to(run)
+    assert report.main(["--output-root", str(tmp_path)]) == 0
+    for name in DASHBOARDS:
+        path = run / "reports" / f"{name}.html"
+        page = browser.new_page(viewport=DESKTOP)
+        requests: list[str] = []
+        errors: list[str] = []
+        page.on("request", lambda r, seen=requests: seen.append(r.url))
+        page.on("console", lambda m, e=errors: e.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e, seen=errors: seen.append(str(e)))
+        page.goto(path.as_uri())
+        page.wait_for_function(
+            "Array.from(document.querySelectorAll('.ci-chart'))"
+            ".every(e => e.querySelector('.main-svg'))",
+            timeout=60_000,
+        )
+        charts = page.locator(".ci-chart").count()
+        page.close()
+        outside = [u for u in requests if not u.startswith(("file://", "data:", "blob:"))]
+        assert not outside, f"{name}: requests that leave the file: {outside}"
+        assert not errors, f"{name}: console errors: {errors}"
+        assert charts >= (0 if name == "quality" else 1), f"{name}: no chart"
