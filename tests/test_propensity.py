@@ -213,10 +213,6 @@ def test_feature_stream_of_one_query_equals_the_batches(planted):
     assert streamed.equals(expected)
     scored = propensity.score_users(planted["model"], iter(chunks))
     assert np.array_equal(scored["probability"].to_numpy(), planted["model"].predict(expected))
-    # a subset of users, in any order: their rows of the batches
-    some = expected["user_id"].sample(3_000, seed=2).shuffle(seed=3)
-    subset = pl.concat(list(propensity.feature_stream(events, end, names, user_ids=some)))
-    assert subset.sort("user_id").equals(expected.filter(pl.col("user_id").is_in(some.implode())))
 
 
 def test_scoring_in_batches_equals_scoring_in_one_go(planted):
