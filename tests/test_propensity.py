@@ -201,20 +201,6 @@ def test_feature_batches_equal_features_in_one_query(planted):
     )
 
 
-def test_feature_stream_of_one_query_equals_the_batches(planted):
-    events, end = planted["events"], planted["end"]
-    names = [*DEFAULT_FEATURES, "active_days", "days_since_purchase"]
-    batches = pl.concat(list(propensity.feature_batches(events, end, names, batch_users=4_000)))
-    chunks = list(propensity.feature_stream(events, end, names, chunk_rows=3_000))
-    assert len(chunks) > 3 and max(c.height for c in chunks) <= 3_000
-    streamed = pl.concat(chunks).sort("user_id")
-    expected = batches.sort("user_id")
-    assert streamed.schema == expected.schema  # Arrow's decimal sums cast back to the types
-    assert streamed.equals(expected)
-    scored = propensity.score_users(planted["model"], iter(chunks))
-    assert np.array_equal(scored["probability"].to_numpy(), planted["model"].predict(expected))
-
-
 def test_scoring_in_batches_equals_scoring_in_one_go(planted):
     model, events, end = planted["model"], planted["events"], planted["end"]
     whole = propensity.features(events, end, DEFAULT_FEATURES).to_polars().sort("user_id")
