@@ -268,6 +268,11 @@ def feature_batches(
         # Measured: caching the batch's slice as a temp table (one Parquet scan instead of one
         # per aggregation) was slower on DuckDB (13-14 s vs 9-11 s for 3M events), so each
         # aggregation reads the projected, range-filtered Parquet itself.
+        # Measured at 110M events (5.2M users scored, 2 cores, load 3.5-5): ONE query for all
+        # users, streamed to Polars in chunks, scored them in 251 s (291 s CPU, 4.3 GB peak)
+        # against 258 s (266 s CPU, 1.5 GB) for these eleven range batches; for the 1.3M
+        # sampled training users it took 85 s against 48 s. The batches stay: the range skips
+        # row groups of the user-sorted days and each hash table holds one batch of users.
         yield _feature_table(obs, cutoff, names, rfm_part).to_polars()
 
 
