@@ -363,6 +363,37 @@ def test_buyer_days_products_and_quality_tables(con):
     assert rejects.rows() == [("bad price", 2), ("no user", 1)]
 
 
+def test_price_histogram_percentile_is_quantile_cont_over_all_prices():
+    """The 99th percentile read from counts per distinct price is DuckDB's quantile_cont over
+    every price, to the bit (float32 prices with many repeats, odd and even counts)."""
+    c = duckdb.connect()
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(1, 2000))
+        step = [0.01, 0.37, 1.0, 3.3][seed % 4]
+        prices = (rng.integers(0, 400, n) * step).astype("float32")
+        prices[rng.random(n) < 0.05] = np.nan  # missing prices, stored as NULL below
+        c.execute(
+            "CREATE OR REPLACE TABLE all_events AS SELECT nullif(p, 'nan'::FLOAT) AS price "
+            "FROM (SELECT unnest(?)::FLOAT AS p)",
+            [prices.tolist()],
+        )
+        # the reference: quantile_cont over all prices, then each price's bin
+        top = c.execute("SELECT quantile_cont(price, 0.99) FROM all_events").fetchone()[0]
+        width = max(float(top), 1e-9) / 7
+        ref = c.execute(f"""
+            SELECT least(floor(greatest(price, 0) / {width}), 7)::INT AS b, count(*) AS events,
+                   max(price)::DOUBLE AS hi
+            FROM all_events WHERE price IS NOT NULL GROUP BY 1 ORDER BY 1""").pl()
+        got = build.quality_prices(c, bins=7)
+        assert got["events"].to_list() == ref["events"].to_list()
+        assert got["price_from"].to_list() == (ref["b"] * width).to_list()
+        assert got["price_to"][-1] == (
+            ref["hi"][-1] if ref["b"][-1] == 7 else (ref["b"][-1] + 1) * width
+        )
+    c.close()
+
+
 def test_kpis_one_definition():
     daily = pl.DataFrame(
         {

@@ -206,11 +206,14 @@ def _parts(con: duckdb.DuckDBPyConnection) -> int:
                CASE WHEN min(e.user_id) <> max(e.user_id) THEN e.user_session END AS multi,
                {", ".join(masks)}
         FROM events e {join_k} WHERE e.user_session IS NOT NULL GROUP BY e.user_session""")
+    # rare or absent: read the events again only for such sessions
+    (multi,) = con.execute("SELECT count(multi) FROM _dash_sessions").fetchone()
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _dash_session_users AS
         SELECT e.user_session AS multi, e.user_id, {", ".join(masks)}
         FROM events e {join_k}
-        WHERE e.user_session IN (SELECT multi FROM _dash_sessions WHERE multi IS NOT NULL)
+        WHERE {"TRUE" if multi else "FALSE"}
+          AND e.user_session IN (SELECT multi FROM _dash_sessions WHERE multi IS NOT NULL)
         GROUP BY ALL""")
     return banks
 
@@ -410,17 +413,41 @@ def quality_prices(con: duckdb.DuckDBPyConnection, bins: int) -> pl.DataFrame:
 
     ``bins`` equal bins up to the 99th percentile and one bin for the rest (so one extreme price
     does not flatten the chart).
+
+    One pass over the events: the rows per distinct price (prices repeat: 110M events had
+    few distinct ones), from which both the percentile and the bins are read. The percentile
+    is ``quantile_cont``'s: the two order statistics around its position are found by
+    cumulative counts and DuckDB interpolates between them itself (``quantile_cont`` over
+    those two values at the position's fraction), so the value is the same to the bit as
+    ``quantile_cont`` over all prices, which sorted 110M values (27 s of CPU).
     """
-    top = con.execute("SELECT quantile_cont(price, 0.99) FROM all_events").fetchone()[0]
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _dash_prices AS
+        SELECT price AS x, count(*) AS n FROM all_events WHERE price IS NOT NULL GROUP BY 1""")
+    lo, hi, frac = con.execute("""
+        WITH cum AS (SELECT x, sum(n) OVER (ORDER BY x) AS upto FROM _dash_prices),
+        pos AS (SELECT (sum(n) - 1) * 0.99::DOUBLE AS rn FROM _dash_prices)
+        SELECT (SELECT min(x) FROM cum WHERE upto > floor(rn)),
+               (SELECT min(x) FROM cum WHERE upto > ceil(rn)), rn - floor(rn)
+        FROM pos""").fetchone()
+    top = (
+        None
+        if lo is None
+        else con.execute(
+            f"SELECT quantile_cont(x, {frac!r}) FROM _dash_prices WHERE x IN (?, ?)", [lo, hi]
+        ).fetchone()[0]
+    )
     if top is None:
+        con.execute("DROP TABLE _dash_prices")
         return pl.DataFrame(
             schema={"price_from": pl.Float64, "price_to": pl.Float64, "events": pl.Int64}
         )
     width = max(float(top), 1e-9) / bins
     out = con.execute(f"""
-        SELECT least(floor(greatest(price, 0) / {width}), {bins})::INT AS b, count(*) AS events,
-               max(price)::DOUBLE AS hi
-        FROM all_events WHERE price IS NOT NULL GROUP BY 1 ORDER BY 1""").pl()
+        SELECT least(floor(greatest(x, 0) / {width}), {bins})::INT AS b, sum(n) AS events,
+               max(x)::DOUBLE AS hi
+        FROM _dash_prices GROUP BY 1 ORDER BY 1""").pl()
+    con.execute("DROP TABLE _dash_prices")
     return out.select(
         price_from=pl.col("b") * width,
         price_to=pl.when(pl.col("b") == bins)
