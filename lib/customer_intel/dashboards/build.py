@@ -143,6 +143,8 @@ def prepare(
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW _units AS
         SELECT experiment, TRY_CAST(user_id AS {id_type}) AS user_id FROM _experiment_units""")
+    # the sums by segment and experiment are made again for these (see _sums)
+    con.execute("DROP TABLE IF EXISTS _dash_sums")
 
 
 #: Bits of one category mask column (UBIGINT); more categories take more columns.
@@ -226,6 +228,44 @@ def _parts(con: duckdb.DuckDBPyConnection) -> int:
           AND e.user_session IN (SELECT multi FROM _dash_sessions WHERE multi IS NOT NULL)
         GROUP BY ALL""")
     return banks
+
+
+def _sums(con: duckdb.DuckDBPyConnection) -> None:
+    """``_dash_sums``: views, carts, purchases, revenue per day, xset, segment and category.
+
+    Made once per :func:`prepare` (it depends on the segments and the units).
+
+    A customer's experiment set (``xset``, 0: none) is the list of experiments enrolling
+    them (``_dash_xset_names``): one pass over the events serves ``dash_daily`` (all sets
+    added up) and ``dash_daily_experiments`` (the sets holding each experiment), where a
+    join to the units per experiment would read the events again.
+    """
+    have = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = '_dash_sums'"
+    ).fetchone()[0]
+    if have:
+        return
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _dash_xsets AS
+        SELECT user_id, list_sort(list(DISTINCT experiment)) AS experiments,
+               (dense_rank() OVER (ORDER BY list_sort(list(DISTINCT experiment))))::INT AS xset
+        FROM _units WHERE user_id IS NOT NULL GROUP BY user_id""")
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _dash_xset_names AS
+        SELECT DISTINCT xset, unnest(experiments) AS experiment FROM _dash_xsets""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _dash_sums AS
+        SELECT t.event_date::DATE AS d, coalesce(x.xset, 0) AS xset,
+               coalesce(g.segment, '{NO_PURCHASE}') AS segment, k.category,
+               count(*) FILTER (WHERE t.event_type = 'view') AS views,
+               count(*) FILTER (WHERE t.event_type = 'cart') AS carts,
+               count(*) FILTER (WHERE t.event_type = 'purchase') AS purchases,
+               coalesce(sum(t.price::DOUBLE) FILTER (WHERE t.event_type = 'purchase'), 0)
+                   AS revenue
+        FROM events t JOIN _dash_k k ON t.category_code IS NOT DISTINCT FROM k.category_code
+        LEFT JOIN _segments g ON t.user_id = g.user_id
+        LEFT JOIN _dash_xsets x ON t.user_id = x.user_id
+        GROUP BY ALL""")
 
 
 def _mask_cols(prefixes: tuple[str, ...], banks: int) -> list[str]:
@@ -326,16 +366,14 @@ def _daily(con: duckdb.DuckDBPyConnection, by: str) -> pl.DataFrame:
         banks,
     )
     # each event has one segment and one category: the sums roll up by addition
+    _sums(con)
+    xsets = "JOIN _dash_xset_names x USING (xset)" if by else ""
     sums = f"""
         WITH f AS (
-            SELECT t.event_date::DATE AS d, {xcol}{seg} AS segment, k.category,
-                   count(*) FILTER (WHERE t.event_type = 'view') AS views,
-                   count(*) FILTER (WHERE t.event_type = 'cart') AS carts,
-                   count(*) FILTER (WHERE t.event_type = 'purchase') AS purchases,
-                   coalesce(sum(t.price::DOUBLE) FILTER (WHERE t.event_type = 'purchase'), 0)
-                       AS revenue
-            FROM events t JOIN _dash_k k ON t.category_code IS NOT DISTINCT FROM k.category_code
-            {join_seg} {units} GROUP BY ALL)
+            SELECT t.d, {xcol}t.segment, t.category, sum(t.views) AS views,
+                   sum(t.carts) AS carts, sum(t.purchases) AS purchases,
+                   sum(t.revenue) AS revenue
+            FROM _dash_sums t {xsets} GROUP BY ALL)
         SELECT {lead}, coalesce(segment, '{ALL}') AS segment, coalesce(category, '{ALL}')
                    AS category,
                sum(views) AS views, sum(carts) AS carts, sum(purchases) AS purchases,
