@@ -905,6 +905,8 @@ def test_dashboard_data_reads_a_spark_runs_parquet_warehouse_the_same(con, tmp_p
     mine = build.daily(spark).sort(order)
     ref = build.daily(con).sort(order)
     assert mine.select(ref.columns).equals(ref)
+    # from the Parquet footers' null counts (spark) and by counting (the in-memory con)
+    assert spark.execute("SELECT count(stats_null_count) FROM _dash_events_meta").fetchone()[0]
     assert build.quality_missing(spark).equals(build.quality_missing(con))
     spark.close()
 
