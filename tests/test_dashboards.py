@@ -155,7 +155,7 @@ def test_daily_equals_distinct_counts_computed_with_polars():
     )
     c = _connect(events, None, segments)
     try:
-        mine = build.daily(c, max_events=700)
+        mine = build.daily(c)
         ev = c.execute("SELECT * FROM ev").pl()
         starts = c.execute("SELECT user_session, session_start::DATE AS sd FROM fact_sessions").pl()
     finally:
@@ -229,12 +229,109 @@ def test_daily_all_rows_equal_the_warehouse_daily_kpis(con):
         assert d[mine].cast(pl.Float64).to_list() == ref[theirs].cast(pl.Float64).to_list(), mine
 
 
-def test_daily_by_day_ranges_equals_one_query(con):
-    """Day by day (a session crossing midnight included) gives the rows of one whole query."""
-    assert len(build.day_chunks(con, 1)) > 1
-    assert build.daily(con, max_events=1).equals(build.daily(con, max_events=10**12))
-    one, whole = (build.daily_experiments(con, max_events=m) for m in (1, 10**12))
-    assert one.height > 0 and one.equals(whole)
+def _daily_reference(ev: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """dash_daily by plain Polars distinct counts per grain (``ev``: the ``ev`` view's rows
+    with ``sd``, the start day of the event's session, and any ``by`` columns)."""
+    is_ = {t: pl.col("event_type") == t for t in ("view", "cart", "purchase")}
+    parts = []
+    for grain in (["segment", "category"], ["segment"], ["category"], []):
+        rest = [pl.lit(ALL).alias(c) for c in ("segment", "category") if c not in grain]
+        users = ev.group_by(["d", *by, *grain]).agg(
+            visitors=pl.col("user_id").n_unique(),
+            views=is_["view"].sum(),
+            carts=is_["cart"].sum(),
+            purchases=is_["purchase"].sum(),
+            buyers=pl.col("user_id").filter(is_["purchase"]).n_unique(),
+            revenue=pl.col("price").filter(is_["purchase"]).sum(),
+        )
+        s = pl.col("user_session")
+        sessions = ev.group_by([pl.col("sd").alias("d"), *by, *grain]).agg(
+            sessions=s.n_unique(),
+            sessions_with_view=s.filter(is_["view"]).n_unique(),
+            sessions_with_cart=s.filter(is_["cart"]).n_unique(),
+            orders=s.filter(is_["purchase"]).n_unique(),
+        )
+        both = users.join(sessions, on=["d", *by, *grain], how="full", coalesce=True)
+        parts.append(both.with_columns(rest))
+    cols = ["visitors", "views", "carts", "purchases", "buyers", "revenue"]
+    cols += ["sessions", "sessions_with_view", "sessions_with_cart", "orders"]
+    return (
+        pl.concat(parts, how="diagonal")
+        .select(
+            pl.col("d").alias("event_date"),
+            *by,
+            "segment",
+            "category",
+            *[
+                pl.col(c).fill_null(0).cast(pl.Float64 if c == "revenue" else pl.Int64)
+                for c in cols
+            ],
+        )
+        .sort("event_date", *by, "segment", "category")
+    )
+
+
+def test_daily_equals_polars_with_shared_sessions_and_experiments():
+    """Every column of every grain, for the whole shop and per experiment, against Polars
+    distinct counts, on events where a session has users of two segments (a source's own
+    session ids), a user touches several categories a day, sessions cross midnight, and a
+    customer is in two experiments."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    users = rng.integers(1, 60, n)
+    t0 = dt.datetime(2019, 11, 1, 20, tzinfo=dt.UTC)
+    # sessions mostly per user; every tenth event goes to a session shared across users
+    own = [f"s{u}_{k}" for u, k in zip(users, rng.integers(0, 3, n), strict=True)]
+    shared = [f"shared{k}" for k in rng.integers(0, 6, n)]
+    events = pl.DataFrame(
+        {
+            "event_time": [t0 + dt.timedelta(minutes=int(m)) for m in rng.integers(0, 3 * 1440, n)],
+            "event_type": rng.choice(["view", "view", "cart", "purchase", "remove_from_cart"], n),
+            "user_id": users,
+            "user_session": [
+                b if r < 0.1 else a for a, b, r in zip(own, shared, rng.random(n), strict=True)
+            ],
+            "product_id": rng.integers(1, 40, n),
+            "category_code": rng.choice(["a.x", "b.y", "b", "c.z", "", None], n),
+            # quarters: sums are exact in any order, so revenue compares with ==
+            "price": rng.integers(4, 4_000, n) / 4,
+            "category_id": rng.integers(1, 4, n),
+            "brand": rng.choice(["p", "q"], n),
+        }
+    ).with_columns(event_date=pl.col("event_time").dt.date())
+    segments = pl.DataFrame({"user_id": list(range(1, 40)), "segment": ["S1", "S2", "S3"] * 13})
+    units = pl.DataFrame(
+        {
+            "user_id": [*range(1, 30), *range(20, 50)],
+            "experiment_name": ["e1"] * 29 + ["e2"] * 30,
+        }
+    )
+    c = _connect(events, units, segments)
+    try:
+        mine = build.daily(c)
+        mine_x = build.daily_experiments(c)
+        assert c.execute("SELECT count(*) FROM _dash_sessions WHERE multi IS NOT NULL").fetchone()[
+            0
+        ]
+        ev = c.execute("SELECT * FROM ev").pl()
+        starts = c.execute("SELECT user_session, session_start::DATE AS sd FROM fact_sessions").pl()
+    finally:
+        c.close()
+    ev = ev.join(starts, on="user_session")
+    assert mine.equals(_daily_reference(ev, []))
+    enrolled = build.experiment_units(units).rename({"user_id": "uid"})
+    ev_x = ev.join(enrolled, left_on="user_id", right_on="uid")
+    assert mine_x.equals(_daily_reference(ev_x, ["experiment"]))
+
+
+def test_a_customer_with_two_segments_is_refused():
+    c = duckdb.connect()
+    c.register("events_df", EVENTS.to_arrow())
+    c.execute("CREATE VIEW events AS SELECT * FROM events_df")
+    two = pl.DataFrame({"user_id": [1, 1], "segment": ["A", "B"]})
+    with pytest.raises(ValueError, match="user_id 1 has 2 rows"):
+        build.prepare(c, two)
+    c.close()
 
 
 def test_daily_by_segment_and_category_by_hand(con):
@@ -266,6 +363,37 @@ def test_buyer_days_products_and_quality_tables(con):
     assert prices["events"].sum() == EVENTS.height
     rejects = build.quality_rejects(pl.LazyFrame({"reason": ["bad price", "bad price", "no user"]}))
     assert rejects.rows() == [("bad price", 2), ("no user", 1)]
+
+
+def test_price_histogram_percentile_is_quantile_cont_over_all_prices():
+    """The 99th percentile read from counts per distinct price is DuckDB's quantile_cont over
+    every price, to the bit (float32 prices with many repeats, odd and even counts)."""
+    c = duckdb.connect()
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(1, 2000))
+        step = [0.01, 0.37, 1.0, 3.3][seed % 4]
+        prices = (rng.integers(0, 400, n) * step).astype("float32")
+        prices[rng.random(n) < 0.05] = np.nan  # missing prices, stored as NULL below
+        c.execute(
+            "CREATE OR REPLACE TABLE all_events AS SELECT nullif(p, 'nan'::FLOAT) AS price "
+            "FROM (SELECT unnest(?)::FLOAT AS p)",
+            [prices.tolist()],
+        )
+        # the reference: quantile_cont over all prices, then each price's bin
+        top = c.execute("SELECT quantile_cont(price, 0.99) FROM all_events").fetchone()[0]
+        width = max(float(top), 1e-9) / 7
+        ref = c.execute(f"""
+            SELECT least(floor(greatest(price, 0) / {width}), 7)::INT AS b, count(*) AS events,
+                   max(price)::DOUBLE AS hi
+            FROM all_events WHERE price IS NOT NULL GROUP BY 1 ORDER BY 1""").pl()
+        got = build.quality_prices(c, bins=7)
+        assert got["events"].to_list() == ref["events"].to_list()
+        assert got["price_from"].to_list() == (ref["b"] * width).to_list()
+        assert got["price_to"][-1] == (
+            ref["hi"][-1] if ref["b"][-1] == 7 else (ref["b"][-1] + 1) * width
+        )
+    c.close()
 
 
 def test_kpis_one_definition():
@@ -797,6 +925,8 @@ def test_dashboard_data_reads_a_spark_runs_parquet_warehouse_the_same(con, tmp_p
     mine = build.daily(spark).sort(order)
     ref = build.daily(con).sort(order)
     assert mine.select(ref.columns).equals(ref)
+    # from the Parquet footers' null counts (spark) and by counting (the in-memory con)
+    assert spark.execute("SELECT count(stats_null_count) FROM _dash_events_meta").fetchone()[0]
     assert build.quality_missing(spark).equals(build.quality_missing(con))
     spark.close()
 
