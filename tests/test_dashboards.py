@@ -567,7 +567,9 @@ def test_urls_and_command_bind_loopback_cull_and_keep_xsrf():
     assert urls["growth"] == "http://127.0.0.1:8866/voila/render/growth.ipynb"
     cmd = dashboards.voila_command(host="127.0.0.1", port=8866)
     assert "--Voila.ip=127.0.0.1" in cmd and "--strip_sources=True" in cmd
-    assert "--preheat_kernel=False" in cmd and "--template=customer_intel" in cmd
+    assert "--preheat_kernel=True" in cmd and "--template=customer_intel" in cmd
+    assert f"--pool_size={dashboards.serve.POOL_SIZE}" in cmd
+    assert "--KernelManager.transport=ipc" in cmd  # no TCP port a kernel can lose at start
     assert any(c.startswith("--MappingKernelManager.cull_idle_timeout=") for c in cmd)
     assert "--ServerApp.disable_check_xsrf=False" in cmd
     deny = next(c for c in cmd if c.startswith("--VoilaConfiguration.extension_denylist="))
