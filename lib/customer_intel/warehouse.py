@@ -577,6 +577,22 @@ def connect_spark(wdir: Path, spark: dict | None = None) -> ibis.BaseBackend:
     return con
 
 
+def connect_parquet(wdir: Path, memory_limit: str = "auto") -> ibis.BaseBackend:
+    """An in-memory DuckDB over the Parquet warehouse a Spark build wrote (:func:`build_spark`).
+
+    The same names as :func:`connect`: ``all_events``, ``events`` and the tables under
+    ``tables/<table>/``, for the DuckDB SQL of a stage whose outputs are small aggregates.
+    """
+    con = ibis.duckdb.connect()
+    configure_duckdb(con, memory_limit)
+    register_events(con, wdir / EVENTS_DIR)
+    for name in TABLES:
+        parts = wdir / PARQUET_TABLES_DIR / name
+        if parts.is_dir():
+            con.read_parquet(str(parts / "*.parquet"), table_name=name)
+    return con
+
+
 def register_events(con: ibis.BaseBackend, events_dir: Path) -> ibis.Table:
     """Views over the event Parquet: ``all_events``, and ``events`` = the rows with a user.
 

@@ -51,8 +51,8 @@ def connect(run, engine: str = "duckdb") -> duckdb.DuckDBPyConnection:
     at most :data:`MEMORY_CAP`.
 
     With ``engine`` duckdb it is :func:`customer_intel.warehouse.connect`'s. With spark the run
-    has no DuckDB file, only the Parquet the Spark build wrote (``events/`` and
-    ``tables/<table>/``); this stage then reads that Parquet with an in-memory DuckDB instead
+    has no DuckDB file, only the Parquet the Spark build wrote; this stage then reads that
+    Parquet with an in-memory DuckDB (:func:`customer_intel.warehouse.connect_parquet`) instead
     of going through Spark: its SQL is DuckDB's (grouping sets, ``EXCLUDE``,
     ``quantile_cont``), its outputs are small aggregates, and both engines' warehouses hold
     the same rows, so the tables come out the same without a second, Spark dialect of them.
@@ -64,16 +64,7 @@ def connect(run, engine: str = "duckdb") -> duckdb.DuckDBPyConnection:
     if engine != "spark":
         con = warehouse.connect(run, memory_limit=cap).con
     else:
-        import ibis
-
-        ib = ibis.duckdb.connect()
-        warehouse.configure_duckdb(ib, cap)
-        warehouse.register_events(ib, wdir / warehouse.EVENTS_DIR)
-        for name in warehouse.TABLES:
-            parts = wdir / warehouse.PARQUET_TABLES_DIR / name
-            if parts.is_dir():
-                ib.read_parquet(str(parts / "*.parquet"), table_name=name)
-        con = ib.con
+        con = warehouse.connect_parquet(wdir, cap).con
     # the events' Parquet footers: their null counts answer quality_missing without a scan
     glob = str(wdir / warehouse.EVENTS_DIR / "**" / "*.parquet").replace("'", "''")
     con.execute(f"CREATE TEMP VIEW {_EVENTS_META} AS SELECT * FROM parquet_metadata('{glob}')")
