@@ -8,10 +8,11 @@ PY         := $(VENV)/bin/python
 UV         := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PARAMS     ?= params/default.yaml
 STAMP      := $(VENV)/.installed
+PLOTLY_JS  := lib/customer_intel/dashboards/voila/static/plotly-customer-intel.min.js
 # Trust the system certificate store (machines behind a TLS-inspecting proxy need it).
 export UV_NATIVE_TLS ?= 1
 
-.PHONY: help setup setup-spark lock run smoke test test-slow nbval lint format browser-deps dashboards report bench bench-e2e clean
+.PHONY: help setup setup-spark lock run smoke test test-slow nbval lint format browser-deps dashboards report plotly-js bench bench-e2e clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -76,6 +77,11 @@ dashboards: setup ## serve the dashboards of outputs/latest with Voila on 127.0.
 
 report: setup ## static HTML of each dashboard (charts offline) into outputs/latest/reports/
 	$(PY) -m customer_intel.dashboards.report
+
+plotly-js: ## rebuild the dashboards' plotly.js (js/plotly-bundle: plotly core + their traces; node, npm)
+	cd js/plotly-bundle && npm ci --no-audit --no-fund && npx esbuild entry.js --bundle --minify \
+	  --format=iife --global-name=Plotly --define:global=window --define:define.amd=false \
+	  --target=es2016 --loader:.css=empty --log-level=warning --outfile=$(CURDIR)/$(PLOTLY_JS)
 
 bench: setup ## ingest benchmark (EVENTS=2000000)
 	$(PY) -m benchmarks.ingest --events $${EVENTS:-2000000}

@@ -23,6 +23,7 @@ import polars as pl
 import psutil
 import pytest
 
+from benchmarks.dashboards import APP_RENDERED
 from customer_intel import experiments
 from customer_intel.dashboards import DASHBOARDS, serve
 from customer_intel.paths import DASHBOARDS_DIR, PROJECT_ROOT
@@ -170,6 +171,7 @@ class Visit:
             timeout=180_000,
         )
         self.seconds = round(time.perf_counter() - t0, 2)
+        self.page.wait_for_function(APP_RENDERED, timeout=60_000)  # the forms, after the charts
         self.kernel_id = self.page.evaluate(
             "JSON.parse(document.getElementById('jupyter-config-data').textContent).kernelId"
         )
@@ -535,24 +537,41 @@ def test_no_clipped_labels_and_screenshots(browser, server, viewport):
 GONE_WITHIN = serve.CLOSE_GRACE + 8
 
 
+def test_a_page_without_a_form_loads_no_app_and_keeps_no_kernel(browser, server):
+    """The quality page's outputs are all HTML: no Voila app script is fetched, nothing ever
+    connects to its kernel, and the server shuts that kernel down once the page is sent."""
+    proc: psutil.Process = server["proc"]
+    v = Visit(browser, server, "quality")
+    v.check()
+    assert not [u for u in v.requests if u.endswith("voila.js") or "/voila.js?" in u]
+    assert _gone(proc, v.kernel_id, GONE_WITHIN), "a formless page's kernel was kept"
+    assert f"Kernel {v.kernel_id}: its page has no form" in server["log"].read_text()
+    v.close()
+    v = Visit(browser, server, "customers")  # a page with a form keeps its kernel while open
+    assert any("voila.js" in u for u in v.requests)
+    time.sleep(GONE_WITHIN)
+    assert v.kernel_id in _kernel_ids(proc)
+    v.close()
+
+
 def test_a_closed_tab_shuts_its_kernel_down_without_waiting_for_culling(browser, server):
     proc: psutil.Process = server["proc"]
     # a tab closed the way a person closes it: unload handlers run, Voila's beacon is sent
-    v = Visit(browser, server, "quality")
+    v = Visit(browser, server, "customers")
     assert v.kernel_id in _kernel_ids(proc)
     t0 = time.perf_counter()
     v.close(run_before_unload=True)
     assert _gone(proc, v.kernel_id, GONE_WITHIN), "a kernel outlived its tab"
     RESULTS["close_seconds"] = {"with unload handlers": round(time.perf_counter() - t0, 2)}
     # a tab that dies without unload handlers (page.close(), a crash): no beacon at all
-    v = Visit(browser, server, "quality")
+    v = Visit(browser, server, "customers")
     assert v.kernel_id in _kernel_ids(proc)
     t0 = time.perf_counter()
     v.close()
     assert _gone(proc, v.kernel_id, GONE_WITHIN), "a kernel outlived its tab"
     RESULTS["close_seconds"]["page.close()"] = round(time.perf_counter() - t0, 2)
     # the beacon itself, sent as Voila's page sends it, is accepted (204, not 403)
-    v = Visit(browser, server, "quality")
+    v = Visit(browser, server, "customers")
     status = v.page.evaluate(
         r"""async () => {
           const kernel = JSON.parse(

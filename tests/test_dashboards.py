@@ -31,7 +31,7 @@ from customer_intel.dashboards.pages.customers import standardized
 from customer_intel.dashboards.pages.executive import conversion_note
 from customer_intel.dashboards.pages.quality import day_gaps
 from customer_intel.dashboards.widgets import best_depth, parse_number
-from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR
+from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR, PROJECT_ROOT
 
 PAGES = (Executive, Customers, Growth, Experiments, Quality, Reports)
 
@@ -612,45 +612,44 @@ def test_template_has_no_cdn_and_loads_local_plotly(tmp_path):
     from customer_intel.dashboards import serve
 
     root = serve.template_root(tmp_path)
-    index = (root / "voila" / "templates" / "customer_intel" / "index.html.j2").read_text()
-    assert "cdn." not in index and "fontawesome" not in index.lower()
-    assert "static/{{ resources.plotly_js[resources.metadata.name] }}" in index
     template = root / "voila" / "templates" / "customer_intel"
-    conf = json.loads((template / "conf.json").read_text())
-    files = conf["traitlet_configuration"]["resources"]["plotly_js"]
-    assert files == {
-        **{p: "plotly-cartesian.min.js" for p in dashboards.DASHBOARDS},
-        "reports": "plotly.min.js",
-    }
-    for bundle in ("cartesian", "full"):
-        js = present.plotly_js(bundle)
-        assert (template / "static" / js.name).read_bytes() == js.read_bytes()
+    index = (template / "index.html.j2").read_text()
+    assert "cdn." not in index and "fontawesome" not in index.lower()
+    assert f'static/{present.PLOTLY_JS.name}"></script>' in index
+    assert (template / "static" / present.PLOTLY_JS.name).read_bytes() == (
+        present.PLOTLY_JS.read_bytes()
+    )
 
 
-def _plotly_js_version(text: str) -> str:
-    return re.search(r"plotly\.js[^\n]*? v(\d+\.\d+\.\d+)", text[:300]).group(1)
-
-
-def test_pages_plotly_js_is_the_plotly_packages_version():
-    """The vendored cartesian bundle draws what the installed plotly writes: same version."""
+def test_pages_plotly_js_is_the_plotly_packages_version_with_the_declared_traces():
+    """The built bundle draws what the installed plotly writes (same version), and exactly the
+    trace types :data:`present.PLOTLY_TRACES` says, which are the ones its recipe registers."""
     import plotly
 
     full = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     with full.open() as f:
-        head = f.read(300)
-    cartesian = present.plotly_js("cartesian").read_text()[:300]
-    assert _plotly_js_version(cartesian) == _plotly_js_version(head)
-    assert "cartesian" in cartesian and present.plotly_js("full") == full
+        version = re.search(r"plotly\.js[^\n]*? v(\d+\.\d+\.\d+)", f.read(300)).group(1)
+    js = present.PLOTLY_JS.read_text()
+    assert f'version="{version}"' in js
+    assert set(re.findall(r'moduleType:"trace",name:"(\w+)"', js)) == present.PLOTLY_TRACES
+    recipe = PROJECT_ROOT / "js" / "plotly-bundle"
+    entry = (recipe / "entry.js").read_text()
+    registered = set(re.findall(r"require\('plotly\.js/lib/(\w+)'\)", entry)) - {"core"}
+    assert registered | {"scatter"} == present.PLOTLY_TRACES  # core registers scatter
+    pinned = json.loads((recipe / "package.json").read_text())["dependencies"]["plotly.js"]
+    assert pinned == version
 
 
 def test_figure_refuses_a_trace_the_pages_cannot_draw():
     import plotly.graph_objects as go
 
-    with pytest.raises(ValueError, match=r"'Steps'.*funnel.*plotly-cartesian"):
-        present.figure(go.Figure(go.Funnel(x=[3, 2], y=["a", "b"])), title="Steps")
+    with pytest.raises(
+        ValueError, match=r"'Map'.*scattergeo.*plotly-customer-intel.*make plotly-js"
+    ):
+        present.figure(go.Figure(go.Scattergeo(lon=[1], lat=[2])), title="Map")
     assert "Plotly.newPlot" in present.figure(go.Figure(go.Bar(x=[1])), title="ok").data
     funnel = go.Figure(go.Funnel(x=[3, 2], y=["a", "b"]))
-    assert "funnel" in present.figure(funnel, title="Steps", bundle="full").data
+    assert "funnel" in present.figure(funnel, title="Steps").data
 
 
 def test_dashboards_read_the_latest_good_run_of_the_env_output_root(monkeypatch, tmp_path):
@@ -983,3 +982,43 @@ def test_report_titles_in_words_and_rates_as_percentages():
     assert fig.layout.xaxis.tickformat is None and fig.layout.legend.title.text == "Category"
     assert fig.data[0].colorbar.title.text == "Conversion rate"
     assert fig.data[0].colorbar.tickformat == ".0%"
+
+
+def test_a_preheated_kernel_warms_its_page_before_the_visit_and_reads_the_visits_url(
+    tmp_path, monkeypatch
+):
+    """In a kernel Voila preheated, the page imports (and the reports page draws once) before
+    it waits; what it then shows is read after the visit arrived, with the visit's filters."""
+    import customer_intel.dashboards.pages.base as base
+
+    days = [dt.date(2019, 11, d) for d in (1, 2, 3, 4)]
+    reports = [{"name": "Daily", "metric": "daily", "type": "line", "x": "Day", "y": "Revenue"}]
+    _run(
+        tmp_path,
+        {"metrics": {"reports": reports}},
+        {
+            "metric_daily": pl.DataFrame({"Day": days, "Revenue": [10.0, 20.0, 30.0, 40.0]}),
+            "dash_daily": pl.DataFrame(
+                {"event_date": days, "segment": [ALL] * 4, "category": [ALL] * 4}
+                | {"revenue": [1.0, 2.0, 3.0, 4.0]}
+            ),
+        },
+    )
+    calls = []
+    monkeypatch.setattr(base, "wait_for_visit", lambda: calls.append("visit"))
+    real_reports = Reports.reports
+    monkeypatch.setattr(Reports, "reports", lambda self: calls.append("draw") or real_reports(self))
+    monkeypatch.setenv("QUERY_STRING", "from=2019-11-03&to=2019-11-04")
+    monkeypatch.delenv("VOILA_PREHEAT", raising=False)
+    page = Reports(root=tmp_path)  # not preheated: no warm-up, no wait
+    assert calls == []
+    monkeypatch.setenv("VOILA_PREHEAT", "True")
+    page = Reports(root=tmp_path)
+    assert calls == ["draw", "visit"]  # drawn once (warm-up) before waiting for the visit
+    assert "plotly.express" in __import__("sys").modules
+    assert page.filters.query() == Filters.from_query("from=2019-11-03&to=2019-11-04").query()
+    y = _array(_spec(str(page.reports()), "report-0")["data"][0]["y"])
+    assert y.tolist() == [30.0, 40.0]  # the visit's own dates
+    # a warm-up that fails is left to the visit's own drawing, which shows it
+    monkeypatch.setattr(Reports, "reports", lambda self: 1 / 0)
+    Reports(root=tmp_path)

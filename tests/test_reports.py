@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from customer_intel import forecast, plots
+from customer_intel.dashboards.present import PLOTLY_TRACES
 from customer_intel.params.metrics import ReportSpec
 
 D = [dt.date(2024, 1, d) for d in (1, 2, 3)]
@@ -89,6 +90,7 @@ def test_forecast_report_draws_actuals_intervals_naive_and_anomalies():
         "anomaly",
     ]
     assert days[-3] in list(fig.data[-1].x)
+    assert {t.type for t in fig.data} <= PLOTLY_TRACES
     assert "backtest MAPE" in fig.layout.title.text
 
 
@@ -104,3 +106,12 @@ def test_report_figure_dispatches_every_type(kind):
     }[kind]
     fig = plots.report_figure(CONV, _r(type=kind, **spec))
     assert fig.data and fig.layout.title.text == "r"
+    assert {t.type for t in fig.data} <= PLOTLY_TRACES  # the dashboards' plotly.js draws it
+
+
+def test_every_report_type_is_drawn_by_the_dashboards_plotly_js():
+    from customer_intel.params.metrics import REPORT_TYPES
+
+    assert set(REPORT_TYPES) == {"line", "bar", "bar_polar", "treemap", "heatmap", "funnel"} | {
+        "forecast"  # the forecast test above
+    }

@@ -40,15 +40,6 @@ PAGES = {
 DASHBOARDS = tuple(PAGES)
 
 
-def plotly_bundle(page: str) -> str:
-    """The plotly.js bundle a page loads (:func:`customer_intel.dashboards.present.plotly_js`).
-
-    ``full`` for the reports page, whose charts people configure with any plotly trace type;
-    ``cartesian`` (a third of the size, a quarter of the load time) for the others.
-    """
-    return "full" if page == "reports" else "cartesian"
-
-
 ALL = "(all)"
 SECRETS_DIR = ".secrets"
 

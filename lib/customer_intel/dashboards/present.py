@@ -10,13 +10,13 @@ fails ("r.setData is not a function", one console error per chart) after re-draw
 chart a second time as a PNG. The served template loads plotly.js from the server itself
 (:mod:`customer_intel.dashboards.serve`); the static report embeds it.
 
-That plotly.js is plotly's *cartesian* partial bundle (:func:`plotly_js`, vendored from npm's
-``plotly.js-cartesian-dist-min``, the version of the plotly package's full bundle): the full
-4.8 MB bundle took 1.6-1.9 s of a page's CPU just to load in Chromium on this 2-core machine,
-the cartesian one (1.5 MB) 0.6 s. It draws only :data:`CARTESIAN_TRACES`; :func:`figure`
-refuses any other trace type by name, so a chart that the page could not draw fails in the
-tests. The reports page, whose charts people configure (treemaps, polar bars, funnels), loads
-the full bundle (:func:`customer_intel.dashboards.data.plotly_bundle`).
+That plotly.js is built for the dashboards (:data:`PLOTLY_JS`, ``make plotly-js`` from
+``js/plotly-bundle``: plotly's core and the trace types in :data:`PLOTLY_TRACES`, at the version
+of the plotly package's own bundle). Loading plotly.js was most of a page's browser time on this
+2-core machine: the full 4.8 MB bundle took 1.6-1.9 s, plotly's cartesian partial bundle (which
+has no treemap, polar bar or funnel, so the reports page needed the full one) 0.6-0.7 s, this one
+(1.4 MB, one bundle for every page) 0.25 s. :func:`figure` refuses any other trace type by name,
+so a chart the pages could not draw fails in the tests.
 """
 
 from __future__ import annotations
@@ -34,25 +34,14 @@ import jinja2
 import polars as pl
 
 TEMPLATES = Path(__file__).with_name("templates")
-#: plotly's cartesian partial bundle (MIT, see ``plotly-LICENSE.txt`` beside it);
-#: ``tests/test_dashboards.py`` keeps its version equal to the installed plotly's full bundle.
-CARTESIAN_JS = Path(__file__).with_name("voila") / "static" / "plotly-cartesian.min.js"
-#: The trace types :data:`CARTESIAN_JS` draws (its README's list).
-CARTESIAN_TRACES = frozenset(
-    {
-        "bar",
-        "box",
-        "contour",
-        "heatmap",
-        "histogram",
-        "histogram2d",
-        "histogram2dcontour",
-        "image",
-        "pie",
-        "scatter",
-        "scatterternary",
-        "violin",
-    }
+#: the dashboards' plotly.js (MIT, see ``plotly-LICENSE.txt`` beside it), built by
+#: ``make plotly-js``; ``tests/test_dashboards.py`` keeps its version equal to the installed
+#: plotly's full bundle and its traces equal to :data:`PLOTLY_TRACES`.
+PLOTLY_JS = Path(__file__).with_name("voila") / "static" / "plotly-customer-intel.min.js"
+#: The trace types :data:`PLOTLY_JS` draws: the pages' charts and every report type
+#: (``metrics.reports``: line, bar, bar_polar, treemap, heatmap, funnel, forecast).
+PLOTLY_TRACES = frozenset(
+    {"bar", "barpolar", "box", "funnel", "heatmap", "histogram", "scatter", "treemap"}
 )
 ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -73,18 +62,6 @@ PLOTLY_CONFIG = {
     "toImageButtonOptions": {"format": "png", "scale": 2},
 }
 _ids = itertools.count()
-
-
-def plotly_js(bundle: str) -> Path:
-    """The plotly.js of a bundle: ``cartesian`` (vendored) or ``full`` (the plotly package's)."""
-    if bundle == "cartesian":
-        return CARTESIAN_JS
-    if bundle == "full":
-        import importlib.util
-
-        spec = importlib.util.find_spec("plotly")  # its path, without importing plotly
-        return Path(spec.origin).parent / "package_data" / "plotly.min.js"
-    raise ValueError(f"unknown plotly.js bundle {bundle!r}: cartesian or full")
 
 
 # -- numbers -----------------------------------------------------------------------------------
@@ -258,24 +235,24 @@ def figure(
     note: str | None = None,
     lead: str | None = None,
     title_class: str = "",
-    bundle: str = "cartesian",
 ) -> Html:
     """A plotly figure as HTML, drawn by the page's local plotly.js.
 
     ``lead`` is a sentence between the title and the chart; ``title_class`` an extra class of
-    the title (e.g. ``report``, which the browser tests look for); ``bundle`` the plotly.js the
-    page loads (a trace type the cartesian bundle cannot draw is refused, named).
+    the title (e.g. ``report``, which the browser tests look for). A trace type the pages'
+    plotly.js cannot draw is refused, named.
 
     Under an HTML title (which wraps on a phone instead of being clipped), with the chart's data as
     a CSV download.
     """
     from plotly.utils import PlotlyJSONEncoder
 
-    missing = sorted({t.type for t in fig.data} - CARTESIAN_TRACES)
-    if bundle == "cartesian" and missing:
+    missing = sorted({t.type for t in fig.data} - PLOTLY_TRACES)
+    if missing:
         raise ValueError(
-            f"chart {title!r}: trace type(s) {missing} are not in the page's plotly.js "
-            f"({CARTESIAN_JS.name}, which draws {sorted(CARTESIAN_TRACES)})"
+            f"chart {title!r}: trace type(s) {missing} are not in the pages' plotly.js "
+            f"({PLOTLY_JS.name}, which draws {sorted(PLOTLY_TRACES)}; add them in "
+            "js/plotly-bundle/entry.js and run make plotly-js)"
         )
     fig.update_layout(title_text=None, height=height, autosize=True, width=None)
     fig.update_layout(margin={"l": 8, "r": 28, "t": 36, "b": 8})  # r: room for the last tick

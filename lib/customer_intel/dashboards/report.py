@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from customer_intel.dashboards import present
-from customer_intel.dashboards.data import DASHBOARDS, ENV_OUTPUT_ROOT, latest_run, plotly_bundle
+from customer_intel.dashboards.data import DASHBOARDS, ENV_OUTPUT_ROOT, latest_run
 from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR
 
 _REMOTE = re.compile(
@@ -66,7 +66,7 @@ def export(name: str, run: Path, root: Path) -> Path:
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True)
     exporter.exclude_output_prompt = True
     body, _ = exporter.from_notebook_node(nb)
-    js = present.plotly_js(plotly_bundle(name)).read_text()
+    js = present.PLOTLY_JS.read_text()
     out = run / "reports" / f"{name}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(offline(body, js))

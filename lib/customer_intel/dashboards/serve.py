@@ -21,11 +21,17 @@ What makes the server safe to leave running for a day of visits:
   :class:`ClosingKernelManager` shuts a kernel down :data:`CLOSE_GRACE` seconds after its last
   connection closed (Chromium drops the shutdown beacon of a tab closed without its unload
   handlers, e.g. Playwright's ``page.close()``; the kernel then waited for culling).
+- **A page without a form keeps no kernel.** Its outputs are all HTML, written into the page
+  (the template), so it loads no Voila app and nothing ever connects to its kernel:
+  :class:`XsrfCookieVoila`'s page handler shuts that kernel down as soon as the page is sent
+  (before, it lived until its tab closed, or a minute when the tab closed before the app had
+  connected).
 - **Kernels nobody is connected to are culled** after a minute (a page whose browser never
   connected to its kernel): ``cull_idle_timeout`` / ``cull_interval`` below. A kernel with an
   open tab (connected) or a page still executing (busy) is kept.
 - **Offline**: a local template (:file:`voila/index.html.j2`) without Font Awesome from a CDN,
-  plotly.js served by this server (the package's cartesian bundle), charts without the
+  plotly.js served by this server (:data:`customer_intel.dashboards.present.PLOTLY_JS`), charts
+  without the
   "send to cloud" button (:data:`customer_intel.dashboards.present.PLOTLY_CONFIG`).
 """
 
@@ -33,8 +39,8 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -43,8 +49,7 @@ from typing import Any
 
 import yaml
 
-from customer_intel.dashboards import present
-from customer_intel.dashboards.data import DASHBOARDS, ENV_OUTPUT_ROOT, latest_run, plotly_bundle
+from customer_intel.dashboards.data import DASHBOARDS, ENV_OUTPUT_ROOT, latest_run
 from customer_intel.paths import DASHBOARDS_DIR, OUTPUTS_DIR
 
 TEMPLATE = "customer_intel"
@@ -62,6 +67,9 @@ FILL_DELAY = 3.0
 #: a kernel whose last connection closed is shut down this many seconds later unless a
 #: connection came back (a websocket that reconnects after a network blip)
 CLOSE_GRACE = 2.0
+#: what the template writes for an output only Voila's app renders (a widget: a form)
+APP_OUTPUT = "application/vnd.voila.cell-output+json"
+_KERNEL_ID = re.compile(r'"kernelId": "([0-9a-f-]{36})"')
 
 
 def _closing_kernel_manager() -> type:
@@ -98,20 +106,34 @@ def _closing_kernel_manager() -> type:
 
 def _xsrf_cookie_voila() -> type:
     """:class:`XsrfCookieVoila`, made on first use (Voila imports the Jupyter server stack)."""
+    import tornado.web
     from voila.app import Voila
     from voila.tornado.handler import TornadoVoilaHandler
 
     class XsrfCookieVoilaHandler(TornadoVoilaHandler):
-        """Voila's page handler; every page response sets the ``_xsrf`` cookie.
+        """Voila's page handler: sets the ``_xsrf`` cookie; stops the kernel of a formless page.
 
         Reading ``xsrf_token`` makes tornado set the cookie when the request has none; the
         page's shutdown beacon then carries the token and is accepted. (Voila's
         ``prelaunch_hook`` could do it per visit, but Voila refuses it with preheated kernels.)
+        A page none of whose outputs needs Voila's app (:data:`APP_OUTPUT`) loads no app and
+        nothing will connect to its kernel: it is shut down once the page is sent.
         """
 
+        @tornado.web.authenticated
         async def get(self, path: str | None = None) -> None:
             _ = self.xsrf_token
-            return await super().get(path)
+            kernel_id, needs_app = None, False
+            async for html in self.get_generator(path=path):
+                if kernel_id is None and (m := _KERNEL_ID.search(html)):
+                    kernel_id = m.group(1)
+                needs_app = needs_app or APP_OUTPUT in html
+                self.write(html)
+                self.flush()
+            if kernel_id is not None and not needs_app:
+                await self.finish()  # the visitor has the page; then the kernel goes
+                self.log.info("Kernel %s: its page has no form; shutting it down", kernel_id)
+                await self.kernel_manager.shutdown_kernel(kernel_id)
 
     class XsrfCookieVoila(Voila):
         """Voila serving its pages with :class:`XsrfCookieVoilaHandler`."""
@@ -130,19 +152,11 @@ def _xsrf_cookie_voila() -> type:
 def template_root(into: Path) -> Path:
     """A Jupyter data dir holding the ``customer_intel`` Voila template (returns ``into``).
 
-    The template files and ``static/`` are the package's; the plotly package's full plotly.js
-    is added to ``static/`` (files copied, not linked: tornado refuses a static file whose real
-    path is outside the root), and ``conf.json`` gets each page's plotly.js file name
-    (``resources.plotly_js``, from :func:`~customer_intel.dashboards.data.plotly_bundle`).
+    The template files and ``static/`` (with the pages' plotly.js) are the package's, copied, not
+    linked: tornado refuses a static file whose real path is outside the root.
     """
     target = into / "voila" / "templates" / TEMPLATE
     shutil.copytree(TEMPLATE_SOURCE, target, dirs_exist_ok=True)
-    shutil.copy2(present.plotly_js("full"), target / "static" / present.plotly_js("full").name)
-    conf = json.loads((TEMPLATE_SOURCE / "conf.json").read_text())
-    conf["traitlet_configuration"]["resources"]["plotly_js"] = {
-        page: present.plotly_js(plotly_bundle(page)).name for page in DASHBOARDS
-    }
-    (target / "conf.json").write_text(json.dumps(conf, indent=2))
     return into
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
 
 from customer_intel.dashboards import present
-from customer_intel.dashboards.data import PAGES, Filters, RunData, plotly_bundle
+from customer_intel.dashboards.data import PAGES, Filters, RunData
+
+
+def preheated() -> bool:
+    """Whether this kernel is one Voila preheated for a page (it waits for its visit)."""
+    return os.environ.get("VOILA_PREHEAT") == "True"  # voila.utils.ENV_VARIABLE.VOILA_PREHEAT
 
 
 def wait_for_visit() -> None:
@@ -19,7 +25,7 @@ def wait_for_visit() -> None:
     run and the filters of that visit. Anywhere else (a kernel started for the visit, the
     static report, a test) it returns at once, without importing Voila (2.5 s of imports).
     """
-    if os.environ.get("VOILA_PREHEAT") != "True":  # voila.utils.ENV_VARIABLE.VOILA_PREHEAT
+    if not preheated():
         return
     from voila.utils import wait_for_request
 
@@ -38,24 +44,28 @@ class Page:
     applies = ""
     #: whether the page has the filter bar
     filtered = True
+    #: modules the page's methods import when first called (kept out of the dashboards' common
+    #: imports), imported before a preheated kernel waits for its visit, not during the visit
+    preload: tuple[str, ...] = ()
 
     def __init__(self, root: Path | None = None, query: str | None = None) -> None:
-        if query is None:
+        if query is None and preheated():
+            self.warm(root)
             wait_for_visit()
         self.data = RunData(root)
         raw = Filters.from_query(os.environ.get("QUERY_STRING", "") if query is None else query)
         self.filters = self.data.clean(raw) if self.ok else raw
         self.period = self.data.period(self.filters) if self.ok else None
 
+    def warm(self, root: Path | None) -> None:
+        """What a preheated kernel does before it waits: import :attr:`preload`."""
+        for module in self.preload:
+            importlib.import_module(module)
+
     @property
     def ok(self) -> bool:
         """Ok."""
         return self.data.run is not None
-
-    @property
-    def plotly_bundle(self) -> str:
-        """The plotly.js this page loads (its figures are drawn by it)."""
-        return plotly_bundle(self.name)
 
     @property
     def currency(self) -> str:

@@ -37,6 +37,7 @@ class Customers(Page):
     """The customers dashboard."""
 
     name = "customers"
+    preload = ("ipywidgets",)
     applies = "the segment table (dates, category, experiment); segment sizes are as of the run"
 
     def top_segment(self) -> present.Html | None:

@@ -23,6 +23,7 @@ class Experiments(Page):
     """The experiments dashboard."""
 
     name = "experiments"
+    preload = ("ipywidgets",)
     applies = (
         "which experiment is shown (the readout covers the whole test: dates, segments and "
         "categories do not apply)"

@@ -18,6 +18,7 @@ class Growth(Page):
     """The growth dashboard."""
 
     name = "growth"
+    preload = ("ipywidgets",)
     applies = "the cross-sell product list (category)"
 
     def _card(self) -> dict | None:

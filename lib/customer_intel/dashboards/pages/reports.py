@@ -9,6 +9,7 @@ forecast keeps its future days, and segments/categories are not columns of the m
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -56,7 +57,21 @@ class Reports(Page):
     """The reports dashboard."""
 
     name = "reports"
+    preload = ("plotly.express",)
     applies = "the reports drawn by day (dates); segment, category and experiment do not apply"
+
+    def warm(self, root: Path | None) -> None:
+        """Also draw the reports once, unfiltered, and drop them.
+
+        plotly builds its classes, validators and templates on first use (about 1 s of the
+        first page drawn in a kernel), so that happens before the visit. A failure here is left
+        to the visit's own drawing, which shows it.
+        """
+        super().warm(root)
+        try:
+            type(self)(root, query="").reports()
+        except Exception:  # noqa: BLE001, S110 (the visit's own call reports it)
+            pass
 
     def _specs(self) -> list:
         """The reports declared in the run's params (``metrics.reports``), typed."""
@@ -123,7 +138,6 @@ class Reports(Page):
                         element_id=f"report-{i}",
                         data=shown,
                         height=420,
-                        bundle=self.plotly_bundle,
                     )
                 )
             )
