@@ -69,6 +69,27 @@ def kernels(server: psutil.Process) -> int:
     return n
 
 
+def settle(server: psutil.Process, seconds: float = 120) -> bool:
+    """Wait until the server's kernels are idle for 2 s (the pool's kernels have run their
+    page's imports and warm-up and wait for a visit; "pool filled" is logged at their start)."""
+    deadline = time.time() + seconds
+    quiet_since = None
+    known: dict[int, psutil.Process] = {}  # cpu_percent compares with the same object's last call
+    while time.time() < deadline:
+        cpu = 0.0
+        for p in [server, *server.children(recursive=True)]:
+            p = known.setdefault(p.pid, p)
+            try:
+                cpu += p.cpu_percent(interval=None)
+            except psutil.Error:
+                continue
+        quiet_since = (quiet_since or time.time()) if cpu < 5 else None
+        if quiet_since and time.time() - quiet_since >= 2:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def visit(context, base: str, name: str) -> tuple[float, float, list[str]]:
     """Open a page in a new tab of ``context`` (a browser profile: its HTTP cache) until every
     chart is drawn, then until Voila's app has rendered the forms; close the tab. Seconds to
@@ -121,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.time() + 240
         while not serve.pool_ready(log_path.read_text()) and time.time() < deadline:
             time.sleep(0.5)
-        time.sleep(10)
         out["pool_ready"] = serve.pool_ready(log_path.read_text())
         server = psutil.Process(proc.pid)
+        out["settled"] = settle(server)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             out["cold"], out["warm"] = {}, {}
@@ -132,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 context = browser.new_context(viewport={"width": 1440, "height": 900})
                 charts, forms, _ = visit(context, base, n)
                 out["cold"][n], out["cold_forms"][n] = round(charts, 2), round(forms, 2)
-                time.sleep(serve.FILL_DELAY + 5)  # the page's preheated kernel is back
+                time.sleep(serve.FILL_DELAY + 1)
+                settle(server)  # the page's preheated kernel is back, warmed up
                 charts, forms, _ = visit(context, base, n)
                 out["warm"][n], out["warm_forms"][n] = round(charts, 2), round(forms, 2)
                 context.close()
