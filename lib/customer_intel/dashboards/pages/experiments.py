@@ -194,12 +194,12 @@ class Experiments(Page):
         a, b = self.arms
         res = self.data.table("experiment_results")
         kinds = dict(zip(res["metric"], res["kind"], strict=False)) if res is not None else {}
+        # the metric is in the chart's title; the axis title stays short enough for the chart's
+        # height (a vertical title longer than the plot is cut at both ends)
         if kinds.get(metric) == "binary":  # a difference of rates: percentage points
-            fig.update_yaxes(
-                tickformat=".0%", title_text=f"{metric}: {b} minus {a} (percentage points)"
-            )
+            fig.update_yaxes(tickformat=".0%", title_text=f"{b} minus {a} (% points)")
         else:
-            fig.update_yaxes(title_text=f"{metric}: {b} minus {a}")
+            fig.update_yaxes(title_text=f"{b} minus {a}")
         return present.figure(
             fig,
             title=f"The change in {metric} day by day (cumulative, with the anytime-valid range)",
