@@ -38,6 +38,7 @@ What makes the server safe to leave running for a day of visits:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import os
 import re
@@ -131,7 +132,10 @@ def _xsrf_cookie_voila() -> type:
                 self.write(html)
                 self.flush()
             if kernel_id is not None and not needs_app:
-                await self.finish()  # the visitor has the page; then the kernel goes
+                # the visitor has the page; the kernel goes once the browser has drawn it (its
+                # shutdown would take CPU from the drawing on a small machine)
+                await self.finish()
+                await asyncio.sleep(CLOSE_GRACE)
                 self.log.info("Kernel %s: its page has no form; shutting it down", kernel_id)
                 await self.kernel_manager.shutdown_kernel(kernel_id)
 
