@@ -50,14 +50,14 @@ class Page:
 
     def __init__(self, root: Path | None = None, query: str | None = None) -> None:
         if query is None and preheated():
-            self.warm(root)
+            self._warm(root)
             wait_for_visit()
         self.data = RunData(root)
         raw = Filters.from_query(os.environ.get("QUERY_STRING", "") if query is None else query)
         self.filters = self.data.clean(raw) if self.ok else raw
         self.period = self.data.period(self.filters) if self.ok else None
 
-    def warm(self, root: Path | None) -> None:
+    def _warm(self, root: Path | None) -> None:
         """What a preheated kernel does before it waits: import :attr:`preload`."""
         for module in self.preload:
             importlib.import_module(module)

@@ -60,14 +60,14 @@ class Reports(Page):
     preload = ("plotly.express",)
     applies = "the reports drawn by day (dates); segment, category and experiment do not apply"
 
-    def warm(self, root: Path | None) -> None:
+    def _warm(self, root: Path | None) -> None:
         """Also draw the reports once, unfiltered, and drop them.
 
         plotly builds its classes, validators and templates on first use (about 1 s of the
         first page drawn in a kernel), so that happens before the visit. A failure here is left
         to the visit's own drawing, which shows it.
         """
-        super().warm(root)
+        super()._warm(root)
         try:
             type(self)(root, query="").reports()
         except Exception:  # noqa: BLE001, S110 (the visit's own call reports it)
