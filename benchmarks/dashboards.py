@@ -45,10 +45,7 @@ DRAWN = (
     "document.querySelectorAll('.ci-chart')).every(e => e.querySelector('.main-svg')); })()"
 )
 #: Voila's app has rendered every output it renders (widgets: the forms), removing their scripts
-APP_RENDERED = (
-    "document.querySelectorAll('script[type=\"application/vnd.voila.cell-output+json\"]')"
-    ".length === 0"
-)
+APP_RENDERED = f"document.querySelectorAll('script[type=\"{serve.APP_OUTPUT}\"]').length === 0"
 
 
 def _free_port() -> int:
