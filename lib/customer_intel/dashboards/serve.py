@@ -23,9 +23,9 @@ What makes the server safe to leave running for a day of visits:
   handlers, e.g. Playwright's ``page.close()``; the kernel then waited for culling).
 - **A page without a form keeps no kernel.** Its outputs are all HTML, written into the page
   (the template), so it loads no Voila app and nothing ever connects to its kernel:
-  :class:`XsrfCookieVoila`'s page handler shuts that kernel down as soon as the page is sent
-  (before, it lived until its tab closed, or a minute when the tab closed before the app had
-  connected).
+  :class:`XsrfCookieVoila`'s page handler shuts that kernel down :data:`CLOSE_GRACE`
+  seconds after the page is sent, once the browser has drawn it (before, it lived until its
+  tab closed, or a minute when the tab closed before the app had connected).
 - **Kernels nobody is connected to are culled** after a minute (a page whose browser never
   connected to its kernel): ``cull_idle_timeout`` / ``cull_interval`` below. A kernel with an
   open tab (connected) or a page still executing (busy) is kept.
@@ -118,7 +118,8 @@ def _xsrf_cookie_voila() -> type:
         page's shutdown beacon then carries the token and is accepted. (Voila's
         ``prelaunch_hook`` could do it per visit, but Voila refuses it with preheated kernels.)
         A page none of whose outputs needs Voila's app (:data:`APP_OUTPUT`) loads no app and
-        nothing will connect to its kernel: it is shut down once the page is sent.
+        nothing will connect to its kernel: it is shut down :data:`CLOSE_GRACE` s after the page
+        is sent.
         """
 
         @tornado.web.authenticated
