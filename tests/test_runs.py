@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -101,8 +104,6 @@ def test_scratch_mode_reads_latest_and_writes_scratch(tmp_path):
 
 def test_peak_rss_is_the_process_own_not_its_parents():
     """A child exec'd by a big parent reports its own peak (ru_maxrss would report the parent's)."""
-    import subprocess
-    import sys
 
     child = "from customer_intel.runs import peak_rss_mb; print(peak_rss_mb())"
     parent = (
@@ -111,6 +112,27 @@ def test_peak_rss_is_the_process_own_not_its_parents():
     )
     out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True)
     assert float(out.stdout.split()[-1]) < 300, out.stdout
+
+
+def test_a_missing_browser_skips_the_static_image_instead_of_hanging(tmp_path):
+    """kaleido's server thread dies without a browser and its callers then wait forever: the
+    image is skipped with the reason, the JSON is written, and the call returns (a child process
+    with a timeout, so a regression fails instead of hanging the suite)."""
+    code = (
+        "import plotly.graph_objects as go\n"
+        "from customer_intel import runs\n"
+        f"run = runs.StageRun({str(tmp_path)!r}, 'x')\n"
+        "run.write_figure(go.Figure(go.Bar(x=[1], y=[2])), 'bars', static=True)\n"
+    )
+    env = {**os.environ, "BROWSER_PATH": str(tmp_path / "no-such-chromium")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "figures" / "bars.json").exists()
+    assert not (tmp_path / "figures" / "bars.png").exists()
+    assert "static image of bars skipped" in out.stdout
+    assert "static_images: false" in out.stdout and "BROWSER_PATH" in out.stdout
 
 
 def test_write_figure_saves_a_static_png_beside_the_json(tmp_path):

@@ -346,12 +346,33 @@ def figure_png(fig: Any, *, width: int = 1000, height: int = 560) -> bytes:
     if "BROWSER_PATH" not in os.environ and shutil.which("chromium"):
         os.environ["BROWSER_PATH"] = shutil.which("chromium") or ""
     if not _FIGURE_SERVER:
+        browser = figure_browser()
+        if browser is None:
+            # kaleido's server thread dies on a missing browser and every later call then waits
+            # for it forever: a run would hang instead of skipping the image
+            raise RuntimeError(
+                "no Chromium to draw static images: install it (Debian: apt-get install -y "
+                "chromium), point BROWSER_PATH at one, or set static_images: false"
+            )
         kaleido.start_sync_server(silence_warnings=True)
         atexit.register(stop_figure_server)
         _FIGURE_SERVER.append(True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "kopts ignored when using a server"
         return pio.to_image(fig, format="png", width=width, height=height)
+
+
+def figure_browser() -> str | None:
+    """The browser kaleido would start, or None if there is none.
+
+    ``BROWSER_PATH`` if it is an executable, else the Chromium-based browser choreographer
+    finds (its own download, then the PATH).
+    """
+    from choreographer.browsers.chromium import Chromium
+
+    if path := os.environ.get("BROWSER_PATH"):
+        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    return Chromium.find_browser(skip_local=False)
 
 
 def stop_figure_server() -> None:
