@@ -374,6 +374,144 @@ def test_a_failing_stage_side_by_side_stops_the_other_and_keeps_latest(tmp_path)
     assert (tmp_path / "out" / "latest").resolve() == good.run_dir
 
 
+LATE_READER = (
+    "import time, polars as pl\n"
+    "from customer_intel import runs\n"
+    "run = runs.open_stage(run_dir, 'p')\n"
+    "started = time.time()\n"
+    "got = run.await_table('s_table')\n"
+    "rows = -1 if got is None else got.collect().height\n"
+    "run.write_table(pl.DataFrame({'started': [started], 'rows': [rows]}), 'p_table')\n"
+    "run.finish()"
+)
+
+
+def _late_stages(tmp_path: Path, *, maker_writes: bool = True):
+    """a; s (slow, after a) makes s_table; p (after a) reads s_table as a late input."""
+    nbdir = tmp_path / "nbs"
+    make_notebook(nbdir / "01_a.ipynb", PARAMS_CELL, RECORD.format(stage="a"))
+    slow = (
+        "import time, polars as pl\nfrom customer_intel import runs\n"
+        "run = runs.open_stage(run_dir, 's')\ntime.sleep(6)\n"
+        + (
+            "run.write_table(pl.DataFrame({'ended': [time.time()] * 3}), 's_table')\n"
+            if maker_writes
+            else ""
+        )
+        + "run.finish()"
+    )
+    make_notebook(nbdir / "02_s.ipynb", PARAMS_CELL, slow)
+    make_notebook(nbdir / "03_p.ipynb", PARAMS_CELL, LATE_READER)
+    a = ("tables/a_table",)
+    return nbdir, (
+        Stage("a", "01_a.ipynb", "ingest", "a", StageIO(writes=a)),
+        Stage("s", "02_s.ipynb", "optimize", "s", StageIO(reads=a, writes=("tables/s_table",))),
+        Stage(
+            "p",
+            "03_p.ipynb",
+            "segmentation",
+            "p",
+            StageIO(reads=a, late=("tables/s_table",), writes=("tables/p_table",)),
+        ),
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_stage_with_a_late_input_runs_beside_its_maker_and_reads_what_it_wrote(tmp_path, jobs):
+    """Side by side (2 jobs) the reader starts before the maker ends and waits for its table;
+    with one slot it starts after the maker (never waiting for a maker that has no slot)."""
+    import polars as pl
+
+    nbdir, stages = _late_stages(tmp_path)
+    result = _run(tmp_path, stages, nbdir, jobs=jobs)
+    assert result.exit_code == 0, result.message
+    p = pl.read_parquet(result.run_dir / "tables" / "p_table.parquet").row(0, named=True)
+    ended = pl.read_parquet(result.run_dir / "tables" / "s_table.parquet")["ended"][0]
+    assert p["rows"] == 3  # it read the maker's table, not "absent"
+    if jobs == 2:
+        assert p["started"] < ended  # it ran beside the maker
+        assert (
+            "waiting for table 's_table' from stage 's'"
+            in (result.run_dir / "notebooks" / "03_p.ipynb").read_text()
+        )
+    else:
+        assert p["started"] > ended
+    assert not (result.run_dir / "awaited.json").exists()  # the runner's file is gone after
+
+
+@pytest.mark.e2e
+def test_a_late_input_its_maker_did_not_write_reads_as_absent_once_the_maker_ends(tmp_path):
+    import polars as pl
+
+    nbdir, stages = _late_stages(tmp_path, maker_writes=False)
+    result = _run(tmp_path, stages, nbdir, jobs=2)
+    assert result.exit_code == 0, result.message
+    p = pl.read_parquet(result.run_dir / "tables" / "p_table.parquet").row(0, named=True)
+    assert p["rows"] == -1  # absent, read only after s ended (s sleeps before it ends)
+    assert (
+        "waiting for table 's_table'" in (result.run_dir / "notebooks" / "03_p.ipynb").read_text()
+    )
+
+
+def test_long_chains_start_first_and_a_late_reader_waits_for_its_maker_to_start():
+    deps = {"opt": set(), "seg": {"opt"}, "prop": {"opt"}, "recs": {"opt"}, "met": {"prop"}}
+    late = {"prop": {"tables/rfm": "seg"}}
+    names = set(deps)
+    weights = {"opt": 10, "seg": 150, "prop": 260, "recs": 80, "met": 70}
+    paths = pipeline.critical_paths(deps, late, weights, names)
+    assert paths == {"opt": 490, "seg": 480, "prop": 330, "recs": 80, "met": 70}
+    # without weights every stage weighs 1: the chain's length in stages
+    assert pipeline.critical_paths(deps, late, {}, names)["opt"] == 4
+
+    def step(name):
+        return pipeline.Step(Stage(name, f"{name}.ipynb", name, name), "execute")
+
+    q = pipeline._Queue([step(n) for n in deps], deps, late=late, weights=weights)
+    assert [s.stage.name for s in q.pending] == ["opt", "seg", "prop", "recs", "met"]
+    q.done.add("opt")
+    prop = next(s for s in q.pending if s.stage.name == "prop")
+    assert not q.ready(prop)  # its late input's maker has not started
+    assert q.ready(prop, also_done={"seg"})
+    assert q.awaited() == {"tables/rfm": "seg"}
+    q.ended.add("seg")
+    assert q.awaited() == {}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_executed_notebook_is_saved_now_and_then_and_always_at_its_end(
+    tmp_path, monkeypatch, fail
+):
+    """Not at every cell's start and end (megabytes each time), but its final state always."""
+    import papermill
+    import papermill.engines
+
+    writes = []
+    write = papermill.engines.write_ipynb
+    monkeypatch.setattr(
+        papermill.engines, "write_ipynb", lambda nb, path: (writes.append(path), write(nb, path))
+    )
+    cells = [f"print('cell {i}')" for i in range(12)]
+    if fail:
+        cells.append("raise ValueError('planted')")
+    nb = make_notebook(tmp_path / "n.ipynb", PARAMS_CELL, *cells)
+    out = tmp_path / "out.ipynb"
+    try:
+        papermill.execute_notebook(
+            str(nb),
+            str(out),
+            engine_name="customer_intel",
+            progress_bar=False,
+            kernel_name="python3",
+        )
+    except papermill.PapermillExecutionError:
+        assert fail
+    assert len(writes) <= 3  # the start, the end, and at most one in between (10 s apart)
+    text = out.read_text()
+    assert "cell 11" in text and ("planted" in text) == fail
+
+
 @pytest.mark.e2e
 def test_a_full_disk_fails_the_run_with_the_path_and_a_failed_manifest(tmp_path, monkeypatch):
     nbdir, stages = _stages(tmp_path)

@@ -23,7 +23,7 @@ def _reads_of_notebook(stage: stages.Stage) -> set[str]:
     items = {
         stages.table(m)
         for m in re.findall(
-            r"run\.(?:read_table|scan_table|has_table|table_path)\(\s*\"(\w+)\"", code
+            r"run\.(?:read_table|scan_table|has_table|table_path|await_table)\(\s*\"(\w+)\"", code
         )
     }
     if "warehouse.connect(" in code or "run.warehouse_dir" in code:
@@ -38,7 +38,7 @@ def test_every_item_a_notebook_reads_is_declared(stage):
     variants.append(("default.yaml", ["segmentation.cluster_source=sample_customers"]))
     for profile, overrides in variants:
         io = stage.resolve(load_params(PARAMS_DIR / profile, overrides))
-        declared |= {*io.reads, *io.optional, *io.writes}
+        declared |= {*io.reads, *io.optional, *io.late, *io.writes}
     undeclared = _reads_of_notebook(stage) - declared
     assert not undeclared, f"{stage.notebook} reads {undeclared} without declaring it"
 

@@ -4,7 +4,8 @@ Every stage notebook runs in a fresh kernel (state never leaks between stages), 
 kernel and importing Polars, DuckDB, Ibis, scikit-learn and plotly costs seconds that the
 stage's own work does not need to wait for. :class:`StageKernel` starts a kernel and, in the
 background, runs exactly the ``import`` statements of the notebook it will execute (found with
-:mod:`ast`; no other code), silently and without touching the execution count; the runner
+:mod:`ast`; no other code of the notebook) and, for a notebook that saves static figures, starts
+the figure browser, silently and without touching the execution count; the runner
 starts the next stage's kernel while the current stage is still running and hands it to
 papermill (``km=``) when its turn comes.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -55,6 +57,31 @@ def notebook_imports(notebook: Path) -> str:
                 if statement not in lines:
                     lines.append(statement)
     return "\n".join(lines)
+
+
+#: a notebook that saves static figures (``show_figure`` saves one unless told not to)
+_STATIC_FIGURES = re.compile(r"\.show_figure\(|static=True")
+
+#: run after the imports when the notebook saves static figures: the figure browser starts in
+#: the background (names prefixed, so nothing is left in the notebook's namespace)
+_START_FIGURE_SERVER = """
+try:
+    __import__("customer_intel.runs", fromlist=["runs"]).start_figure_server()
+except Exception:
+    pass  # no browser: the notebook's first static figure says so
+"""
+
+
+def warm_up_code(notebook: Path) -> str:
+    """What a kernel runs before it executes ``notebook``.
+
+    The notebook's imports; then, when the notebook saves static figures, the figure browser's
+    start (kaleido's Chromium takes seconds to start; it starts in the background).
+    """
+    code = notebook_imports(notebook)
+    if _STATIC_FIGURES.search(Path(notebook).read_text()):
+        code += _START_FIGURE_SERVER
+    return code
 
 
 class StageKernel:
@@ -100,7 +127,7 @@ class StageKernel:
         self._warm.start()
 
     def _warm_up(self, warm: bool) -> None:
-        code = notebook_imports(self.notebook) if warm else ""
+        code = warm_up_code(self.notebook) if warm else ""
         kc = self.km.blocking_client()
         kc.start_channels()
         try:

@@ -223,7 +223,7 @@ def _stage_inputs(
     and the inputs it has (with their makers' content keys; input files by their own key).
     """
     missing, inputs = [], []
-    for item in (*io.reads, *io.optional):
+    for item in (*io.reads, *io.optional, *io.late):
         maker = made_by.get(item)
         up = steps.get(maker) if maker else None
         if up is None or up.action == "skip":
@@ -331,12 +331,39 @@ def git_commit(root: Path = PROJECT_ROOT) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+#: seconds between two saves of the executed notebook while it runs (papermill saves it at every
+#: cell's start and end; the last save, at its end or failure, always happens)
+SAVE_EVERY_SECONDS = 10.0
+
+
 class ProgressEngine(NBClientEngine):
-    """papermill's nbclient engine, reporting each cell's start and end to a callback."""
+    """papermill's nbclient engine, reporting each cell's start and end to a callback.
+
+    It also saves the executed notebook at most every :data:`SAVE_EVERY_SECONDS` while it runs:
+    papermill writes (and validates) the whole notebook at every cell's start and end, and a
+    notebook holding its figures is megabytes, so a stage spent seconds of the runner's one
+    Python thread on rewriting it (0.24 s per save of the 3.4 MB propensity notebook).
+    """
 
     @classmethod
     def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
         """Execute as nbclient does, wrapping the cell callbacks with ``on_cell``."""
+        save = nb_man.save
+
+        def save_now_and_then(**kw: Any) -> None:
+            if time.monotonic() - last[0] >= SAVE_EVERY_SECONDS:
+                save(**kw)
+                last[0] = time.monotonic()
+
+        last = [time.monotonic()]
+        nb_man.save = save_now_and_then
+        try:
+            return cls._execute_with_callbacks(nb_man, kernel_name, **kwargs)
+        finally:
+            del nb_man.save  # papermill's own again: its closing save writes the final state
+
+    @classmethod
+    def _execute_with_callbacks(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
         on_cell: Callable[[str, int, int, Any], None] | None = kwargs.pop("on_cell", None)
         if on_cell is not None:
             n_cells = len(nb_man.nb.cells)
@@ -385,20 +412,76 @@ class _Queue:
     """The stages of one run still to execute, running (futures) and done; warm kernels."""
 
     pending: list[Step]
-    deps: dict[str, set[str]]  # stage -> stages it reads from
-    done: set[str] = field(default_factory=set)
+    deps: dict[str, set[str]]  # stage -> stages it must wait for before it starts
+    late: dict[str, dict[str, str]] = field(default_factory=dict)  # stage -> {late input: maker}
+    weights: dict[str, float] = field(default_factory=dict)  # stage -> expected seconds
+    done: set[str] = field(default_factory=set)  # ended successfully
+    ended: set[str] = field(default_factory=set)  # ended, whatever their status
     futures: dict[cf.Future, Step] = field(default_factory=dict)
     kernels: dict[str, StageKernel] = field(default_factory=dict)
     started: int = 0
 
     def __post_init__(self) -> None:
-        self.pending = list(self.pending)
         self.names = {s.stage.name for s in self.pending}  # the stages this run executes
         self.n = len(self.pending)
+        # the longest chain of work each stage starts first (ties keep the pipeline's order):
+        # on few cores, a long chain started late is what makes a run long
+        paths = critical_paths(self.deps, self.late, self.weights, self.names)
+        self.pending = sorted(self.pending, key=lambda s: -paths[s.stage.name])
 
-    def ready(self, step: Step, also_done: frozenset[str] | set[str] = frozenset()) -> bool:
-        """Whether the stages of this run that ``step`` reads are done (or in ``also_done``)."""
-        return (self.deps[step.stage.name] & self.names) <= self.done | also_done
+    def running(self) -> set[str]:
+        """The stages running now."""
+        return {s.stage.name for s in self.futures.values()}
+
+    def ready(
+        self, step: Step, also_done: frozenset[str] | set[str] = frozenset(), *, late: bool = True
+    ) -> bool:
+        """Whether ``step`` can start.
+
+        The stages of this run it reads are done (or in ``also_done``), and the makers of its
+        late inputs have started (so one slot never holds a stage that waits for a maker with
+        no slot to run in); without ``late`` only the former.
+        """
+        name = step.stage.name
+        makers = set(self.late.get(name, {}).values()) & self.names if late else set()
+        return (self.deps[name] & self.names) <= self.done | also_done and makers <= (
+            self.done | self.running() | also_done
+        )
+
+    def awaited(self) -> dict[str, str]:
+        """Late input -> its maker, for the makers of this run that have not ended."""
+        return {
+            item: maker
+            for name in self.names
+            for item, maker in self.late.get(name, {}).items()
+            if maker in self.names and maker not in self.ended
+        }
+
+
+def critical_paths(
+    deps: dict[str, set[str]],
+    late: dict[str, dict[str, str]],
+    weights: dict[str, float],
+    names: set[str],
+) -> dict[str, float]:
+    """Stage -> the expected seconds of the longest chain from its start to the end of the run.
+
+    A chain follows what reads a stage's outputs (late inputs too) among ``names``; a stage
+    weighs its ``weights`` entry (1 where unknown).
+    """
+    readers: dict[str, set[str]] = {n: set() for n in names}
+    for name in names:
+        for up in (deps.get(name, set()) | set(late.get(name, {}).values())) & names:
+            readers[up].add(name)
+    memo: dict[str, float] = {}
+
+    def longest(name: str) -> float:
+        if name not in memo:
+            after = max((longest(r) for r in readers[name]), default=0.0)
+            memo[name] = weights.get(name, 1.0) + after
+        return memo[name]
+
+    return {name: longest(name) for name in names}
 
 
 @dataclass
@@ -602,10 +685,18 @@ class Runner:
         jobs: int,
     ) -> tuple[int, str]:
         """Run the stages to execute, ``jobs`` at once, each when what it reads is ready."""
-        q = _Queue(todo, stage_graph.dependencies([s.stage for s in steps], self.params))
+        planned = [s.stage for s in steps]
+        q = _Queue(
+            todo,
+            stage_graph.dependencies(planned, self.params, late=False),
+            late=stage_graph.late_makers(planned, self.params),
+            weights=self._expected_seconds(),
+        )
         failure: tuple[int, str] = (EXIT_OK, "")
         pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage")
+        awaited = run_dir / runs.AWAITED
         try:
+            runs.write_json(q.awaited(), awaited)
             while q.pending or q.futures:
                 self._start_ready(q, pool, run_dir, jobs)
                 if not self._stop.is_set():
@@ -614,9 +705,13 @@ class Runner:
                 for fut in finished:
                     step = q.futures.pop(fut)
                     entry = fut.result()
+                    q.ended.add(step.stage.name)
                     with self._lock:
                         manifest.stages[step.stage.name] = entry
                         runs.write_model(manifest, path)
+                        # after the maker's end: a stage waiting for a late input that did not
+                        # come reads "not made" only once the maker can no longer make it
+                        runs.write_json(q.awaited(), awaited)
                     if entry.status == "success":
                         q.done.add(step.stage.name)
                     elif failure[0] == EXIT_OK and entry.status == "failed":
@@ -638,9 +733,25 @@ class Runner:
             pool.shutdown(wait=True)
             for kernel in q.kernels.values():
                 kernel.shutdown()
+            awaited.unlink(missing_ok=True)
         with self._lock:
             runs.write_model(manifest, path)
         return failure
+
+    def _expected_seconds(self) -> dict[str, float]:
+        """Each stage's wall seconds in ``latest``, the last successful run, where it ran.
+
+        The runner starts long chains of stages first; without a last run every stage weighs 1.
+        """
+        latest = self.output_root / "latest"
+        manifest = _read_manifest(latest.resolve() if latest.exists() else None)
+        if manifest is None:
+            return {}
+        return {
+            name: entry.wall_seconds
+            for name, entry in manifest.stages.items()
+            if entry.status == "success" and entry.wall_seconds
+        }
 
     def _start_ready(
         self, q: _Queue, pool: cf.ThreadPoolExecutor, run_dir: Path, jobs: int
@@ -662,7 +773,7 @@ class Runner:
         Starting a kernel and importing its libraries takes seconds.
         """
         running = {s.stage.name for s in q.futures.values()}
-        soon = sorted(q.pending, key=lambda s: not q.ready(s, also_done=running))
+        soon = sorted(q.pending, key=lambda s: not q.ready(s, also_done=running, late=False))
         for s in soon[: max(1, jobs)]:
             if s.stage.name not in q.kernels:
                 q.kernels[s.stage.name] = self._start_kernel(s.stage)

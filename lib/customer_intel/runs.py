@@ -43,6 +43,8 @@ FIGURES = "figures"
 MODELS = "models"
 WAREHOUSE = "warehouse"
 STAGES = "stages"
+#: {late input: the stage making it}: what stages running now will still write (the runner's)
+AWAITED = "awaited.json"
 
 
 @contextlib.contextmanager
@@ -175,6 +177,26 @@ class StageRun:
             (base / TABLES / f"{name}.parquet").exists()
             for base in (self.run_dir, *self.read_fallbacks)
         )
+
+    def await_table(self, name: str, *, poll_seconds: float = 0.5) -> pl.LazyFrame | None:
+        """A table that a stage running beside this one may still write (a late input), lazily.
+
+        Waits while the run's ``awaited.json`` (kept by the runner) names the table's maker as
+        still running; then the table if it was written (here or in a fallback), else None.
+        Without that file (interactive, or nothing left to wait for) it does not wait.
+        """
+        item, announced = f"{TABLES}/{name}", False
+        while True:
+            awaited = self.run_dir / AWAITED
+            maker = json.loads(awaited.read_text()).get(item) if awaited.exists() else None
+            if self.has_table(name):  # after reading the file: a maker ends after its writes
+                return self.scan_table(name)
+            if maker is None:
+                return None
+            if not announced:
+                print(f"waiting for table {name!r} from stage {maker!r}, running beside this one")
+                announced = True
+            time.sleep(poll_seconds)
 
     def read_table(self, name: str) -> pl.DataFrame:
         """Read a named table that this or an earlier stage wrote."""
@@ -340,26 +362,36 @@ def figure_png(fig: Any, *, width: int = 1000, height: int = 560) -> bytes:
     """
     import warnings
 
-    import kaleido
     import plotly.io as pio
 
-    if "BROWSER_PATH" not in os.environ and shutil.which("chromium"):
-        os.environ["BROWSER_PATH"] = shutil.which("chromium") or ""
-    if not _FIGURE_SERVER:
-        browser = figure_browser()
-        if browser is None:
-            # kaleido's server thread dies on a missing browser and every later call then waits
-            # for it forever: a run would hang instead of skipping the image
-            raise RuntimeError(
-                "no Chromium to draw static images: install it (Debian: apt-get install -y "
-                "chromium), point BROWSER_PATH at one, or set static_images: false"
-            )
-        kaleido.start_sync_server(silence_warnings=True)
-        atexit.register(stop_figure_server)
-        _FIGURE_SERVER.append(True)
+    start_figure_server()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "kopts ignored when using a server"
         return pio.to_image(fig, format="png", width=width, height=height)
+
+
+def start_figure_server() -> None:
+    """Start :func:`figure_png`'s browser if it is not running; returns before it is ready.
+
+    The browser starts in kaleido's server thread, so a caller that starts it early (the
+    runner's kernel warm-up) overlaps its start-up (about 3 s of CPU) with other work.
+    """
+    import kaleido
+
+    if "BROWSER_PATH" not in os.environ and shutil.which("chromium"):
+        os.environ["BROWSER_PATH"] = shutil.which("chromium") or ""
+    if _FIGURE_SERVER:
+        return
+    if figure_browser() is None:
+        # kaleido's server thread dies on a missing browser and every later call then waits
+        # for it forever: a run would hang instead of skipping the image
+        raise RuntimeError(
+            "no Chromium to draw static images: install it (Debian: apt-get install -y "
+            "chromium), point BROWSER_PATH at one, or set static_images: false"
+        )
+    kaleido.start_sync_server(silence_warnings=True)
+    atexit.register(stop_figure_server)
+    _FIGURE_SERVER.append(True)
 
 
 def figure_browser() -> str | None:

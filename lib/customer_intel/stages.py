@@ -34,6 +34,9 @@ class StageIO:
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
+    #: optional inputs read only near the stage's end (``StageRun.await_table``): the stage may
+    #: start while their makers run beside it, and waits for them where it reads them
+    late: tuple[str, ...] = ()
     #: files named in params that the stage reads (their fingerprints enter its content key)
     files: tuple[str, ...] = ()
 
@@ -168,7 +171,9 @@ STAGES: tuple[Stage, ...] = (
         "purchase propensity (LightGBM)",
         StageIO(
             reads=(WAREHOUSE,),
-            optional=(table("rfm"),),  # each score's RFM segment, when segmentation ran
+            # each score's RFM segment, when segmentation runs: joined in the last cells, so
+            # propensity's features and model run beside segmentation instead of after it
+            late=(table("rfm"),),
             writes=tuple(
                 table(t)
                 for t in (
@@ -247,15 +252,28 @@ def producers(stages: Iterable[Stage], params: Params) -> dict[str, str]:
     return out
 
 
-def dependencies(stages: Iterable[Stage], params: Params) -> dict[str, set[str]]:
-    """Stage -> the stages whose outputs it reads (required or optional)."""
+def dependencies(
+    stages: Iterable[Stage], params: Params, *, late: bool = True
+) -> dict[str, set[str]]:
+    """Stage -> the stages whose outputs it reads (required, optional and, with ``late``, late).
+
+    Without ``late``: the stages it must wait for before it starts.
+    """
     stages = list(stages)
     made_by = producers(stages, params)
     deps: dict[str, set[str]] = {}
     for s in stages:
         io = s.resolve(params)
-        deps[s.name] = {made_by[i] for i in (*io.reads, *io.optional) if i in made_by} - {s.name}
+        items = (*io.reads, *io.optional, *(io.late if late else ()))
+        deps[s.name] = {made_by[i] for i in items if i in made_by} - {s.name}
     return deps
+
+
+def late_makers(stages: Iterable[Stage], params: Params) -> dict[str, dict[str, str]]:
+    """Stage -> {late input: the stage that makes it} (only inputs some stage makes)."""
+    stages = list(stages)
+    made_by = producers(stages, params)
+    return {s.name: {i: made_by[i] for i in s.resolve(params).late if i in made_by} for s in stages}
 
 
 def order(stages: Iterable[Stage], params: Params) -> list[Stage]:
@@ -287,7 +305,7 @@ def mermaid(stages: Iterable[Stage], params: Params) -> str:
         for item in io.reads:
             if item in made_by and made_by[item] != s.name:
                 lines.append(f"    {made_by[item]} -->|{item.removeprefix('tables/')}| {s.name}")
-        for item in io.optional:
+        for item in (*io.optional, *io.late):
             if item in made_by:
                 lines.append(f"    {made_by[item]} -.->|{item.removeprefix('tables/')}| {s.name}")
         for f in io.files:
