@@ -27,38 +27,43 @@ def test_warm_up_runs_only_the_notebooks_import_statements(tmp_path):
     )
 
 
-def test_a_notebook_with_static_figures_also_starts_the_figure_browser(tmp_path):
+def test_only_a_notebook_with_static_figures_starts_the_figure_browser(tmp_path):
     plain = make_notebook(tmp_path / "a.ipynb", "x: int = 0  # x", "import json")
-    assert kernels.warm_up_code(plain) == "import json"
+    assert kernels.figure_start_code(plain) == ""
     figures = make_notebook(
         tmp_path / "b.ipynb", "x: int = 0  # x", "import json", "run.show_figure(fig, 'f')"
     )
-    code = kernels.warm_up_code(figures)
-    assert code.startswith("import json\n") and "start_figure_server()" in code
-    compile(code, "warm-up", "exec")  # valid Python as sent to the kernel
+    code = kernels.figure_start_code(figures)
+    assert "start_figure_server()" in code
+    compile(code, "begin", "exec")  # valid Python as sent to the kernel
 
 
 @pytest.mark.e2e
-def test_a_warmed_kernel_has_the_figure_browser_up_and_stops_it_with_itself(tmp_path):
-    """The warm-up starts kaleido's Chromium in the kernel; shutting the kernel down ends it."""
+def test_a_begun_kernel_has_the_figure_browser_up_and_stops_it_with_itself(tmp_path):
+    """The warm-up imports only; begin() starts kaleido's Chromium; shutdown ends it."""
     import psutil
 
     if runs.figure_browser() is None and shutil.which("chromium") is None:
         pytest.skip("no chromium")
+
+    def browsers():
+        kids = psutil.Process(kernel.pid).children(recursive=True)
+        return [p for p in kids if "chrom" in p.name().lower()]
+
     nb = make_notebook(tmp_path / "n.ipynb", "x: int = 0  # x", "run.show_figure(fig, 'f')")
     kernel = kernels.StageKernel(nb, cwd=tmp_path)
     try:
         assert kernel.ready(timeout=120) and kernel.warm_error is None
-        browsers = []
-        deadline = time.time() + 60
-        while not browsers and time.time() < deadline:
-            kids = psutil.Process(kernel.pid).children(recursive=True)
-            browsers = [p for p in kids if "chrom" in p.name().lower()]
+        assert not browsers()  # not while another stage may be running
+        kernel.begin()
+        found, deadline = [], time.time() + 60
+        while not found and time.time() < deadline:
+            found = browsers()
             time.sleep(0.2)
-        assert browsers, "the warm-up started no browser"
+        assert found, "begin() started no browser"
     finally:
         kernel.shutdown()
-    gone, alive = psutil.wait_procs(browsers, timeout=30)
+    gone, alive = psutil.wait_procs(found, timeout=30)
     assert not alive, f"browser processes outlived the kernel: {alive}"
 
 

@@ -4,8 +4,7 @@ Every stage notebook runs in a fresh kernel (state never leaks between stages), 
 kernel and importing Polars, DuckDB, Ibis, scikit-learn and plotly costs seconds that the
 stage's own work does not need to wait for. :class:`StageKernel` starts a kernel and, in the
 background, runs exactly the ``import`` statements of the notebook it will execute (found with
-:mod:`ast`; no other code of the notebook) and, for a notebook that saves static figures, starts
-the figure browser, silently and without touching the execution count; the runner
+:mod:`ast`; no other code), silently and without touching the execution count; the runner
 starts the next stage's kernel while the current stage is still running and hands it to
 papermill (``km=``) when its turn comes.
 
@@ -62,8 +61,8 @@ def notebook_imports(notebook: Path) -> str:
 #: a notebook that saves static figures (``show_figure`` saves one unless told not to)
 _STATIC_FIGURES = re.compile(r"\.show_figure\(|static=True")
 
-#: run after the imports when the notebook saves static figures: the figure browser starts in
-#: the background (names prefixed, so nothing is left in the notebook's namespace)
+#: run when the stage starts, for a notebook that saves static figures: the figure browser
+#: starts in the background (nothing is left in the notebook's namespace)
 _START_FIGURE_SERVER = """
 try:
     __import__("customer_intel.runs", fromlist=["runs"]).start_figure_server()
@@ -72,16 +71,15 @@ except Exception:
 """
 
 
-def warm_up_code(notebook: Path) -> str:
-    """What a kernel runs before it executes ``notebook``.
+def figure_start_code(notebook: Path) -> str:
+    """Code that starts the figure browser, for a notebook that saves static figures; else "".
 
-    The notebook's imports; then, when the notebook saves static figures, the figure browser's
-    start (kaleido's Chromium takes seconds to start; it starts in the background).
+    kaleido's Chromium takes seconds of CPU to start. Started in the background as the stage
+    starts, it is up by the first figure; started during the previous stage's warm-up, with
+    that stage's kernel and the next one's imports, it slowed the stage running then (20M
+    events: ingest 35 s alone, 50 s beside two starting browsers and the next imports).
     """
-    code = notebook_imports(notebook)
-    if _STATIC_FIGURES.search(Path(notebook).read_text()):
-        code += _START_FIGURE_SERVER
-    return code
+    return _START_FIGURE_SERVER if _STATIC_FIGURES.search(Path(notebook).read_text()) else ""
 
 
 class StageKernel:
@@ -127,23 +125,34 @@ class StageKernel:
         self._warm.start()
 
     def _warm_up(self, warm: bool) -> None:
-        code = warm_up_code(self.notebook) if warm else ""
+        try:
+            # the notebook will hit (and report) an import error itself
+            self.warm_error = self._run_silently(notebook_imports(self.notebook) if warm else "")
+        except Exception as e:  # a kernel that cannot start is reported when it is used
+            self.warm_error = f"{type(e).__name__}: {e}"
+
+    def _run_silently(self, code: str) -> str | None:
+        """Run ``code`` in the kernel without output or history; its error, if any."""
         kc = self.km.blocking_client()
         kc.start_channels()
         try:
             kc.wait_for_ready(timeout=120)
-            if code:
-                msg_id = kc.execute(code, silent=True, store_history=False)
+            if not code:
+                return None
+            msg_id = kc.execute(code, silent=True, store_history=False)
+            reply = kc.get_shell_msg(timeout=600)
+            while reply["parent_header"].get("msg_id") != msg_id:
                 reply = kc.get_shell_msg(timeout=600)
-                while reply["parent_header"].get("msg_id") != msg_id:
-                    reply = kc.get_shell_msg(timeout=600)
-                if reply["content"].get("status") != "ok":
-                    # the notebook will hit (and report) the same import error itself
-                    self.warm_error = reply["content"].get("evalue", "import failed")
-        except Exception as e:  # a kernel that cannot start is reported when it is used
-            self.warm_error = f"{type(e).__name__}: {e}"
+            if reply["content"].get("status") != "ok":
+                return str(reply["content"].get("evalue", "failed"))
+            return None
         finally:
             kc.stop_channels()
+
+    def begin(self) -> None:
+        """The stage starts now: start the figure browser (in the background) if it saves any."""
+        with contextlib.suppress(Exception):  # a dead kernel is reported by the execution
+            self._run_silently(figure_start_code(self.notebook))
 
     def ready(self, timeout: float | None = None) -> bool:
         """Wait until the warm-up has finished (True) or ``timeout`` passed (False)."""

@@ -860,9 +860,10 @@ class Runner:
             self._running[stage.name] = kernel
         try:
             kernel.ready()
-            entry.startup_seconds = round(time.time() - cells.t0, 2)
             if self._stop.is_set():
                 raise _Cancelled
+            kernel.begin()
+            entry.startup_seconds = round(time.time() - cells.t0, 2)
             papermill.execute_notebook(
                 str(self.notebooks_dir / stage.notebook),
                 str(target),
