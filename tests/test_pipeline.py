@@ -463,6 +463,9 @@ def test_long_chains_start_first_and_a_late_reader_waits_for_its_maker_to_start(
     assert paths == {"opt": 490, "seg": 480, "prop": 330, "recs": 80, "met": 70}
     # without weights every stage weighs 1: the chain's length in stages
     assert pipeline.critical_paths(deps, late, {}, names)["opt"] == 4
+    # a stage the last run did not time weighs the median of those it did
+    partial = {"opt": 10, "seg": 150, "prop": 260}
+    assert pipeline.critical_paths(deps, late, partial, names)["met"] == 150
 
     def step(name):
         return pipeline.Step(Stage(name, f"{name}.ipynb", name, name), "execute")

@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -467,8 +468,10 @@ def critical_paths(
     """Stage -> the expected seconds of the longest chain from its start to the end of the run.
 
     A chain follows what reads a stage's outputs (late inputs too) among ``names``; a stage
-    weighs its ``weights`` entry (1 where unknown).
+    weighs its ``weights`` entry, or the median of the known ones where unknown (a stage new
+    since the last run is not taken for a one-second stage), or 1 when none is known.
     """
+    unknown = statistics.median(weights.values()) if weights else 1.0
     readers: dict[str, set[str]] = {n: set() for n in names}
     for name in names:
         for up in (deps.get(name, set()) | set(late.get(name, {}).values())) & names:
@@ -478,7 +481,7 @@ def critical_paths(
     def longest(name: str) -> float:
         if name not in memo:
             after = max((longest(r) for r in readers[name]), default=0.0)
-            memo[name] = weights.get(name, 1.0) + after
+            memo[name] = weights.get(name, unknown) + after
         return memo[name]
 
     return {name: longest(name) for name in names}
