@@ -775,7 +775,7 @@ class Runner:
 
         Starting a kernel and importing its libraries takes seconds.
         """
-        running = {s.stage.name for s in q.futures.values()}
+        running = q.running()
         soon = sorted(q.pending, key=lambda s: not q.ready(s, also_done=running, late=False))
         for s in soon[: max(1, jobs)]:
             if s.stage.name not in q.kernels:

@@ -374,7 +374,8 @@ def start_figure_server() -> None:
     """Start :func:`figure_png`'s browser if it is not running; returns before it is ready.
 
     The browser starts in kaleido's server thread, so a caller that starts it early (the
-    runner's kernel warm-up) overlaps its start-up (about 3 s of CPU) with other work.
+    runner, as a stage starts: ``StageKernel.begin``) overlaps its start-up (about 3 s of CPU)
+    with the stage's first cells.
     """
     import kaleido
 
