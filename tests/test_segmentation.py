@@ -139,6 +139,29 @@ def test_rfm_orders_and_average_monetary():
     assert got["monetary"].to_list()[:2] == [pytest.approx(200 / 3), 20.0]
 
 
+def test_cached_purchases_of_events_give_the_same_rfm_and_clv():
+    """The segmentation stage reads ``purchases_of(events).cache()`` once for RFM and every CLV
+    step: the projection must keep each column they read, and the cache must not change a row."""
+    from customer_intel import clv
+
+    buys = _purchases(RFM_ROWS).with_columns(product_id=pl.lit(1), brand=pl.lit("x"))
+    views = buys.with_columns(event_type=pl.lit("view"), price=pl.col("price") * 10)
+    con = ibis.duckdb.connect()
+    events = con.create_table("events", pl.concat([views, buys]))
+    cached = rfm.purchases_of(events).cache()
+    assert tuple(cached.columns) == rfm.PURCHASE_COLUMNS
+    assert cached.count().execute() == len(RFM_ROWS)
+    reference = events.filter(events.event_type == "purchase")
+    as_of = dt.datetime(2020, 1, 31, 10, tzinfo=UTC)
+    for how in ("days", "orders", "lines"):
+        want = rfm.rfm_base(reference, as_of=as_of, frequency=how, monetary="average")
+        got = rfm.rfm_base(cached, as_of=as_of, frequency=how, monetary="average")
+        assert got.to_polars().sort("user_id").equals(want.to_polars().sort("user_id"))
+    for period in ("day", "week"):
+        want = clv.clv_summary(reference, observation_end=as_of, period=period)
+        assert clv.clv_summary(cached, observation_end=as_of, period=period).equals(want)
+
+
 def test_segment_summary_and_rule_errors():
     rows = pl.DataFrame(
         {
