@@ -16,7 +16,7 @@ import yaml
 
 from customer_intel import pipeline
 from customer_intel.params import load_params
-from customer_intel.paths import PROJECT_ROOT
+from customer_intel.paths import PARAMS_DIR, PROJECT_ROOT
 from customer_intel.stages import Stage, StageIO
 
 from conftest import make_notebook
@@ -573,3 +573,15 @@ def test_peak_memory_includes_the_kernels_child_processes(tmp_path):
     assert entry["children_peak_rss_mb"] >= 300, entry
     # the kernel's own peak is reached (imports) before the child starts
     assert entry["peak_rss_mb"] >= entry["kernel_peak_rss_mb"] + 290, entry
+
+
+def test_a_stage_starting_beside_others_shares_the_cores(monkeypatch):
+    runner = pipeline.Runner(load_params(PARAMS_DIR / "smoke.yaml"), PARAMS_DIR / "smoke.yaml")
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+    runner._running = {"propensity": None}
+    assert runner._engine_threads() is None  # alone: one thread per core
+    runner._running = {"propensity": None, "segmentation": None}
+    assert runner._engine_threads() == 1
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 8)
+    runner._running = dict.fromkeys(["a", "b", "c"])
+    assert runner._engine_threads() == 2

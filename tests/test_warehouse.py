@@ -383,3 +383,24 @@ def test_funnel_sentence_reads_right_without_views_or_carts():
     assert text.startswith("Of 1,000 users who viewed a product, 100 (10.0%) added one to a cart")
     assert "60 (6.0%) bought" in text and "60% as many" in text
     assert "%" not in warehouse.describe_funnel(f({}))
+
+
+def test_the_runners_thread_share_caps_the_engine_threads_of_later_connections(monkeypatch):
+    """A stage started beside others gets ``engine_threads`` (kernels.engine_threads_code, run
+    in its kernel at begin()); every DuckDB connection it opens from then on uses that many."""
+    from customer_intel import kernels
+
+    def threads() -> int:
+        con = ibis.duckdb.connect()
+        warehouse.configure_duckdb(con, "1GB")
+        return con.raw_sql("SELECT current_setting('threads')").fetchone()[0]
+
+    monkeypatch.setenv(warehouse.THREADS_ENV, "0")  # restored after the test
+    monkeypatch.delenv(warehouse.THREADS_ENV)
+    default = threads()
+    assert kernels.engine_threads_code(None) == ""  # alone: no cap
+    exec(kernels.engine_threads_code(1), {})
+    assert os.environ[warehouse.THREADS_ENV] == "1"
+    assert threads() == 1
+    monkeypatch.setenv(warehouse.THREADS_ENV, "")
+    assert threads() == default

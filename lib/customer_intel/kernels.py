@@ -82,6 +82,20 @@ def figure_start_code(notebook: Path) -> str:
     return _START_FIGURE_SERVER if _STATIC_FIGURES.search(Path(notebook).read_text()) else ""
 
 
+def engine_threads_code(threads: int | None) -> str:
+    """Code that caps the engine threads of a kernel's next connections; "" for None (no cap).
+
+    Run in the kernel, it names the variable through :data:`customer_intel.warehouse.THREADS_ENV`
+    there, so the runner does not import the engine libraries.
+    """
+    if threads is None:
+        return ""
+    return (
+        "__import__('os').environ[__import__('customer_intel.warehouse', fromlist=['_'])"
+        f".THREADS_ENV] = {str(int(threads))!r}"
+    )
+
+
 class StageKernel:
     """A kernel started for one stage notebook, warmed with that notebook's imports.
 
@@ -149,9 +163,14 @@ class StageKernel:
         finally:
             kc.stop_channels()
 
-    def begin(self) -> None:
-        """The stage starts now: start the figure browser (in the background) if it saves any."""
+    def begin(self, engine_threads: int | None = None) -> None:
+        """The stage starts now: start the figure browser (in the background) if it saves any.
+
+        ``engine_threads`` caps the threads of the DuckDB connections the stage opens from now on
+        (``warehouse.THREADS_ENV`` in the kernel's environment); None leaves them as they are.
+        """
         with contextlib.suppress(Exception):  # a dead kernel is reported by the execution
+            self._run_silently(engine_threads_code(engine_threads))
             self._run_silently(figure_start_code(self.notebook))
 
     def ready(self, timeout: float | None = None) -> bool:

@@ -790,6 +790,18 @@ class Runner:
             with contextlib.suppress(Exception):
                 kernel.interrupt()
 
+    def _engine_threads(self) -> int | None:
+        """The engine threads of a stage starting now: the cores shared among the running stages.
+
+        None (one per core) when it runs alone. Two DuckDB stages with a thread per core each
+        on two cores ran no faster than one after the other (see ``warehouse.THREADS_ENV``).
+        A stage keeps its share until it ends, also when the others end before it.
+        """
+        with self._lock:
+            running = len(self._running)
+        cores = os.cpu_count() or 1
+        return None if running <= 1 else max(1, cores // running)
+
     def _kernel_env(self) -> dict[str, str]:
         env = {progress.MODE_ENV: "quiet" if not self.cell_progress else "lines"}
         # OpenMP threads spin while they wait: beside a warming kernel or another stage,
@@ -865,7 +877,7 @@ class Runner:
             kernel.ready()
             if self._stop.is_set():
                 raise _Cancelled
-            kernel.begin()
+            kernel.begin(engine_threads=self._engine_threads())
             entry.startup_seconds = round(time.time() - cells.t0, 2)
             papermill.execute_notebook(
                 str(self.notebooks_dir / stage.notebook),
