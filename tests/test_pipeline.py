@@ -575,13 +575,22 @@ def test_peak_memory_includes_the_kernels_child_processes(tmp_path):
     assert entry["peak_rss_mb"] >= entry["kernel_peak_rss_mb"] + 290, entry
 
 
-def test_a_stage_starting_beside_others_shares_the_cores(monkeypatch):
+def test_running_stages_share_the_cores_and_one_left_alone_gets_them_back(monkeypatch, tmp_path):
     runner = pipeline.Runner(load_params(PARAMS_DIR / "smoke.yaml"), PARAMS_DIR / "smoke.yaml")
+    runner._threads_dir = tmp_path
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+
+    def shares() -> dict[str, str]:
+        runner._share_threads()
+        return {name: (tmp_path / name).read_text() for name in runner._running}
+
     runner._running = {"propensity": None}
-    assert runner._engine_threads() is None  # alone: one thread per core
-    runner._running = {"propensity": None, "segmentation": None}
-    assert runner._engine_threads() == 1
+    assert shares() == {"propensity": "2"}  # alone: a thread per core
+    runner._running["segmentation"] = None
+    assert shares() == {"propensity": "1", "segmentation": "1"}
+    del runner._running["segmentation"]
+    assert shares() == {"propensity": "2"}  # its partner ended: every core again
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 8)
     runner._running = dict.fromkeys(["a", "b", "c"])
-    assert runner._engine_threads() == 2
+    assert shares() == {"a": "2", "b": "2", "c": "2"}
+    assert not list(tmp_path.glob(".*"))  # each written whole (a temporary file, renamed)

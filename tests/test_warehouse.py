@@ -385,22 +385,43 @@ def test_funnel_sentence_reads_right_without_views_or_carts():
     assert "%" not in warehouse.describe_funnel(f({}))
 
 
-def test_the_runners_thread_share_caps_the_engine_threads_of_later_connections(monkeypatch):
-    """A stage started beside others gets ``engine_threads`` (kernels.engine_threads_code, run
-    in its kernel at begin()); every DuckDB connection it opens from then on uses that many."""
+def test_connections_follow_the_runners_threads_file(monkeypatch, tmp_path):
+    """A stage's kernel gets the path of its threads file (kernels.engine_threads_code, run at
+    begin()); each DuckDB connection it opens starts at the count in the file and follows it
+    while open, as the runner rewrites it when stages start and end."""
+    import time
+
     from customer_intel import kernels
 
-    def threads() -> int:
-        con = ibis.duckdb.connect()
-        warehouse.configure_duckdb(con, "1GB")
+    def threads(con) -> int:
         return con.raw_sql("SELECT current_setting('threads')").fetchone()[0]
 
-    monkeypatch.setenv(warehouse.THREADS_ENV, "0")  # restored after the test
-    monkeypatch.delenv(warehouse.THREADS_ENV)
-    default = threads()
-    assert kernels.engine_threads_code(None) == ""  # alone: no cap
-    exec(kernels.engine_threads_code(1), {})
-    assert os.environ[warehouse.THREADS_ENV] == "1"
-    assert threads() == 1
-    monkeypatch.setenv(warehouse.THREADS_ENV, "")
-    assert threads() == default
+    def connection():
+        con = ibis.duckdb.connect()
+        warehouse.configure_duckdb(con, "1GB")
+        return con
+
+    def reaches(con, n: int) -> bool:
+        deadline = time.monotonic() + 10
+        while threads(con) != n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return threads(con) == n
+
+    monkeypatch.setattr(warehouse, "THREADS_POLL_SECONDS", 0.02)
+    monkeypatch.setenv(warehouse.THREADS_FILE_ENV, "")  # restored after the test
+    monkeypatch.delenv(warehouse.THREADS_FILE_ENV)
+    default = threads(connection())
+    share = tmp_path / "propensity"
+    share.write_text("1")
+    assert kernels.engine_threads_code(None) == ""  # no runner: one thread per core
+    exec(kernels.engine_threads_code(share), {})
+    assert os.environ[warehouse.THREADS_FILE_ENV] == str(share)
+    first, second = connection(), connection()
+    assert threads(first) == threads(second) == 1
+    share.write_text("3")  # the stage beside it ended
+    assert reaches(first, 3) and reaches(second, 3)
+    first.disconnect()  # a closed connection drops out; the open one still follows
+    share.write_text("2")
+    assert reaches(second, 2)
+    share.write_text("")  # no number: connections keep what they have
+    assert threads(connection()) == default and threads(second) == 2

@@ -82,17 +82,18 @@ def figure_start_code(notebook: Path) -> str:
     return _START_FIGURE_SERVER if _STATIC_FIGURES.search(Path(notebook).read_text()) else ""
 
 
-def engine_threads_code(threads: int | None) -> str:
-    """Code that caps the engine threads of a kernel's next connections; "" for None (no cap).
+def engine_threads_code(threads_file: Path | None) -> str:
+    """Code that makes a kernel's DuckDB connections follow ``threads_file``; "" for None.
 
-    Run in the kernel, it names the variable through :data:`customer_intel.warehouse.THREADS_ENV`
-    there, so the runner does not import the engine libraries.
+    Run in the kernel, it sets :data:`customer_intel.warehouse.THREADS_FILE_ENV` there (named
+    through the module, so the runner does not import the engine libraries). The runner
+    writes the stage's share of the cores into the file as stages start and end.
     """
-    if threads is None:
+    if threads_file is None:
         return ""
     return (
         "__import__('os').environ[__import__('customer_intel.warehouse', fromlist=['_'])"
-        f".THREADS_ENV] = {str(int(threads))!r}"
+        f".THREADS_FILE_ENV] = {str(threads_file)!r}"
     )
 
 
@@ -163,14 +164,15 @@ class StageKernel:
         finally:
             kc.stop_channels()
 
-    def begin(self, engine_threads: int | None = None) -> None:
+    def begin(self, threads_file: Path | None = None) -> None:
         """The stage starts now: start the figure browser (in the background) if it saves any.
 
-        ``engine_threads`` caps the threads of the DuckDB connections the stage opens from now on
-        (``warehouse.THREADS_ENV`` in the kernel's environment); None leaves them as they are.
+        ``threads_file`` holds the number of threads the stage's DuckDB connections use, now
+        and as it changes (``warehouse.THREADS_FILE_ENV`` in the kernel's environment); None
+        leaves them at one per core.
         """
         with contextlib.suppress(Exception):  # a dead kernel is reported by the execution
-            self._run_silently(engine_threads_code(engine_threads))
+            self._run_silently(engine_threads_code(threads_file))
             self._run_silently(figure_start_code(self.notebook))
 
     def ready(self, timeout: float | None = None) -> bool:

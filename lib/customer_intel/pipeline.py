@@ -36,10 +36,12 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -506,6 +508,7 @@ class Runner:
         self._stop = threading.Event()
         self._running: dict[str, StageKernel] = {}
         self._log: TextIO | None = None  # the run's run.log while it runs
+        self._threads_dir: Path | None = None  # the running stages' threads files
 
     @property
     def output_root(self) -> Path:
@@ -547,10 +550,13 @@ class Runner:
         run_id, run_dir = _make_run_dir(self.output_root / "runs", new_run_id(self.params))
         with (run_dir / "run.log").open("w") as log:
             self._log = log
+            self._threads_dir = Path(tempfile.mkdtemp(prefix="customer_intel_threads_"))
             try:
                 return self._run(run_id, run_dir, steps)
             finally:
                 self._log = None
+                shutil.rmtree(self._threads_dir, ignore_errors=True)
+                self._threads_dir = None
 
     def _run(self, run_id: str, run_dir: Path, steps: list[Step]) -> RunResult:
         """Execute the plan into ``run_dir``: the manifest is written as stages end."""
@@ -790,17 +796,27 @@ class Runner:
             with contextlib.suppress(Exception):
                 kernel.interrupt()
 
-    def _engine_threads(self) -> int | None:
-        """The engine threads of a stage starting now: the cores shared among the running stages.
+    def _threads_file(self, stage: str) -> Path | None:
+        """The file a stage's DuckDB connections read their thread count from (None: no run)."""
+        return None if self._threads_dir is None else self._threads_dir / stage
 
-        None (one per core) when it runs alone. Two DuckDB stages with a thread per core each
-        on two cores ran no faster than one after the other (see ``warehouse.THREADS_ENV``).
-        A stage keeps its share until it ends, also when the others end before it.
+    def _share_threads(self) -> None:
+        """Write each running stage's share of the cores into its threads file.
+
+        Called as a stage starts and as one ends: two stages on two cores get one engine
+        thread each, a stage left alone gets every core back (its connections follow the
+        file: ``warehouse.THREADS_FILE_ENV``). Two DuckDB stages with a thread per core each
+        on two cores ran no faster than one after the other.
         """
         with self._lock:
-            running = len(self._running)
-        cores = os.cpu_count() or 1
-        return None if running <= 1 else max(1, cores // running)
+            names = list(self._running)
+            share = max(1, (os.cpu_count() or 1) // max(1, len(names)))
+            for name in names:
+                path = self._threads_file(name)
+                if path is not None:
+                    tmp = path.with_name(f".{name}.tmp")
+                    tmp.write_text(str(share))
+                    tmp.replace(path)
 
     def _kernel_env(self) -> dict[str, str]:
         env = {progress.MODE_ENV: "quiet" if not self.cell_progress else "lines"}
@@ -873,11 +889,12 @@ class Runner:
         stream = _Prefixed(self.say, f"  [{stage.name}] ")
         with self._lock:
             self._running[stage.name] = kernel
+            self._share_threads()
         try:
             kernel.ready()
             if self._stop.is_set():
                 raise _Cancelled
-            kernel.begin(engine_threads=self._engine_threads())
+            kernel.begin(threads_file=self._threads_file(stage.name))
             entry.startup_seconds = round(time.time() - cells.t0, 2)
             papermill.execute_notebook(
                 str(self.notebooks_dir / stage.notebook),
@@ -917,6 +934,7 @@ class Runner:
             stream.flush()
             with self._lock:
                 self._running.pop(stage.name, None)
+                self._share_threads()
             stop.set()
             watcher.join()
             heartbeat.join()

@@ -42,7 +42,9 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
+import weakref
 from pathlib import Path
 
 import duckdb
@@ -62,12 +64,16 @@ SPARK_SCRATCH = ".spark"
 TABLES = ("dim_users", "dim_products", "fact_sessions", "fact_daily_kpis", "fact_funnel")
 #: Share of the available memory a DuckDB connection may use when ``memory_limit`` is auto.
 AUTO_MEMORY_SHARE = 0.15
-#: Environment variable with the number of threads a DuckDB connection may use (unset: one per
-#: core). The runner sets it in a stage's kernel when the stage starts beside others, so that
-#: two stages on two cores do not run four engine threads: two copies of propensity's feature
-#: query (110M events, 1M users each, 2 cores) took 95 s side by side with two threads each,
-#: as long as one after the other (2 x 48 s), and 78 s with one thread each.
-THREADS_ENV = "CUSTOMER_INTEL_ENGINE_THREADS"
+#: Environment variable naming a file that holds the number of threads this process's DuckDB
+#: connections should use now (unset, or no number in the file: one per core). The runner
+#: writes each stage's share of the cores there as stages start and end, and the stage's
+#: connections follow it (:func:`configure_duckdb`): two copies of propensity's feature query
+#: (110M events, 1M users each, 2 cores) took 95 s side by side with two threads each, as long
+#: as one after the other (2 x 48 s), and 78 s with one thread each; a stage left alone gets
+#: every core back.
+THREADS_FILE_ENV = "CUSTOMER_INTEL_ENGINE_THREADS_FILE"
+#: Seconds between two reads of the threads file by the thread that follows it.
+THREADS_POLL_SECONDS = 0.5
 #: Events read together by one query of the warehouse build's day parts (whole days).
 DAY_CHUNK_ROWS = 4_000_000
 
@@ -362,8 +368,8 @@ def configure_duckdb(con: ibis.BaseBackend, memory_limit: str = "auto") -> int:
 
     UTC session time zone; a memory cap (:func:`memory_limit_bytes`) with spilling to a private
     temporary folder beyond it; no insertion order kept (nothing here relies on it, and keeping
-    it makes large aggregations and copies hold more in memory); as many threads as
-    :data:`THREADS_ENV` says, when set.
+    it makes large aggregations and copies hold more in memory); as many threads as the file
+    :data:`THREADS_FILE_ENV` names says, now and whenever it changes.
     """
     cap = memory_limit_bytes(memory_limit)
     spill = Path(tempfile.gettempdir()) / "customer_intel_duckdb" / str(os.getpid())
@@ -374,13 +380,71 @@ def configure_duckdb(con: ibis.BaseBackend, memory_limit: str = "auto") -> int:
     con.raw_sql(f"SET memory_limit = '{cap // 2**20}MiB'")
     con.raw_sql(f"SET temp_directory = '{spill}'")
     con.raw_sql("SET preserve_insertion_order = false")
-    threads = os.environ.get(THREADS_ENV, "")
-    if threads.isdigit() and int(threads) > 0:
-        con.raw_sql(f"SET threads = {int(threads)}")
+    if os.environ.get(THREADS_FILE_ENV):
+        threads = engine_threads()
+        if threads:
+            con.raw_sql(f"SET threads = {threads}")
+        _follow_threads(con.con, threads)
     # in a notebook DuckDB draws an ipywidgets progress bar per query: our own progress lines
     # report long steps, in the runner's log too
     con.raw_sql("SET enable_progress_bar = false")
     return cap
+
+
+def engine_threads() -> int | None:
+    """The threads the file :data:`THREADS_FILE_ENV` names asks for now; None: no such number."""
+    path = os.environ.get(THREADS_FILE_ENV)
+    try:
+        text = Path(path).read_text().strip() if path else ""
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+#: The DuckDB connections that follow the threads file, with the thread count each has.
+_FOLLOWING: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, int | None] = (
+    weakref.WeakKeyDictionary()
+)
+_FOLLOWER: list[threading.Thread] = []
+_FOLLOWER_LOCK = threading.Lock()
+
+
+def _follow_threads(con: duckdb.DuckDBPyConnection, threads: int | None) -> None:
+    """Keep ``con`` (set to ``threads``) at the count of the threads file while it is open.
+
+    A daemon thread of the process reads the file every :data:`THREADS_POLL_SECONDS` and sets
+    the new count on each open connection through a cursor of its own (a running query goes
+    on; DuckDB's later tasks use the new count). Closed or collected connections drop out.
+    """
+    with _FOLLOWER_LOCK:
+        _FOLLOWING[con] = threads
+        if not _FOLLOWER:
+            _FOLLOWER.append(threading.Thread(target=_follow, name="duckdb-threads", daemon=True))
+            _FOLLOWER[0].start()
+
+
+def _follow() -> None:
+    while True:
+        time.sleep(THREADS_POLL_SECONDS)
+        threads = engine_threads()
+        if threads is None:
+            continue
+        with _FOLLOWER_LOCK:
+            behind = [c for c, n in _FOLLOWING.items() if n != threads]
+        for con in behind:
+            try:
+                cursor = con.cursor()
+                try:
+                    cursor.execute(f"SET threads = {threads}")
+                finally:
+                    cursor.close()
+            except duckdb.Error:  # closed: it no longer needs threads
+                with _FOLLOWER_LOCK:
+                    _FOLLOWING.pop(con, None)
+                continue
+            with _FOLLOWER_LOCK:
+                if con in _FOLLOWING:
+                    _FOLLOWING[con] = threads
 
 
 def build(
