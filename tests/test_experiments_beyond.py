@@ -310,6 +310,44 @@ def test_daily_cumulative_effect_ends_at_the_full_readout(three_arms):
     assert grow.is_sorted() and grow[0] < grow[-1]
 
 
+def test_every_day_of_the_daily_view_equals_the_units_assigned_up_to_it(three_arms):
+    """Each (day, arm, metric) row recomputed by hand from the units assigned by that day:
+    means with Welch's standard error, a ratio by the delta method, a quantile of the buyers;
+    the cap is taken over every unit, as in the readout."""
+    units = three_arms.with_columns(orders=pl.col("converted") * 2 + pl.col("device").eq("mobile"))
+    metrics = [
+        {"name": "conversion", "column": "converted", "kind": "binary"},
+        {"name": "spend", "column": "spend", "kind": "continuous", "cap_percentile": 0.99},
+        {"name": "spend per order", "column": "spend", "denominator": "orders", "kind": "ratio"},
+        {"name": "p50", "column": "spend", "kind": "quantile", "quantile": 0.5,
+         "only_positive": True},
+    ]  # fmt: skip
+    daily = ex.experiment_daily(units, metrics, date_column="day", group="arm", control="ctl",
+                                treatment=["v1", "v2"])  # fmt: skip
+    assert daily.height == 7 * 2 * len(metrics)
+    capped = ex.cap_values(units["spend"].to_numpy(), percentile=0.99)[0]
+    units = units.with_columns(spend_capped=capped)
+    for r in daily.iter_rows(named=True):
+        upto = units.filter(pl.col("day") <= r["day"])
+        a, b = (upto.filter(pl.col("arm") == arm) for arm in ("ctl", r["arm"]))
+        assert (r["n_control"], r["n_treatment"]) == (a.height, b.height)
+        if r["metric"] == "spend per order":
+            (ra, va), (rb, vb) = (ex.ratio_delta(f["spend"].to_numpy(), f["orders"].to_numpy())
+                                  for f in (a, b))  # fmt: skip
+        elif r["metric"] == "p50":
+            (ra, sa), (rb, sb) = (ex.quantile_se(f.filter(pl.col("spend") > 0)["spend"].to_numpy(),
+                                                 0.5, 0.95) for f in (a, b))  # fmt: skip
+            va, vb = sa**2, sb**2
+        else:
+            col = "converted" if r["metric"] == "conversion" else "spend_capped"
+            xa, xb = a[col].to_numpy(), b[col].to_numpy()
+            ra, rb = xa.mean(), xb.mean()
+            va, vb = xa.var(ddof=1) / len(xa), xb.var(ddof=1) / len(xb)
+        assert (r["control"], r["treatment"]) == pytest.approx((ra, rb), rel=1e-9)
+        se = np.sqrt(va + vb)
+        assert r["ci_high"] - r["abs_lift"] == pytest.approx(stats.norm.isf(0.025) * se, rel=1e-9)
+
+
 def test_power_check_equals_statsmodels_and_says_how_many_more_days():
     res = pl.DataFrame(
         {

@@ -835,23 +835,37 @@ def experiment_daily(
         raise ValueError(
             f"experiments.date_column: {date_column!r} holds {dtype}, not dates or times"
         )
-    g = units[group].cast(pl.String).to_numpy()
+    # the units sorted by day once: the units of each group assigned up to a day are then a
+    # prefix of that group's sorted values (a slice), not a mask over every unit per day,
+    # arm and metric (which took 17 s for 2M units and six metrics)
+    order = np.argsort(day, kind="stable")
+    g = units[group].cast(pl.String).to_numpy()[order]
+    days = np.unique(day)
+    ends = np.searchsorted(day[order], days, side="right")  # units assigned up to each day
+    at = {label: np.flatnonzero(g == label) for label in (control, *arms)}
+    upto = {label: np.searchsorted(i, ends) for label, i in at.items()}  # their prefix lengths
     rows = []
     for spec in metrics:
         m = _metric_defaults(spec)
         x = units[m["column"]].cast(pl.Float64).to_numpy()
         x, _, _ = cap_values(x, value=m["cap_value"], percentile=m["cap_percentile"])
-        den = units[m["denominator"]].cast(pl.Float64).to_numpy() if m["kind"] == "ratio" else None
-        for d in np.unique(day):
-            upto = day <= d
+        x = x[order]
+        den = (
+            units[m["denominator"]].cast(pl.Float64).to_numpy()[order]
+            if m["kind"] == "ratio"
+            else None
+        )
+        xs = {label: x[i] for label, i in at.items()}
+        dens = {label: den[i] for label, i in at.items()} if den is not None else {}
+        for k, d in enumerate(days):
             for arm in arms:
-                ia, ib = upto & (g == control), upto & (g == arm)
-                if ia.sum() < 2 or ib.sum() < 2:
+                na, nb = int(upto[control][k]), int(upto[arm][k])
+                if na < 2 or nb < 2:
                     continue
-                a, b = x[ia], x[ib]
+                a, b = xs[control][:na], xs[arm][:nb]
                 if m["kind"] == "ratio":
-                    ra, va = ratio_delta(a, den[ia])
-                    rb, vb = ratio_delta(b, den[ib])
+                    ra, va = ratio_delta(a, dens[control][:na])
+                    rb, vb = ratio_delta(b, dens[arm][:nb])
                 elif m["kind"] == "quantile":
                     if m.get("only_positive"):
                         a, b = a[a > 0], b[b > 0]
@@ -864,15 +878,14 @@ def experiment_daily(
                     ra, rb = a.mean(), b.mean()
                     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
                 diff, se = rb - ra, math.sqrt(va + vb)
-                hw = seq.halfwidth(se**2, int(ia.sum() + ib.sum()), alpha=alpha,
-                                   tuning=sequential_tuning)  # fmt: skip
+                hw = seq.halfwidth(se**2, na + nb, alpha=alpha, tuning=sequential_tuning)
                 rows.append(
                     {
                         "day": d.item(),
                         "arm": arm,
                         "metric": m["name"],
-                        "n_control": int(ia.sum()),
-                        "n_treatment": int(ib.sum()),
+                        "n_control": na,
+                        "n_treatment": nb,
                         "control": float(ra),
                         "treatment": float(rb),
                         "abs_lift": float(diff),
