@@ -814,9 +814,8 @@ class Runner:
             for name in names:
                 path = self._threads_file(name)
                 if path is not None:
-                    tmp = path.with_name(f".{name}.tmp")
-                    tmp.write_text(str(share))
-                    tmp.replace(path)
+                    with runs.atomic_path(path) as tmp:  # a reader never sees half a number
+                        tmp.write_text(str(share))
 
     def _kernel_env(self) -> dict[str, str]:
         env = {progress.MODE_ENV: "quiet" if not self.cell_progress else "lines"}
