@@ -189,7 +189,10 @@ def _parts(con: duckdb.DuckDBPyConnection) -> int:
     ``_dash_users``: one row per day and user: ``am*`` the categories of their events, ``pm*``
     those they bought in. ``_dash_sessions``: one row per session: its start day (the day of
     its first event, as ``fact_sessions.session_start``), its user, and the categories of
-    its events (``am*``), views, carts and purchases. A session with events of several users
+    its events (``am*``), views, carts and purchases. The start day is the least
+    ``event_date`` (the UTC date of ``event_time``, as the connection's time zone is UTC):
+    casting the time-zone-aware ``event_time`` goes through ICU and took this query from
+    17.7 s to 32.9 s at 110M. A session with events of several users
     (possible in a source's own session ids) keeps its id in ``multi``; its categories per
     user are in ``_dash_session_users``. One pass over the events each, over all days: the
     daily tables are then group-bys of these rows, never of the events.
@@ -213,7 +216,7 @@ def _parts(con: duckdb.DuckDBPyConnection) -> int:
         masks += _masks(prefix, banks, f"e.event_type = '{kind}'")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _dash_sessions AS
-        SELECT min(e.event_time)::DATE AS d, min(e.user_id) AS user_id,
+        SELECT min(e.event_date)::DATE AS d, min(e.user_id) AS user_id,
                CASE WHEN min(e.user_id) <> max(e.user_id) THEN e.user_session END AS multi,
                {", ".join(masks)}
         FROM events e {join_k} WHERE e.user_session IS NOT NULL GROUP BY e.user_session""")
