@@ -111,12 +111,17 @@ def _distinct_count(obs: ibis.Table, value: ibis.Value, name: str) -> ibis.Table
 
 
 def _mode(obs: ibis.Table, column: str, name: str) -> ibis.Table:
-    """``user_id, name``: the user's most frequent non-null ``column``; ties go to the smallest."""
+    """``user_id, name``: the user's most frequent non-null ``column``; ties go to the smallest.
+
+    The values counted as often as the user's largest count, and the least of them: two
+    group-bys and a join. A window ranking each user's values took longer (DuckDB, 500k
+    users of the 110M sample: 6.2 s against 3.9 s for both categorical features).
+    """
     t = obs.filter(obs[column].notnull())
     counts = t.group_by([C.USER_ID, column]).agg(n=t.count())
-    w = ibis.window(group_by=C.USER_ID, order_by=[ibis.desc("n"), column])
-    ranked = counts.mutate(rk=ibis.row_number().over(w))
-    return ranked.filter(ranked.rk == 0).select(C.USER_ID, **{name: ranked[column].cast("string")})
+    top = counts.group_by(C.USER_ID).agg(top=counts.n.max())
+    best = counts.join(top, [C.USER_ID, counts.n == top.top])
+    return best.group_by(C.USER_ID).agg(**{name: best[column].min().cast("string")})
 
 
 #: Feature name -> Ibis expression over the per-user aggregate table ``a``. Adding a feature
