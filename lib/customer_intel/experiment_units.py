@@ -73,6 +73,10 @@ def unit_outcomes(
     ``pre_revenue``, ``pre_purchases``) plus ``pre_events``.
     """
     a = assignments.select(C.USER_ID, "assigned_at").unique(C.USER_ID)
+    # the pre-period's start per unit, computed here: on the engine, a time-zone-aware time
+    # minus an interval goes through ICU for every joined event (at 110M events this query
+    # took 61.6 s that way)
+    a = a.with_columns(pre_start=pl.col("assigned_at") - dt.timedelta(days=pre_days))
     # an in-memory table: DuckDB registers the frame, Spark makes it a temporary view of the
     # driver's frame (its Ibis backend has no temporary tables); both join the same way
     at = ibis.memtable(a.to_arrow())
@@ -93,9 +97,7 @@ def unit_outcomes(
     e = e.mutate(user_id=e.user_id.cast(at.user_id.type()))
     j = e.join(at, C.USER_ID)
     in_win = (j.event_time >= j.assigned_at) & (j.event_time <= end)
-    pre = (j.event_time < j.assigned_at) & (
-        j.event_time >= j.assigned_at - ibis.interval(days=pre_days)
-    )
+    pre = (j.event_time < j.assigned_at) & (j.event_time >= j.pre_start)
     buy = j.event_type == "purchase"
     agg = (
         j.group_by(C.USER_ID)
