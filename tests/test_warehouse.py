@@ -374,6 +374,15 @@ def test_a_session_across_midnight_counts_each_product_once(tmp_path, monkeypatc
     con.disconnect()
 
 
+def test_last_event_time_reads_the_last_day_and_equals_the_maximum(wh):
+    events = wh["con"].table("events")
+    want = wh["events"]["event_time"].max()
+    assert warehouse.last_event_time(events) == want
+    # without the day partition: the maximum over every event
+    assert warehouse.last_event_time(events.drop("event_date")) == want
+    assert warehouse.last_event_time(events.filter(events.user_id < 0)) is None
+
+
 def test_funnel_sentence_reads_right_without_views_or_carts():
     f = lambda steps: pl.DataFrame({"step": list(steps), "users": list(steps.values())})  # noqa: E731
     assert warehouse.describe_funnel(f({"purchase": 4339})) == (

@@ -50,7 +50,7 @@ def load_units(
         assignments = run.read_table("sample_assignments")
         if experiment_name:
             assignments = assignments.filter(pl.col("experiment_name") == experiment_name)
-        data_end = events.event_time.max().to_pyarrow().as_py()
+        data_end = warehouse.last_event_time(events)
         end = outcome_window_end(assignments, data_end, window_end, window_days)
         units = unit_outcomes(assignments, events, window_end=end, pre_days=pre_days)
     finally:

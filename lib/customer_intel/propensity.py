@@ -34,7 +34,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from customer_intel import columns as C
-from customer_intel import progress, rfm
+from customer_intel import progress, rfm, warehouse
 from customer_intel.timeutil import parse_utc
 
 CATEGORICAL = ("primary_category", "preferred_brand")
@@ -47,7 +47,7 @@ def split_times(
     if end:
         t_end = parse_utc(end, key="propensity.end")
     else:
-        t_end = events.event_time.max().to_pyarrow().as_py()
+        t_end = warehouse.last_event_time(events)
     return t_end - dt.timedelta(days=label_days), t_end
 
 

@@ -31,6 +31,7 @@ import polars as pl
 
 from customer_intel import columns as C
 from customer_intel import rules as _rules
+from customer_intel import warehouse
 from customer_intel.params.recommendations import RecommendationsParams
 
 RULE = "rule"
@@ -780,7 +781,7 @@ def offline_evaluation(
         Metrics with columns model ("rules" or "popularity"), k, users, hit_rate, precision,
         recall, ndcg, coverage, novelty, personalization; and the split's description.
     """
-    data_end = events.event_time.max().to_pyarrow().as_py()
+    data_end = warehouse.last_event_time(events)
     if data_end is None:
         raise ValueError("recommendations: the events table is empty; nothing to evaluate")
     split = data_end - dt.timedelta(days=cfg.test_days)

@@ -31,7 +31,7 @@ import ibis
 import polars as pl
 
 from customer_intel import columns as C
-from customer_intel import sqlexpr
+from customer_intel import sqlexpr, warehouse
 from customer_intel.timeutil import parse_utc
 
 OTHER = "Other"
@@ -216,7 +216,7 @@ def reference_time(events: ibis.Table, as_of: str | None) -> dt.datetime:
     """The RFM reference time: ``as_of`` (ISO date or time, UTC) or else the last event."""
     if as_of:
         return parse_utc(as_of, key="segmentation.as_of")
-    last = events.event_time.max().to_pyarrow().as_py()
+    last = warehouse.last_event_time(events)
     return last if last.tzinfo else last.replace(tzinfo=dt.UTC)
 
 
