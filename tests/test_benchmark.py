@@ -13,7 +13,9 @@ def test_benchmark_reports_every_engine_on_the_same_csv(tmp_path):
     assert by["polars"]["rows_out"] == by["duckdb"]["rows_out"]  # every line, as is
     # ours drops exact duplicates (and would reject broken rows): never more rows
     assert 0.9 * by["polars"]["rows_out"] < by["ours"]["rows_out"] <= by["polars"]["rows_out"]
-    assert by["ours"]["ingest_seconds"] + by["ours"]["optimize_seconds"] <= by["ours"]["seconds"]
+    # the phases are parts of the whole (to the float error of adding two rounded numbers)
+    phases = by["ours"]["ingest_seconds"] + by["ours"]["optimize_seconds"]
+    assert phases <= by["ours"]["seconds"] + 1e-9
     for r in res["results"]:
         assert r["seconds"] > 0 and r["peak_rss_mb"] > 0 and r["bytes_out"] > 0
         assert r["bytes_in"] == res["csv_bytes"]
