@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from customer_intel import kernels, runs
+from customer_intel import kernels, static_images
 
 from conftest import make_notebook
 
@@ -33,7 +33,7 @@ def test_only_a_notebook_with_static_figures_starts_the_figure_browser(tmp_path)
         tmp_path / "b.ipynb", "x: int = 0  # x", "import json", "run.show_figure(fig, 'f')"
     )
     code = kernels.figure_start_code(figures)
-    assert "start_figure_server()" in code
+    assert "prepare()" in code
     compile(code, "begin", "exec")  # valid Python as sent to the kernel
 
 
@@ -42,7 +42,7 @@ def test_a_begun_kernel_has_the_figure_browser_up_and_stops_it_with_itself(tmp_p
     """The warm-up imports only; begin() starts kaleido's Chromium; shutdown ends it."""
     import psutil
 
-    if runs.figure_browser() is None:
+    if static_images.browser() is None:
         pytest.skip("no chromium")
 
     def browsers():

@@ -594,3 +594,40 @@ def test_running_stages_share_the_cores_and_one_left_alone_gets_them_back(monkey
     runner._running = dict.fromkeys(["a", "b", "c"])
     assert shares() == {"a": "2", "b": "2", "c": "2"}
     assert not list(tmp_path.glob(".*"))  # each written whole (a temporary file, renamed)
+
+
+FIGURE_STAGE = (
+    "import os, psutil\n"
+    "import plotly.graph_objects as go\n"
+    "from customer_intel import runs, static_images\n"
+    "run = runs.open_stage(run_dir, {stage!r})\n"
+    "run.show_figure(go.Figure(go.Bar(x=[1, 2], y=[3, 4])), {stage!r} + '_bars')\n"
+    "kids = psutil.Process().children(recursive=True)\n"
+    "assert not [p for p in kids if 'chrom' in p.name().lower()], 'the kernel started a browser'\n"
+    "assert os.environ[static_images.SERVICE_ENV].startswith('http://127.0.0.1:')\n"
+    "run.finish()"
+)
+
+
+@pytest.mark.e2e
+def test_the_stages_of_a_run_draw_their_static_figures_in_the_runners_one_browser(tmp_path):
+    """Two stages side by side save PNGs; neither kernel starts a browser of its own (one
+    Chromium start per stage cost seconds each), and the runner's browser ends with the run."""
+    import psutil
+
+    from customer_intel import static_images
+
+    if static_images.browser() is None:
+        pytest.skip("no chromium")
+    nbdir = tmp_path / "nbs"
+    stages = []
+    for i, name in enumerate(["a", "b"], 1):
+        make_notebook(nbdir / f"0{i}_{name}.ipynb", PARAMS_CELL, FIGURE_STAGE.format(stage=name))
+        stages.append(Stage(name, f"0{i}_{name}.ipynb", "ingest", name))
+    result = _run(tmp_path, tuple(stages), nbdir, jobs=2)
+    assert result.exit_code == 0, result.message
+    for name in ["a", "b"]:
+        png = result.run_dir / "figures" / f"{name}_bars.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    kids = psutil.Process().children(recursive=True)
+    assert not [p for p in kids if "chrom" in p.name().lower()], "a browser outlived the run"

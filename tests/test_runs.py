@@ -141,7 +141,7 @@ def test_write_figure_saves_a_static_png_beside_the_json(tmp_path):
 
     import plotly.graph_objects as go
 
-    from customer_intel import runs
+    from customer_intel import runs, static_images
 
     run = runs.StageRun(tmp_path, "x")
     target = run.write_figure(go.Figure(go.Bar(x=[1, 2], y=[3, 4])), "bars", static=True)
@@ -151,4 +151,4 @@ def test_write_figure_saves_a_static_png_beside_the_json(tmp_path):
         pytest.skip("no chromium: the PNG is skipped by design")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "figures/bars.png" in run.finish()["outputs"]
-    runs.stop_figure_server()
+    static_images.stop_browser()

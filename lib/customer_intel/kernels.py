@@ -62,10 +62,11 @@ def notebook_imports(notebook: Path) -> str:
 _STATIC_FIGURES = re.compile(r"\.show_figure\(|static=True")
 
 #: run when the stage starts, for a notebook that saves static figures: the figure browser
-#: starts in the background (nothing is left in the notebook's namespace)
+#: starts in the background unless the run's figure service draws (nothing is left in the
+#: notebook's namespace)
 _START_FIGURE_SERVER = """
 try:
-    __import__("customer_intel.runs", fromlist=["runs"]).start_figure_server()
+    __import__("customer_intel.static_images", fromlist=["_"]).prepare()
 except Exception:
     pass  # no browser: the notebook's first static figure says so
 """
@@ -74,8 +75,10 @@ except Exception:
 def figure_start_code(notebook: Path) -> str:
     """Code that starts the figure browser, for a notebook that saves static figures; else "".
 
-    kaleido's Chromium takes seconds of CPU to start. Started in the background as the stage
-    starts, it is up by the first figure; started during the previous stage's warm-up, with
+    kaleido's Chromium takes seconds of CPU to start. Under the runner, the run's figure
+    service draws (:class:`customer_intel.static_images.Service`) and this does nothing; a
+    kernel on its own starts its browser in the background as the stage starts, so it is up by
+    the first figure; started during the previous stage's warm-up, with
     that stage's kernel and the next one's imports, it slowed the stage running then (20M
     events: ingest 35 s alone, 50 s beside two starting browsers and the next imports).
     """

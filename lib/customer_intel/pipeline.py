@@ -55,10 +55,16 @@ import yaml
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
-from customer_intel import preflight, progress, reuse, runs
+from customer_intel import preflight, progress, reuse, runs, static_images
 from customer_intel import stages as stage_graph
 from customer_intel.contracts import Manifest, StageEntry, StageInput
-from customer_intel.kernels import StageKernel, death_reason, oom_kills, watch_peak
+from customer_intel.kernels import (
+    StageKernel,
+    death_reason,
+    figure_start_code,
+    oom_kills,
+    watch_peak,
+)
 from customer_intel.params import (
     Params,
     ParamsError,
@@ -509,6 +515,7 @@ class Runner:
         self._running: dict[str, StageKernel] = {}
         self._log: TextIO | None = None  # the run's run.log while it runs
         self._threads_dir: Path | None = None  # the running stages' threads files
+        self._figure_url: str | None = None  # the run's figure service, while it runs
 
     @property
     def output_root(self) -> Path:
@@ -694,6 +701,37 @@ class Runner:
         jobs: int,
     ) -> tuple[int, str]:
         """Run the stages to execute, ``jobs`` at once, each when what it reads is ready."""
+        with self._figure_service(todo):
+            return self._execute_stages(todo, steps, run_dir, manifest, path, jobs)
+
+    @contextlib.contextmanager
+    def _figure_service(self, todo: list[Step]) -> Iterator[None]:
+        """One figure browser for the whole run, if a stage to execute saves static figures.
+
+        Its URL goes into the stage kernels' environment (``static_images.SERVICE_ENV``): a
+        browser start per stage cost seconds of CPU each beside the running stages (on the 1M
+        sample, eight starts). Without a browser the kernels say so at their first figure.
+        """
+        draws = any(figure_start_code(self.notebooks_dir / s.stage.notebook) for s in todo)
+        if not draws or static_images.browser() is None:
+            yield
+            return
+        with static_images.Service() as service:
+            self._figure_url = service.url
+            try:
+                yield
+            finally:
+                self._figure_url = None
+
+    def _execute_stages(
+        self,
+        todo: list[Step],
+        steps: list[Step],
+        run_dir: Path,
+        manifest: Manifest,
+        path: Path,
+        jobs: int,
+    ) -> tuple[int, str]:
         planned = [s.stage for s in steps]
         q = _Queue(
             todo,
@@ -822,6 +860,8 @@ class Runner:
         # OpenMP threads spin while they wait: beside a warming kernel or another stage,
         # spinning made LightGBM and scikit-learn steps up to 10x slower
         env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+        if self._figure_url is not None:
+            env[static_images.SERVICE_ENV] = self._figure_url
         return env
 
     def _start_kernel(self, stage: Stage) -> StageKernel:
@@ -876,7 +916,8 @@ class Runner:
 
         Sets the entry's status (success, cancelled, failed with the error) and startup time;
         returns the peak resident memory (bytes) of the kernel with its children (``peak``)
-        and of its children alone (``children``: a local Spark JVM, a figure browser).
+        and of its children alone (``children``: a local Spark JVM; the run's figure browser is
+        the runner's child, not a stage's).
         """
         stage = step.stage
         parameters = stage_parameters(self.params, stage.section, run_dir=run_dir)

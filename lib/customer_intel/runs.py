@@ -20,7 +20,6 @@ last good run.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -35,6 +34,7 @@ from typing import Any, TypeVar
 import polars as pl
 from pydantic import BaseModel
 
+from customer_intel import static_images
 from customer_intel.contracts import Manifest, StageRecord
 from customer_intel.paths import OUTPUTS_DIR
 
@@ -264,18 +264,19 @@ class StageRun:
     def write_figure(self, fig: Any, name: str, *, static: bool = False) -> Path:
         """Save a plotly figure as JSON (``plotly.io.read_json`` reads it back).
 
-        With ``static`` also as ``<name>.png`` (:func:`figure_png`), so the figure reads in a
-        viewer that runs no JavaScript; where no browser can draw it the PNG is skipped with a
-        printed reason, never failing the stage.
+        With ``static`` also as ``<name>.png`` (:func:`customer_intel.static_images.png`), so
+        the figure reads in a viewer that runs no JavaScript; where no browser can draw it the
+        PNG is skipped with a printed reason, never failing the stage.
         """
         target = self.path(FIGURES, f"{name}.json")
+        text = fig.to_json()
         with atomic_path(target) as tmp:
-            tmp.write_text(fig.to_json())
+            tmp.write_text(text)
         self._record(target)
         if static:
             png = self.path(FIGURES, f"{name}.png")
             try:
-                data = figure_png(fig)
+                data = static_images.png(text)
             except Exception as e:  # noqa: BLE001 (any browser failure: keep the JSON, say why)
                 print(f"static image of {name} skipped: {type(e).__name__}: {e}")
             else:
@@ -346,75 +347,6 @@ class StageRun:
         )
         write_model(record, self.path(STAGES, f"{self.stage}.json"))
         return record.model_dump(mode="json")
-
-
-# -- static images ------------------------------------------------------------------------------
-_FIGURE_SERVER: list[bool] = []
-
-
-def figure_png(fig: Any, *, width: int = 1000, height: int = 560) -> bytes:
-    """A plotly figure as PNG bytes, drawn by kaleido (>= 1) in a headless Chromium.
-
-    kaleido drives the browser through choreographer; it finds Debian's ``chromium`` on the
-    PATH (``BROWSER_PATH`` is set to it when unset). One browser is started on first use and
-    kept for the process (a cold start costs seconds, each figure after it about one), and
-    stopped at exit so no browser outlives the kernel.
-    """
-    import warnings
-
-    import plotly.io as pio
-
-    start_figure_server()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "kopts ignored when using a server"
-        return pio.to_image(fig, format="png", width=width, height=height)
-
-
-def start_figure_server() -> None:
-    """Start :func:`figure_png`'s browser if it is not running; returns before it is ready.
-
-    The browser starts in kaleido's server thread, so a caller that starts it early (the
-    runner, as a stage starts: ``StageKernel.begin``) overlaps its start-up (about 3 s of CPU)
-    with the stage's first cells.
-    """
-    import kaleido
-
-    if "BROWSER_PATH" not in os.environ and shutil.which("chromium"):
-        os.environ["BROWSER_PATH"] = shutil.which("chromium") or ""
-    if _FIGURE_SERVER:
-        return
-    if figure_browser() is None:
-        # kaleido's server thread dies on a missing browser and every later call then waits
-        # for it forever: a run would hang instead of skipping the image
-        raise RuntimeError(
-            "no Chromium to draw static images: install it (Debian: apt-get install -y "
-            "chromium), point BROWSER_PATH at one, or set static_images: false"
-        )
-    kaleido.start_sync_server(silence_warnings=True)
-    atexit.register(stop_figure_server)
-    _FIGURE_SERVER.append(True)
-
-
-def figure_browser() -> str | None:
-    """The browser kaleido would start, or None if there is none.
-
-    ``BROWSER_PATH`` if it is an executable, else the Chromium-based browser choreographer
-    finds (its own download, then the PATH).
-    """
-    from choreographer.browsers.chromium import Chromium
-
-    if path := os.environ.get("BROWSER_PATH"):
-        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
-    return Chromium.find_browser(skip_local=False)
-
-
-def stop_figure_server() -> None:
-    """Stop the browser :func:`figure_png` started (idempotent)."""
-    if _FIGURE_SERVER:
-        import kaleido
-
-        kaleido.stop_sync_server(silence_warnings=True)
-        _FIGURE_SERVER.clear()
 
 
 # -- typed documents ----------------------------------------------------------------------------

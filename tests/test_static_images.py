@@ -1,0 +1,108 @@
+"""Static images: the run's one figure service draws what a kernel's own browser would."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import plotly.graph_objects as go
+import psutil
+import pytest
+from PIL import Image
+
+from customer_intel import static_images
+
+pytestmark = pytest.mark.skipif(
+    static_images.browser() is None and not os.path.exists("/usr/bin/chromium"),
+    reason="no chromium to draw with",
+)
+
+
+def _figure() -> str:
+    rng = np.random.default_rng(0)
+    fig = go.Figure(go.Scatter(x=rng.normal(size=200), y=rng.normal(size=200), mode="markers"))
+    fig.update_layout(title="two hundred points")
+    return fig.to_json()
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def _browsers() -> list[psutil.Process]:
+    kids = psutil.Process().children(recursive=True)
+    return [p for p in kids if "chrom" in p.name().lower()]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_service_draws_the_same_image_as_the_kernels_own_browser():
+    fig = _figure()
+    here = static_images.draw(fig, width=640, height=400)
+    static_images.stop_browser()
+    with static_images.Service() as service:
+        assert service.url.startswith("http://127.0.0.1:")
+        served = static_images.request(service.url, fig, width=640, height=400)
+        assert _browsers(), "the service draws in a browser of its own process"
+    assert _pixels(served).shape == (400, 640, 3)
+    assert np.array_equal(_pixels(served), _pixels(here))
+    gone, alive = psutil.wait_procs(_browsers(), timeout=30)
+    assert not alive, f"the browser outlived the service: {alive}"
+
+
+def test_a_kernel_under_the_runner_draws_through_the_service_and_starts_no_browser(tmp_path):
+    """The child has no browser of its own (BROWSER_PATH points nowhere): its PNG can only
+    come from the service named in its environment, and it starts no Chromium."""
+    code = (
+        "import sys, psutil\n"
+        "from customer_intel import static_images\n"
+        "static_images.prepare()\n"
+        "png = static_images.png(sys.stdin.read())\n"
+        "kids = psutil.Process().children(recursive=True)\n"
+        "print(len(png), sum('chrom' in p.name().lower() for p in kids))\n"
+    )
+    with static_images.Service() as service:
+        env = {
+            **os.environ,
+            static_images.SERVICE_ENV: service.url,
+            "BROWSER_PATH": str(tmp_path / "no-such-chromium"),
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            input=_figure(),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    assert out.returncode == 0, out.stderr
+    size, browsers = map(int, out.stdout.split())
+    assert size > 1000 and browsers == 0
+
+
+def test_a_kernel_whose_service_is_gone_draws_with_its_own_browser(monkeypatch):
+    monkeypatch.setenv(static_images.SERVICE_ENV, f"http://127.0.0.1:{_free_port()}/png")
+    with pytest.raises(static_images.ServiceUnreachable):
+        static_images.request(os.environ[static_images.SERVICE_ENV], _figure())
+    try:
+        png = static_images.png(_figure(), width=320, height=200)
+        assert _pixels(png).shape == (200, 320, 3)
+    finally:
+        static_images.stop_browser()
+
+
+def test_a_figure_the_service_cannot_draw_raises_with_its_reason():
+    with static_images.Service() as service:
+        with pytest.raises(RuntimeError, match="could not draw it: JSONDecodeError"):
+            static_images.request(service.url, "{not json")
+        # and it still draws the next one
+        assert _pixels(static_images.request(service.url, _figure())).shape == (560, 1000, 3)
