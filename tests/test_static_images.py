@@ -106,3 +106,19 @@ def test_a_figure_the_service_cannot_draw_raises_with_its_reason():
             static_images.request(service.url, "{not json")
         # and it still draws the next one
         assert _pixels(static_images.request(service.url, _figure())).shape == (560, 1000, 3)
+
+
+def test_long_category_labels_are_not_cut_at_the_images_edge():
+    """The theme's axes widen the margin for their tick labels (segment names were cut)."""
+    from customer_intel.plots import theme
+
+    labels = ["Champions", "Hibernating customers", "Need attention", "Lost"]
+    fig = theme.styled(go.Figure(go.Bar(x=[5, 3, 2, 1], y=labels, orientation="h")))
+    try:
+        px = _pixels(static_images.draw(fig.to_json(), width=600, height=400))
+    finally:
+        static_images.stop_browser()
+    dark = px.min(axis=2) < 128  # text is drawn dark on white
+    rows_with_text = np.flatnonzero(dark.any(axis=1))
+    assert rows_with_text.size, "no labels drawn"
+    assert not dark[:, :2].any(), "a label touches the left edge: it is cut"

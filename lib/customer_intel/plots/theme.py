@@ -38,8 +38,22 @@ pio.templates[TEMPLATE_NAME] = go.layout.Template(
         colorway=list(COLORS),
         paper_bgcolor="white",
         plot_bgcolor="white",
-        xaxis={"showgrid": True, "gridcolor": "#eee", "zeroline": False, "linecolor": "#bbb"},
-        yaxis={"showgrid": True, "gridcolor": "#eee", "zeroline": False, "linecolor": "#bbb"},
+        # automargin: long tick labels (segment names, categories) widen the margin instead
+        # of being cut at the figure's edge (they were, in every static image)
+        xaxis={
+            "showgrid": True,
+            "gridcolor": "#eee",
+            "zeroline": False,
+            "linecolor": "#bbb",
+            "automargin": True,
+        },
+        yaxis={
+            "showgrid": True,
+            "gridcolor": "#eee",
+            "zeroline": False,
+            "linecolor": "#bbb",
+            "automargin": True,
+        },
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
         margin={"l": 60, "r": 20, "t": 60, "b": 50},
         hoverlabel={"namelength": -1},
