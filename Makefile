@@ -38,7 +38,8 @@ setup-spark: setup ## add the Spark engine (the spark extra: PySpark 4.0; needs 
 
 lock: | $(UV) ## recompile requirements.lock from pyproject.toml
 	@uv_bin=$$(command -v uv || echo $(HOME)/.local/bin/uv); \
-	$$uv_bin pip compile --quiet pyproject.toml --extra test --extra spark --python-version 3.11 -o requirements.lock
+	$$uv_bin pip compile --quiet pyproject.toml --extra test --extra spark --python-version 3.11 \
+	  --excludes requirements-exclude.txt -o requirements.lock
 	@echo "requirements.lock updated; run 'make setup'"
 
 run: setup ## run the whole pipeline on the built-in sample (PARAMS=params/default.yaml)
