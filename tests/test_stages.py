@@ -96,6 +96,13 @@ def test_library_closure_follows_imports_and_a_changed_file_changes_the_key(tmp_
     assert reuse.code_hash(nb) == key
     (lib / "layout.py").write_text((lib / "layout.py").read_text() + "\n# changed\n")
     assert reuse.code_hash(nb) != key  # imported through warehouse
+    # each file is parsed once per version: an import added to a file is followed
+    (lib / "layout.py").write_text(
+        (lib / "layout.py").read_text() + "\nfrom customer_intel import propensity\n"
+    )
+    reuse._closure_of.cache_clear()
+    closure = {p.relative_to(lib).as_posix() for p in reuse.library_closure(code)}
+    assert "propensity.py" in closure
     reuse._closure_of.cache_clear()
 
 
