@@ -122,3 +122,28 @@ def test_long_category_labels_are_not_cut_at_the_images_edge():
     rows_with_text = np.flatnonzero(dark.any(axis=1))
     assert rows_with_text.size, "no labels drawn"
     assert not dark[:, :2].any(), "a label touches the left edge: it is cut"
+
+
+def test_a_service_without_a_browser_answers_each_figure_with_the_reason(tmp_path):
+    """The browser starts in the background: where there is none, a request neither hangs
+    nor loses the reason (a child process with a timeout, so a hang fails the test)."""
+    code = (
+        "import sys\n"
+        "from customer_intel import static_images\n"
+        "with static_images.Service() as service:\n"
+        "    try:\n"
+        "        static_images.request(service.url, sys.stdin.read())\n"
+        "    except RuntimeError as e:\n"
+        "        print(e)\n"
+    )
+    env = {**os.environ, "BROWSER_PATH": str(tmp_path / "no-such-chromium")}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=_figure(),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "could not draw it: RuntimeError: no Chromium to draw static images" in out.stdout

@@ -146,8 +146,9 @@ class Service:
     """One browser drawing the PNGs of a whole run, served on 127.0.0.1 (a context manager).
 
     ``url`` is where stage kernels post a figure's JSON (:func:`request`); figures are drawn
-    one at a time in this process's browser, which starts (in the background) as the service
-    does and stops with it, so no browser outlives the run.
+    one at a time in this process's browser, which starts in a background thread as the
+    service does (importing kaleido and starting Chromium would otherwise hold up the runner
+    before its first kernel starts) and stops with it, so no browser outlives the run.
     """
 
     def __init__(self) -> None:
@@ -159,17 +160,28 @@ class Service:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="figure-service", daemon=True
         )
+        self._starter = threading.Thread(
+            target=self._start_browser, name="figure-browser", daemon=True
+        )
 
     def __enter__(self) -> Service:
-        start_browser()
+        self._starter.start()
         self._thread.start()
         return self
+
+    @staticmethod
+    def _start_browser() -> None:
+        # no browser: each figure's request then answers with the reason (draw raises it)
+        with contextlib.suppress(Exception):
+            start_browser()
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def close(self) -> None:
         """Stop serving and stop the browser (idempotent)."""
+        if self._starter.is_alive():
+            self._starter.join()  # a browser started after the stop below would outlive us
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join()
