@@ -324,6 +324,22 @@ def test_no_knee_reason_with_a_linear_inertia_curve(monkeypatch):
     assert sel.k == best
 
 
+@pytest.mark.parametrize("matrix_bytes", [clustering.SILHOUETTE_MATRIX_BYTES, 0])
+def test_k_curve_silhouettes_equal_scikit_learns_on_the_sample(monkeypatch, matrix_bytes):
+    """From the sample's distance matrix (computed once) or from the features in chunks."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    monkeypatch.setattr(clustering, "SILHOUETTE_MATRIX_BYTES", matrix_bytes)
+    rng = np.random.default_rng(3)
+    x = np.vstack([rng.normal(c, 0.5, size=(200, 3)) for c in (0, 4, 8)])
+    sel = clustering.select_k(x, k_min=2, k_max=5, n_init=2, random_state=7, silhouette_sample=250)
+    sample = np.random.default_rng(7).choice(len(x), 250, replace=False)
+    for k, sil in zip(sel.curve["k"], sel.curve["silhouette"], strict=True):
+        labels = KMeans(n_clusters=k, n_init=2, random_state=7).fit(x).labels_
+        assert sil == pytest.approx(silhouette_score(x[sample], labels[sample]), abs=1e-12)
+
+
 def test_bad_expression_names_the_params_key():
     df = pl.DataFrame({"user_id": [1], "year_birth": [1980]})
     spec = clustering.FeatureSpec(numeric=["age"], derived={"age": "2021 - yearbirth"})
