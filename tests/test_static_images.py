@@ -45,6 +45,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _run_child(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``code`` in a child process reading a figure's JSON on stdin (a timeout: no hang)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        input=_figure(),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
 def test_the_service_draws_the_same_image_as_the_kernels_own_browser():
     fig = _figure()
     here = static_images.draw(fig, width=640, height=400)
@@ -76,14 +88,7 @@ def test_a_kernel_under_the_runner_draws_through_the_service_and_starts_no_brows
             static_images.SERVICE_ENV: service.url,
             "BROWSER_PATH": str(tmp_path / "no-such-chromium"),
         }
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            input=_figure(),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        out = _run_child(code, env)
     assert out.returncode == 0, out.stderr
     size, browsers = map(int, out.stdout.split())
     assert size > 1000 and browsers == 0
@@ -137,13 +142,6 @@ def test_a_service_without_a_browser_answers_each_figure_with_the_reason(tmp_pat
         "        print(e)\n"
     )
     env = {**os.environ, "BROWSER_PATH": str(tmp_path / "no-such-chromium")}
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        input=_figure(),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    out = _run_child(code, env)
     assert out.returncode == 0, out.stderr
     assert "could not draw it: RuntimeError: no Chromium to draw static images" in out.stdout

@@ -577,7 +577,8 @@ class Runner:
         result_code, message = EXIT_OK, ""
         try:
             todo = self._prepare(run_dir, steps, manifest, path, jobs)
-            result_code, message = self._execute(todo, steps, run_dir, manifest, path, jobs)
+            with self._figure_service(todo):
+                result_code, message = self._execute(todo, steps, run_dir, manifest, path, jobs)
         except KeyboardInterrupt as e:
             sig = e.signum if isinstance(e, Interrupted) else signal.SIGINT
             result_code = 128 + sig
@@ -691,19 +692,6 @@ class Runner:
             }
         )
 
-    def _execute(
-        self,
-        todo: list[Step],
-        steps: list[Step],
-        run_dir: Path,
-        manifest: Manifest,
-        path: Path,
-        jobs: int,
-    ) -> tuple[int, str]:
-        """Run the stages to execute, ``jobs`` at once, each when what it reads is ready."""
-        with self._figure_service(todo):
-            return self._execute_stages(todo, steps, run_dir, manifest, path, jobs)
-
     @contextlib.contextmanager
     def _figure_service(self, todo: list[Step]) -> Iterator[None]:
         """One figure browser for the whole run, if a stage to execute saves static figures.
@@ -723,7 +711,7 @@ class Runner:
             finally:
                 self._figure_url = None
 
-    def _execute_stages(
+    def _execute(
         self,
         todo: list[Step],
         steps: list[Step],
@@ -732,6 +720,7 @@ class Runner:
         path: Path,
         jobs: int,
     ) -> tuple[int, str]:
+        """Run the stages to execute, ``jobs`` at once, each when what it reads is ready."""
         planned = [s.stage for s in steps]
         q = _Queue(
             todo,
