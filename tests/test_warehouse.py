@@ -383,6 +383,42 @@ def test_last_event_time_reads_the_last_day_and_equals_the_maximum(wh):
     assert warehouse.last_event_time(events.filter(events.user_id < 0)) is None
 
 
+def test_event_day_reads_the_day_partition_and_equals_the_utc_date_of_each_event(wh):
+    from customer_intel import cohorts, metrics, propensity, rules
+
+    events = wh["con"].table("events")
+    bare = events.drop("event_date")  # the same events without the partition column
+    days = events.select("event_time", d=warehouse.event_day(events)).to_polars()
+    assert days["d"].equals(days["event_time"].dt.date(), check_names=False)
+    assert warehouse.event_day(bare).op() != warehouse.event_day(events).op()
+
+    # what reads the day gives the same answer with the partition as without it
+    cutoff, _ = propensity.split_times(events)
+    names = ["active_days", "sessions", "primary_category"]
+    batches = propensity.feature_batches(events, cutoff, names, batch_users=1_500)
+    with_partition = pl.concat(list(batches)).sort("user_id")
+    assert with_partition["active_days"].max() > 1
+    assert with_partition.equals(
+        propensity.features(bare, cutoff, names).to_polars().sort("user_id")
+    )
+    for period in ("week", "month"):
+        assert cohorts.cohort_retention(events, period=period, basis="visit").equals(
+            cohorts.cohort_retention(bare, period=period, basis="visit")
+        )
+    weeks = [
+        t.select("event_time", w=metrics.period_start(t, "event_time", "W"))
+        .to_polars()
+        .sort(pl.all())
+        for t in (events, bare)
+    ]
+    assert weeks[0]["w"].dt.weekday().unique().to_list() == [1]  # Mondays
+    assert weeks[0].equals(weeks[1])
+    baskets = [
+        rules.baskets(t, basket="user_day")[0].to_polars().sort(pl.all()) for t in (events, bare)
+    ]
+    assert baskets[0].height > 0 and baskets[0].equals(baskets[1])
+
+
 def test_funnel_sentence_reads_right_without_views_or_carts():
     f = lambda steps: pl.DataFrame({"step": list(steps), "users": list(steps.values())})  # noqa: E731
     assert warehouse.describe_funnel(f({"purchase": 4339})) == (

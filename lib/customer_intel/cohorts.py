@@ -13,6 +13,7 @@ import ibis
 import polars as pl
 
 from customer_intel import columns as C
+from customer_intel import warehouse
 
 _UNIT = {"month": "M", "week": "W"}
 
@@ -33,7 +34,8 @@ def cohort_retention(
             f"segmentation.cohort_basis: expected 'purchase' or 'visit', got {basis!r}"
         )
     e = events.filter(events.event_type == "purchase") if basis == "purchase" else events
-    a = e.select(C.USER_ID, per=e.event_time.truncate(_UNIT[period]).date()).distinct()
+    a = e.select(C.USER_ID, per=warehouse.event_day(e).truncate(_UNIT[period]).cast("date"))
+    a = a.distinct()
     first = a.group_by(C.USER_ID).agg(cohort=a.per.min())
     j = a.join(first, C.USER_ID)
     if period == "month":

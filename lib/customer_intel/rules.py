@@ -28,7 +28,7 @@ import ibis
 import polars as pl
 
 from customer_intel import columns as C
-from customer_intel import sqlexpr
+from customer_intel import sqlexpr, warehouse
 
 BASKETS = ("session", "order", "user_day")
 ITEMS = {"product": C.PRODUCT_ID, "category": C.CATEGORY_CODE, C.BRAND: C.BRAND}
@@ -200,7 +200,7 @@ def _basket_events(events: ibis.Table, basket: str, item: str, include_carts: bo
             )
         bid = e.order_id.cast("string")
     else:
-        bid = e.user_id.cast("string") + "|" + e.event_time.date().cast("string")
+        bid = e.user_id.cast("string") + "|" + warehouse.event_day(e).cast("string")
     return e.mutate(_basket=bid)
 
 

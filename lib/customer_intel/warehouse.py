@@ -162,6 +162,19 @@ def size_report(
 STEPS = ("view", "cart", "purchase")
 
 
+def event_day(t: ibis.Table) -> ibis.DateValue:
+    """Each event's UTC date: the ``event_date`` day partition where ``t`` has it.
+
+    DuckDB converts a time-zone-aware ``event_time`` to a date through ICU, one call per event:
+    for the 10.5M events of 500k users of the 110M sample, counting each user's distinct days
+    took 3.6 s that way and 0.6 s from the partition column. Tables without the partition
+    (a frame read outside the warehouse) fall back to ``event_time``'s date.
+    """
+    if C.EVENT_DATE in t.columns:
+        return t[C.EVENT_DATE].cast("date")
+    return t[C.EVENT_TIME].date()
+
+
 def _is(e: ibis.Table, event_type: str) -> ibis.BooleanValue:
     return e.event_type == event_type
 
