@@ -145,3 +145,40 @@ def test_a_service_without_a_browser_answers_each_figure_with_the_reason(tmp_pat
     out = _run_child(code, env)
     assert out.returncode == 0, out.stderr
     assert "could not draw it: RuntimeError: no Chromium to draw static images" in out.stdout
+
+
+def test_figures_drawn_one_after_another_equal_those_of_a_fresh_page(monkeypatch):
+    """The kept page (no reload between figures) draws what kaleido's fresh page draws."""
+    import asyncio
+
+    import kaleido
+    from kaleido._kaleido_tab import _tab
+
+    reloads = []
+    stock_reload = _tab._KaleidoTab.reload
+
+    async def counted(self):
+        reloads.append(1)
+        return await stock_reload(self)
+
+    monkeypatch.setattr(_tab._KaleidoTab, "reload", counted)
+    rng = np.random.default_rng(1)
+    figures = [
+        go.Figure(go.Bar(x=["a", "b", "c"], y=[3, 1, 2])).update_layout(title="bars"),
+        go.Figure(go.Scattergl(x=rng.normal(size=500), y=rng.normal(size=500), mode="markers")),
+        go.Figure(go.Heatmap(z=rng.normal(size=(8, 8)))).update_layout(title="heat"),
+    ]
+    try:
+        kept = [static_images.draw(f.to_json()) for f in [*figures, figures[0]]]
+        assert reloads == []  # one page for all of them
+        opts = {"format": "png", "width": static_images.WIDTH, "height": static_images.HEIGHT}
+        fresh = [asyncio.run(kaleido.calc_fig(f.to_dict(), opts=opts)) for f in figures]
+        assert kept == [*fresh, fresh[0]]
+        # a figure the page rejects reloads it, and the next one is drawn as before
+        reloads.clear()  # kaleido's own fresh pages above reloaded theirs
+        with pytest.raises(kaleido.errors.KaleidoError, match="non-array figure data"):
+            static_images.draw('{"data": "x"}')
+        assert len(reloads) == 1
+        assert static_images.draw(figures[0].to_json()) == fresh[0]
+    finally:
+        static_images.stop_browser()

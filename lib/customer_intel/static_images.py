@@ -88,9 +88,47 @@ def start_browser() -> None:
                 "no Chromium to draw static images: install it (Debian: apt-get install -y "
                 "chromium), point BROWSER_PATH at one, or set static_images: false"
             )
+        _keep_the_page_between_figures()
         kaleido.start_sync_server(silence_warnings=True)
         atexit.register(stop_browser)
         _BROWSER.append(True)
+
+
+def _keep_the_page_between_figures() -> None:
+    """Make kaleido's server draw each figure in the page the last one left, without a reload.
+
+    Kaleido reloads its page (plotly.js with it) after every figure: 0.25 of the 0.31 s a bar
+    chart took, Chromium CPU beside the stages. The 38 figures of a 1M run drew in 8.3 s
+    instead of 17.0 s without it, every PNG byte for byte the same (tested: figures drawn in a
+    row equal those of a fresh page). Kaleido has no option for it, so its server's class is
+    swapped for a subclass that puts a tab back without the reload, and reloads only after a
+    figure that failed. With a kaleido that lacks these names its own behaviour stays.
+    """
+    import kaleido
+    from kaleido import _sync_server
+
+    stock = kaleido.Kaleido
+    if getattr(_sync_server, "Kaleido", None) is not stock or not all(
+        hasattr(stock, name) for name in ("_return_kaleido_tab", "_get_kaleido_tab", "_render_task")
+    ):
+        return
+
+    class KeepPage(stock):  # type: ignore[misc, valid-type]
+        async def _return_kaleido_tab(self, tab: Any) -> None:
+            await self.tabs_ready.put(tab)
+
+        async def _render_task(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super()._render_task(*args, **kwargs)
+            except Exception:
+                tab = await self._get_kaleido_tab()  # a failed figure may leave any state
+                try:
+                    await tab.reload()
+                finally:
+                    await self.tabs_ready.put(tab)
+                raise
+
+    _sync_server.Kaleido = KeepPage
 
 
 def browser() -> str | None:
