@@ -551,8 +551,8 @@ def test_one_runner_runs_twice(tmp_path):
 def test_peak_memory_includes_the_kernels_child_processes(tmp_path):
     """A child of the kernel (as a local Spark JVM is) counts in the stage's peak RSS.
 
-    The child holds 300 MiB while the notebook waits, then ends; the manifest's peak is the
-    kernel's own peak plus the child's, and the child's is recorded on its own too.
+    The child holds 300 MiB while the notebook waits, then ends; the manifest's peak counts
+    the kernel and the child together, and the child's is recorded on its own too.
     """
     nbdir = tmp_path / "nbs"
     make_notebook(
@@ -571,8 +571,12 @@ def test_peak_memory_includes_the_kernels_child_processes(tmp_path):
     assert result.exit_code == 0, result.message
     entry = result.manifest["stages"]["ingest"]
     assert entry["children_peak_rss_mb"] >= 300, entry
-    # the kernel's own peak is reached (imports) before the child starts
-    assert entry["peak_rss_mb"] >= entry["kernel_peak_rss_mb"] + 290, entry
+    # the peak is the kernel's and the child's RSS at the same instant: the kernel (Python
+    # with Polars imported) holds well over 100 MB while the child runs. Not its own peak
+    # plus the child's: the kernel's RSS can fall a few MB after its imports (measured 2 MB
+    # short under load)
+    assert entry["kernel_peak_rss_mb"] < entry["children_peak_rss_mb"], entry
+    assert entry["peak_rss_mb"] >= entry["children_peak_rss_mb"] + 100, entry
 
 
 def test_running_stages_share_the_cores_and_one_left_alone_gets_them_back(monkeypatch, tmp_path):
