@@ -474,7 +474,9 @@ def test_an_interaction_history_export_works_through_params_alone(tmp_path):
     params = load_params(path)
     specs = params.metrics.metric_specs()
     con = metrics.local_connection()
-    tables, summary = metrics.compute_all(specs, con, table_paths={}, base_dir=tmp_path)
+    tables, summary = metrics.compute_all(
+        specs, con, table_path=lambda name: None, base_dir=tmp_path
+    )
     assert summary["rows"].to_list() == [tables[s.name].height for s in specs]
     ctr = tables["ctr"]
     assert set(ctr["channel"]) == {"Web", "Email"} and ctr["Week"].n_unique() >= 4
@@ -515,7 +517,9 @@ def test_a_file_source_missing_a_mapped_column_is_refused_at_load(tmp_path):
         load_params(path)
 
 
-def test_a_metric_whose_table_or_history_is_missing_is_skipped_with_the_reason(tmp_path):
+def test_a_metric_whose_table_or_history_is_missing_is_skipped_with_the_reason(
+    tmp_path, monkeypatch
+):
     d = dt.datetime
     events = pl.DataFrame(
         {
@@ -538,7 +542,20 @@ def test_a_metric_whose_table_or_history_is_missing_is_skipped_with_the_reason(t
         MetricSpec(name="fc", kind="forecast"),
         MetricSpec(name="daily", kind="conversion", group_by=["Day"]),
     ]
-    tables, summary = metrics.compute_all(specs, con, table_paths={}, base_dir=tmp_path)
+    asked = []
+    compute = metrics.compute
+    monkeypatch.setattr(
+        metrics, "compute", lambda src, spec: (asked.append(spec.name), compute(src, spec))[1]
+    )
+
+    def no_table(name):  # as in a run where no stage made it
+        asked.append(f"table {name}")
+
+    tables, summary = metrics.compute_all(specs, con, table_path=no_table, base_dir=tmp_path)
+    # other stages' tables are asked for last (the stage may wait for them there); the
+    # results keep the order of the specs
+    assert asked == ["fc", "daily", "table experiment_units"]
+    assert list(tables) == list(summary["metric"]) == ["units", "fc", "daily"]
     notes = dict(zip(summary["metric"], summary["note"], strict=True))
     assert notes["units"] == "skipped: no stage made table 'experiment_units' in this run"
     assert notes["fc"].startswith("skipped: a backtest needs at least")

@@ -481,6 +481,37 @@ def test_long_chains_start_first_and_a_late_reader_waits_for_its_maker_to_start(
     assert q.awaited() == {}
 
 
+def test_a_late_reader_that_no_stage_reads_gives_way_to_the_other_ready_stages():
+    """Metrics reads propensity's test scores late: started before the stages that can run,
+    it would hold a slot idle while they queue. Propensity, a late reader that metrics reads,
+    keeps its place at the head of the queue."""
+    deps = {
+        "opt": set(),
+        "seg": {"opt"},
+        "prop": {"opt"},
+        "exp": {"opt"},
+        "recs": {"opt"},
+        "met": {"opt"},
+        "dash": {"opt", "seg", "exp"},
+    }
+    late = {"prop": {"tables/rfm": "seg"}, "met": {"tables/scores": "prop", "tables/units": "exp"}}
+
+    def step(name):
+        return pipeline.Step(Stage(name, f"{name}.ipynb", name, name), "execute")
+
+    q = pipeline._Queue([step(n) for n in deps], deps, late=late)  # no last run: no weights
+    # metrics ties with recs and dashboard data on the chain's length (one stage each)
+    assert [s.stage.name for s in q.pending] == ["opt", "seg", "prop", "exp", "recs", "met", "dash"]
+    by_name = {s.stage.name: s for s in q.pending}
+    assert [n for n in by_name if q.defers(by_name[n])] == ["met"]
+    order = [s.stage.name for s in sorted(q.pending, key=q.defers)]
+    assert order == ["opt", "seg", "prop", "exp", "recs", "dash", "met"]
+    q.ended |= {"opt", "seg", "prop"}
+    assert q.defers(by_name["met"])  # experiments, another of its makers, still runs
+    q.ended.add("exp")
+    assert not q.defers(by_name["met"])  # nothing left to wait for
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("fail", [False, True])
 def test_the_executed_notebook_is_saved_now_and_then_and_always_at_its_end(

@@ -43,7 +43,7 @@ Score definitions (the tests hold each to a hand-computed table and a reference 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import ibis
@@ -435,46 +435,48 @@ def compute_all(
     specs: list[MetricSpec],
     con: ibis.BaseBackend,
     *,
-    table_paths: dict[str, Path],
+    table_path: Callable[[str], Path | None],
     base_dir: Path,
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
     """Every metric's table, and a summary (metric, kind, source, table, rows, note).
 
-    ``table_paths`` maps the run tables metrics read (``source.table``) to their files; a
-    metric whose table is not there (no stage made it in this run), or a forecast whose series
-    is too short, gets an empty table and the reason in ``note``, and the others still run.
+    ``table_path`` gives the file of a run table a metric reads (``source.table``), or None
+    when no stage made it in this run: that metric gets an empty table and the reason in
+    ``note``, as does a forecast whose series is too short, and the others still run. The
+    metrics over other stages' tables are computed last (the stage may start while their
+    makers run beside it, :func:`source_table` waits for them); the results keep the order of
+    ``specs``.
     """
     from customer_intel.forecast import TooShort
 
-    out, summary = {}, []
-    for spec in specs:
+    out, notes = {}, {}
+    for spec in sorted(specs, key=lambda s: s.source_kind() == "table"):
         kind = spec.source_kind()
-        note = ""
-        if kind == "table" and spec.source.table not in table_paths:
-            note = f"skipped: no stage made table {spec.source.table!r} in this run"
+        notes[spec.name] = ""
+        path = table_path(spec.source.table) if kind == "table" else None
+        if kind == "table" and path is None:
+            notes[spec.name] = f"skipped: no stage made table {spec.source.table!r} in this run"
             out[spec.name] = empty_table(spec)
-        else:
-            src = read_source(
-                spec,
-                con,
-                table_path=table_paths.get(spec.source.table) if spec.source else None,
-                base_dir=base_dir,
-            )
-            try:
-                out[spec.name] = compute(src, spec)
-            except TooShort as e:
-                note = f"skipped: {e}"
-                out[spec.name] = empty_table(spec)
-        summary.append(
-            {
-                "metric": spec.name,
-                "kind": spec.kind,
-                "source": "events" if kind == "events" else spec.source.table or spec.source.path,
-                "table": metric_table_name(spec.name),
-                "rows": out[spec.name].height,
-                "note": note,
-            }
-        )
+            continue
+        src = read_source(spec, con, table_path=path, base_dir=base_dir)
+        try:
+            out[spec.name] = compute(src, spec)
+        except TooShort as e:
+            notes[spec.name] = f"skipped: {e}"
+            out[spec.name] = empty_table(spec)
+    summary = [
+        {
+            "metric": spec.name,
+            "kind": spec.kind,
+            "source": "events"
+            if spec.source_kind() == "events"
+            else spec.source.table or spec.source.path,
+            "table": metric_table_name(spec.name),
+            "rows": out[spec.name].height,
+            "note": notes[spec.name],
+        }
+        for spec in specs
+    ]
     schema = {
         "metric": pl.String,
         "kind": pl.String,
@@ -483,7 +485,7 @@ def compute_all(
         "rows": pl.Int64,
         "note": pl.String,
     }
-    return out, pl.DataFrame(summary, schema=schema)
+    return {spec.name: out[spec.name] for spec in specs}, pl.DataFrame(summary, schema=schema)
 
 
 def grains() -> tuple[str, ...]:
@@ -506,10 +508,13 @@ def local_connection(memory_limit: str = "auto") -> ibis.BaseBackend:
     return con
 
 
-def source_tables(run, specs: list[MetricSpec]) -> dict[str, Path]:
-    """Files of the run tables the metrics read (``source.table``) that exist in ``run``."""
-    names = {s.source.table for s in specs if s.source_kind() == "table"}
-    return {name: run.table_path(name) for name in sorted(names) if run.has_table(name)}
+def source_table(run, name: str) -> Path | None:
+    """The file of run table ``name`` that a metric reads, or None when no stage made it.
+
+    Waits while a stage running beside this one may still write it (the stage's tables from
+    other stages are late inputs: :meth:`customer_intel.runs.StageRun.await_table`).
+    """
+    return run.table_path(name) if run.await_table(name) is not None else None
 
 
 def write_all(run, specs: list[MetricSpec], tables: dict[str, pl.DataFrame], summary) -> None:

@@ -437,6 +437,9 @@ class _Queue:
         # on few cores, a long chain started late is what makes a run long
         paths = critical_paths(self.deps, self.late, self.weights, self.names)
         self.pending = sorted(self.pending, key=lambda s: -paths[s.stage.name])
+        self.read_by = {n for name in self.names for n in self.deps[name] & self.names} | {
+            maker for name in self.names for maker in self.late.get(name, {}).values()
+        }
 
     def running(self) -> set[str]:
         """The stages running now."""
@@ -456,6 +459,19 @@ class _Queue:
         return (self.deps[name] & self.names) <= self.done | also_done and makers <= (
             self.done | self.running() | also_done
         )
+
+    def defers(self, step: Step) -> bool:
+        """Whether ``step`` gives way to the other ready stages.
+
+        It reads a late input whose maker has not ended, so it may wait for it, and no stage of
+        this run reads its outputs, so starting it later holds up no one. Started first, it
+        could hold a slot idle while the others queue (metrics, which reads propensity's test
+        scores); a late reader that others wait for (propensity, reading segmentation's RFM
+        segments) keeps its place.
+        """
+        name = step.stage.name
+        makers = set(self.late.get(name, {}).values()) & self.names
+        return bool(makers - self.ended) and name not in self.read_by
 
     def awaited(self) -> dict[str, str]:
         """Late input -> its maker, for the makers of this run that have not ended."""
@@ -792,8 +808,12 @@ class Runner:
     def _start_ready(
         self, q: _Queue, pool: cf.ThreadPoolExecutor, run_dir: Path, jobs: int
     ) -> None:
-        """Submit the pending stages whose inputs are ready, up to ``jobs`` running."""
-        for step in list(q.pending):
+        """Submit the pending stages whose inputs are ready, up to ``jobs`` running.
+
+        In the queue's order (longest chain first), except that a stage that defers
+        (:meth:`_Queue.defers`) starts only when no other ready stage is left.
+        """
+        for step in sorted(q.pending, key=q.defers):  # stable: the queue's order otherwise
             if self._stop.is_set() or len(q.futures) >= jobs:
                 break
             if q.ready(step):
@@ -809,7 +829,9 @@ class Runner:
         Starting a kernel and importing its libraries takes seconds.
         """
         running = q.running()
-        soon = sorted(q.pending, key=lambda s: not q.ready(s, also_done=running, late=False))
+        soon = sorted(
+            q.pending, key=lambda s: (not q.ready(s, also_done=running, late=False), q.defers(s))
+        )
         for s in soon[: max(1, jobs)]:
             if s.stage.name not in q.kernels:
                 q.kernels[s.stage.name] = self._start_kernel(s.stage)

@@ -124,19 +124,21 @@ def _experiments(p: Params) -> StageIO:
 def _metrics(p: Params) -> StageIO:
     """Each metric's table, reading what the metrics' sources name.
 
-    The warehouse, another stage's table (optional: a metric whose table no stage made in this
-    run, e.g. experiment units without the sample's assignments, is recorded as skipped and the
-    others run) or a file. A metric over ``propensity_test_scores`` makes this stage wait for
-    propensity; one over a file alone needs no other stage.
+    The warehouse, another stage's table or a file. Other stages' tables are late inputs: the
+    stage computes its other metrics first and waits for a table only where it reads it
+    (``propensity_test_scores`` is written well before propensity ends, while it scores every
+    user), so it can run beside propensity instead of after it. A metric whose table no stage
+    made in this run (e.g. experiment units without the sample's assignments) is recorded as
+    skipped and the others run; one over a file alone needs no other stage.
     """
     specs = p.metrics.metric_specs()
     reads = (WAREHOUSE,) if any(m.source_kind() == "events" for m in specs) else ()
-    optional = tuple(sorted({table(m.source.table) for m in specs if m.source_kind() == "table"}))
+    late = tuple(sorted({table(m.source.table) for m in specs if m.source_kind() == "table"}))
     files = tuple(m.source.path for m in specs if m.source_kind() == "file")
     writes = [table(f"metric_{m.name}") for m in specs]
     return StageIO(
         reads=reads,
-        optional=optional,
+        late=late,
         writes=(*writes, table("metrics_summary"), table("forecast_anomalies")),
         files=files,
     )
