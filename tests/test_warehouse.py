@@ -419,6 +419,23 @@ def test_event_day_reads_the_day_partition_and_equals_the_utc_date_of_each_event
     assert baskets[0].height > 0 and baskets[0].equals(baskets[1])
 
 
+def test_epoch_seconds_equal_ibis_own_without_a_cast_of_each_time_zone_aware_value(wh):
+    events = wh["con"].table("events")
+    got = events.select(
+        "event_time",
+        ours=warehouse.epoch_seconds(events.event_time),
+        ibis_own=events.event_time.epoch_seconds().cast("float64"),
+    ).to_polars()
+    want = got["event_time"].dt.epoch("us") / 1e6  # with the microseconds
+    assert got["ours"].equals(want, check_names=False)
+    assert (got["ours"] == got["ibis_own"]).all()
+    sql = ibis.to_sql(events.select(x=warehouse.epoch_seconds(events.event_time)))
+    assert "EPOCH(" in sql and "CAST" not in sql  # no per-value time-zone conversion
+    # a time without a time zone keeps ibis's form
+    naive = events.event_time.cast("timestamp")
+    assert warehouse.epoch_seconds(naive).op() == naive.epoch_seconds().op()
+
+
 def test_funnel_sentence_reads_right_without_views_or_carts():
     f = lambda steps: pl.DataFrame({"step": list(steps), "users": list(steps.values())})  # noqa: E731
     assert warehouse.describe_funnel(f({"purchase": 4339})) == (

@@ -81,8 +81,9 @@ def _user_aggregates(obs: ibis.Table, cutoff: dt.datetime) -> ibis.Table:
         last_seen=obs.event_time.max(),
         last_purchase=is_buy.ifelse(obs.event_time, ibis.null()).max(),
     )
+    epoch = warehouse.epoch_seconds
     duration = s.user_session.notnull().ifelse(
-        s.last_seen.epoch_seconds() - s.first_seen.epoch_seconds(), ibis.null()
+        epoch(s.last_seen) - epoch(s.first_seen), ibis.null()
     )
     return (
         s.group_by(C.USER_ID)
@@ -99,7 +100,7 @@ def _user_aggregates(obs: ibis.Table, cutoff: dt.datetime) -> ibis.Table:
             last_purchase=s.last_purchase.max(),
             avg_session_duration_s=duration.mean(),
         )
-        .mutate(_cutoff_s=ibis.literal(cutoff).epoch_seconds())
+        .mutate(_cutoff_s=ibis.literal(parse_utc(cutoff).timestamp()))  # naive: UTC
     )
 
 
@@ -137,11 +138,15 @@ FEATURES: dict[str, Any] = {
     "active_days": lambda a: a.active_days,
     "spend": lambda a: a.spend,
     "active_span_days": lambda a: (
-        (a.last_seen.epoch_seconds() - a.first_seen.epoch_seconds()) / 86400.0
+        (warehouse.epoch_seconds(a.last_seen) - warehouse.epoch_seconds(a.first_seen)) / 86400.0
     ),
-    "days_since_last_event": lambda a: (a._cutoff_s - a.last_seen.epoch_seconds()) / 86400.0,
-    "days_since_purchase": lambda a: (a._cutoff_s - a.last_purchase.epoch_seconds()) / 86400.0,
-    "tenure_days": lambda a: (a._cutoff_s - a.first_seen.epoch_seconds()) / 86400.0,
+    "days_since_last_event": lambda a: (
+        (a._cutoff_s - warehouse.epoch_seconds(a.last_seen)) / 86400.0
+    ),
+    "days_since_purchase": lambda a: (
+        (a._cutoff_s - warehouse.epoch_seconds(a.last_purchase)) / 86400.0
+    ),
+    "tenure_days": lambda a: (a._cutoff_s - warehouse.epoch_seconds(a.first_seen)) / 86400.0,
     "cart_to_view": lambda a: a.carts / a.views.nullif(0),
     "purchase_to_cart": lambda a: a.purchases / a.carts.nullif(0),
     "events_per_session": lambda a: a.events / a.sessions.nullif(0),

@@ -175,6 +175,23 @@ def event_day(t: ibis.Table) -> ibis.DateValue:
     return t[C.EVENT_TIME].date()
 
 
+@ibis.udf.scalar.builtin(name="epoch")
+def _duckdb_epoch(t: ibis.expr.datatypes.Timestamp(timezone="UTC")) -> float:  # type: ignore[valid-type]
+    """DuckDB's own ``EPOCH`` of a time-zone-aware timestamp (ibis does not compile to it)."""
+
+
+def epoch_seconds(t: ibis.TimestampValue) -> ibis.NumericValue:
+    """Seconds since 1970-01-01 UTC of ``t``, with their fraction.
+
+    Ibis compiles ``epoch_seconds()`` for DuckDB as ``EPOCH(CAST(t AS TIMESTAMP))``, and the
+    cast of a time-zone-aware value goes through ICU: 1.7 s for 17.7M values against 0.19 s
+    for ``EPOCH(t)`` itself, which is what DuckDB gets here (other engines keep Ibis's form).
+    """
+    if t.type().is_timestamp() and t.type().timezone and ibis.get_backend(t).name == "duckdb":
+        return _duckdb_epoch(t)
+    return t.epoch_seconds()
+
+
 def _is(e: ibis.Table, event_type: str) -> ibis.BooleanValue:
     return e.event_type == event_type
 
