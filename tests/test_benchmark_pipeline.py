@@ -33,6 +33,14 @@ def test_pipeline_benchmark_compares_every_stage_with_the_bare_script(tmp_path):
     assert res["bare"]["checks"]["rows_after_dedup"] == res["ours"]["rows_out"]["ingest"]
     assert "total (process wall)" in bench.format_table(res)
     assert not list(tmp_path.glob("bench_e2e_*"))  # run folders removed
+    assert res["csv_read_into_page_cache_s"] is not None  # both sides found it cached
+
+
+def test_the_csv_is_read_into_the_page_cache_only_where_it_fits(tmp_path):
+    csv = tmp_path / "events.csv"
+    csv.write_bytes(b"x" * 1000)
+    assert bench.read_through(csv, available=2000) is not None
+    assert bench.read_through(csv, available=1999) is None  # more than half: not read
 
 
 def test_a_bare_script_that_dies_is_recorded_with_the_steps_it_finished(tmp_path):
