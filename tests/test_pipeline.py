@@ -504,7 +504,7 @@ def test_a_late_reader_that_no_stage_reads_gives_way_to_the_other_ready_stages()
     assert [s.stage.name for s in q.pending] == ["opt", "seg", "prop", "exp", "recs", "met", "dash"]
     by_name = {s.stage.name: s for s in q.pending}
     assert [n for n in by_name if q.defers(by_name[n])] == ["met"]
-    order = [s.stage.name for s in sorted(q.pending, key=q.defers)]
+    order = [s.stage.name for s in q.start_order()]
     assert order == ["opt", "seg", "prop", "exp", "recs", "dash", "met"]
     q.ended |= {"opt", "seg", "prop"}
     assert q.defers(by_name["met"])  # experiments, another of its makers, still runs

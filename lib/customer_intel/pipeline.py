@@ -473,6 +473,14 @@ class _Queue:
         makers = set(self.late.get(name, {}).values()) & self.names
         return bool(makers - self.ended) and name not in self.read_by
 
+    def start_order(self) -> list[Step]:
+        """The pending stages in the order to try starting them.
+
+        The queue's (longest chain first), except that those that defer (:meth:`defers`) come
+        after every other.
+        """
+        return sorted(self.pending, key=self.defers)  # stable: the queue's order otherwise
+
     def awaited(self) -> dict[str, str]:
         """Late input -> its maker, for the makers of this run that have not ended."""
         return {
@@ -810,10 +818,9 @@ class Runner:
     ) -> None:
         """Submit the pending stages whose inputs are ready, up to ``jobs`` running.
 
-        In the queue's order (longest chain first), except that a stage that defers
-        (:meth:`_Queue.defers`) starts only when no other ready stage is left.
+        In :meth:`_Queue.start_order`: a stage that defers starts only when no other is ready.
         """
-        for step in sorted(q.pending, key=q.defers):  # stable: the queue's order otherwise
+        for step in q.start_order():
             if self._stop.is_set() or len(q.futures) >= jobs:
                 break
             if q.ready(step):
