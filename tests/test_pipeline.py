@@ -512,6 +512,38 @@ def test_a_late_reader_that_no_stage_reads_gives_way_to_the_other_ready_stages()
     assert not q.defers(by_name["met"])  # nothing left to wait for
 
 
+def test_the_running_stages_kernels_are_ready_before_the_next_ones_warm(monkeypatch):
+    """The first stage's kernel started beside two warming kernels and the figure browser was
+    ready after 3.1-3.4 s instead of 1.3 s: the next kernels start once it is ready."""
+    import concurrent.futures as cf
+
+    events = []
+
+    class Kernel:
+        def __init__(self, name):
+            self.name = name
+            events.append(("start", name))
+
+        def ready(self, timeout=None):
+            events.append(("ready", self.name, timeout))
+            return True
+
+    def step(name):
+        return pipeline.Step(Stage(name, f"{name}.ipynb", name, name), "execute")
+
+    deps = {"ing": set(), "opt": {"ing"}, "seg": {"opt"}, "prop": {"opt"}}
+    q = pipeline._Queue([step(n) for n in deps], deps)
+    first = q.pending.pop(0)
+    q.futures[cf.Future()] = first
+    q.launched["ing"] = Kernel("ing")
+    runner = object.__new__(pipeline.Runner)
+    monkeypatch.setattr(runner, "_start_kernel", lambda stage: Kernel(stage.name), raising=False)
+    runner._warm(q, 2)
+    wait = pipeline.FIRST_READY_WAIT_SECONDS
+    assert events == [("start", "ing"), ("ready", "ing", wait), ("start", "opt"), ("start", "seg")]
+    assert set(q.kernels) == {"opt", "seg"}
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("fail", [False, True])
 def test_the_executed_notebook_is_saved_now_and_then_and_always_at_its_end(

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import plotly.graph_objects as go
@@ -69,6 +70,27 @@ def test_the_service_draws_the_same_image_as_the_kernels_own_browser():
     assert np.array_equal(_pixels(served), _pixels(here))
     gone, alive = psutil.wait_procs(_browsers(), timeout=30)
     assert not alive, f"the browser outlived the service: {alive}"
+
+
+def test_the_service_starts_its_browser_when_asked_once_or_at_the_first_figure():
+    """The runner asks as the first stage that draws starts: a browser starting with the run
+    slowed the first stage's kernel start."""
+    static_images.stop_browser()
+    with static_images.Service() as service:
+        time.sleep(1.0)
+        assert not _browsers(), "the browser started before anyone asked"
+        service.start_browser()
+        service.start_browser()  # a second call starts nothing more
+        deadline = time.monotonic() + 60
+        while not _browsers() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _browsers()
+        png = static_images.request(service.url, _figure(), width=320, height=200)
+    assert _pixels(png).shape == (200, 320, 3)
+    gone, alive = psutil.wait_procs(_browsers(), timeout=30)
+    assert not alive, f"the browser outlived the service: {alive}"
+    with static_images.Service() as service:  # never asked: the first figure starts it
+        assert _pixels(static_images.request(service.url, _figure())).shape == (560, 1000, 3)
 
 
 def test_a_kernel_under_the_runner_draws_through_the_service_and_starts_no_browser(tmp_path):

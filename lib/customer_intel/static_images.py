@@ -184,13 +184,15 @@ class Service:
     """One browser drawing the PNGs of a whole run, served on 127.0.0.1 (a context manager).
 
     ``url`` is where stage kernels post a figure's JSON (:func:`request`); figures are drawn
-    one at a time in this process's browser, which starts in a background thread as the
-    service does (importing kaleido and starting Chromium would otherwise hold up the runner
-    before its first kernel starts) and stops with it, so no browser outlives the run.
+    one at a time in this process's browser, which starts in a background thread when
+    :meth:`start_browser` is first called (importing kaleido and starting Chromium would
+    otherwise hold up the caller), or with the first figure, and stops with the service, so
+    no browser outlives the run.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # kaleido's sync server takes one caller at a time
+        self._start_lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         host, port = self._server.server_address[:2]
@@ -203,9 +205,14 @@ class Service:
         )
 
     def __enter__(self) -> Service:
-        self._starter.start()
         self._thread.start()
         return self
+
+    def start_browser(self) -> None:
+        """Start the browser in the background, once; returns at once."""
+        with self._start_lock:
+            if self._starter.ident is None:
+                self._starter.start()
 
     @staticmethod
     def _start_browser() -> None:
