@@ -59,6 +59,79 @@ def test_model_recovers_planted_propensity_and_beats_baselines(planted):
     assert auc > lr and auc > rule, (auc, lr, rule)
 
 
+def test_the_logistic_baseline_equals_scikit_learns_pipeline_on_the_raw_values(planted):
+    """Imputing and coding in Polars gives the scores of scikit-learn's imputers and encoder
+    on the raw values: with nulls among numbers and categories, levels too rare for their own
+    column, and test levels unseen in training."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    frame = planted["frame"]
+    rng = np.random.default_rng(3)
+    gaps = pl.Series(rng.random(frame.height) < 0.05)
+    frame = frame.with_columns(
+        # nulls in a number and in a category
+        tenure_days=pl.when(gaps).then(None).otherwise("tenure_days"),
+        primary_category=pl.when(gaps).then(None).otherwise("primary_category"),
+        # brands only test users have
+        preferred_brand=pl.when(
+            (pl.col("split") == "test") & pl.Series(rng.random(frame.height) < 0.1)
+        )
+        .then(pl.lit("unseen-brand-") + pl.col("user_id").cast(pl.String))
+        .otherwise("preferred_brand"),
+    )
+    names = list(DEFAULT_FEATURES)
+    cat = [c for c in names if c in propensity.CATEGORICAL]
+    num = [c for c in names if c not in cat]
+    train = frame.filter(pl.col("split").is_in(["train", "validation"]))
+    test = frame.filter(pl.col("split") == "test")
+    counts = train["preferred_brand"].value_counts()["count"]
+    assert (counts < 20).any() and (counts >= 20).any()  # rare levels are grouped
+    reference = Pipeline(
+        [
+            (
+                "pre",
+                ColumnTransformer(
+                    [
+                        (
+                            "num",
+                            Pipeline(
+                                [("i", SimpleImputer(strategy="median")), ("s", StandardScaler())]
+                            ),
+                            num,
+                        ),
+                        (
+                            "cat",
+                            Pipeline(
+                                [
+                                    ("i", SimpleImputer(strategy="constant", fill_value="missing")),
+                                    (
+                                        "o",
+                                        OneHotEncoder(handle_unknown="ignore", min_frequency=20),
+                                    ),
+                                ]
+                            ),
+                            cat,
+                        ),
+                    ]
+                ),
+            ),
+            ("lr", LogisticRegression(max_iter=2000, random_state=1, solver="newton-cholesky")),
+        ]
+    )
+
+    def raw(f):
+        return f.select(names).to_pandas().astype({c: object for c in cat}).replace({None: np.nan})
+
+    reference.fit(raw(train), train["label"].to_numpy())
+    expected = reference.predict_proba(raw(test))[:, 1]
+    got = propensity.logistic_baseline(frame, names, seed=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+
+
 def test_calibrated_probabilities_match_observed_rates(planted):
     frame, model = planted["frame"], planted["model"]
     test = frame.filter(pl.col("split") == "test")

@@ -28,7 +28,6 @@ from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.frozen import FrozenEstimator
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -638,44 +637,62 @@ def fit_model(
     )
 
 
+def _category_codes(frame: pl.DataFrame, columns: Sequence[str]) -> dict[str, pl.Series]:
+    """Each column's values in ``frame`` (null as :data:`MISSING_LEVEL`), sorted: code = index."""
+    return {c: frame[c].fill_null(MISSING_LEVEL).unique().sort() for c in columns}
+
+
+def _coded(frame: pl.DataFrame, codes: dict[str, pl.Series]) -> list[pl.Expr]:
+    """The columns as the integer codes of ``codes``; a value not among them is -1."""
+    return [
+        pl.col(c)
+        .fill_null(MISSING_LEVEL)
+        .replace_strict(levels, pl.int_range(len(levels), eager=True), default=-1)
+        .cast(pl.Int32)
+        for c, levels in codes.items()
+    ]
+
+
+#: The level a missing categorical value gets in the logistic baseline.
+MISSING_LEVEL = "missing"
+
+
 def logistic_baseline(frame: pl.DataFrame, names: Sequence[str], *, seed: int = 42) -> np.ndarray:
     """A logistic regression on the same features; scores of the test users, in frame order.
 
     Fit on the ``train`` and ``validation`` users (the training sample when there is one),
-    scored on every ``test`` user in chunks of rows.
+    scored on every ``test`` user in chunks of rows. Numbers are imputed (the training
+    median) and standardised; each categorical is one-hot encoded (levels of at least 20 users, the
+    rarer ones together, missing as a level of its own, a level unseen in training as none).
     """
     names = list(names)
     cat = [c for c in names if c in CATEGORICAL]
     num = [c for c in names if c not in CATEGORICAL]
+    train = frame.filter(pl.col("split").is_in(["train", "validation"]))
+    # Imputed and coded in Polars: scikit-learn's imputers (a masked-array median, Python
+    # strings) and its encoder on strings took 3.0 of the 4.1 s of this baseline at 20M events.
+    # The categoricals reach the encoder as integer codes of the training levels (-1: unseen,
+    # ignored as an unseen string was), so the one-hot columns are the same.
+    medians = train.select(pl.col(num).median().fill_null(0.0)).row(0, named=True)
+    codes = _category_codes(train, cat)
+
+    def x(f: pl.DataFrame) -> pd.DataFrame:
+        filled = [pl.col(c).fill_null(medians[c]).cast(pl.Float64) for c in num]
+        return f.select(*filled, *_coded(f, codes)).to_pandas()
+
     pre = ColumnTransformer(
         [
-            (
-                "num",
-                Pipeline(
-                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
-                ),
-                num,
-            ),
-            (
-                "cat",
-                Pipeline(
-                    [
-                        ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
-                        ("onehot", OneHotEncoder(handle_unknown="ignore", min_frequency=20)),
-                    ]
-                ),
-                cat,
-            ),
+            ("num", StandardScaler(), num),
+            ("cat", OneHotEncoder(handle_unknown="ignore", min_frequency=20), cat),
         ]
     )
     # Newton-Cholesky: the same L2-penalised fit as lbfgs, in ~5 iterations instead of ~260 on
     # the ~3,000 one-hot columns of the brands (20M events: 6 s instead of 11 s, same AUC to 1e-4)
     lr = LogisticRegression(max_iter=2000, random_state=seed, solver="newton-cholesky")
     model = Pipeline([("pre", pre), ("lr", lr)])
-    train = frame.filter(pl.col("split").is_in(["train", "validation"]))
-    model.fit(train.select(names).to_pandas(), train["label"].to_numpy())
+    model.fit(x(train), train["label"].to_numpy())
     test = frame.filter(pl.col("split") == "test")
-    return _chunked(lambda f: model.predict_proba(f.select(names).to_pandas())[:, 1], test)
+    return _chunked(lambda f: model.predict_proba(x(f))[:, 1], test)
 
 
 def rfm_rule_baseline(frame: pl.DataFrame) -> np.ndarray:
