@@ -237,6 +237,13 @@ def test_sizes_and_timings(wh, tmp_path):
     )
 
 
+def test_a_slow_timed_question_runs_once_and_a_quick_one_repeat_times(wh, monkeypatch):
+    monkeypatch.setattr(warehouse, "TIME_ONCE_SECONDS", 3600.0)
+    assert (warehouse.query_timings(wh["con"], repeat=3)["runs"] == 3).all()
+    monkeypatch.setattr(warehouse, "TIME_ONCE_SECONDS", 0.0)
+    assert (warehouse.query_timings(wh["con"], repeat=3)["runs"] == 1).all()
+
+
 def test_spark_engine_without_pyspark_is_a_clear_error(wh, monkeypatch):
     import sys
 
