@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from customer_intel import kernels, static_images
+from customer_intel import kernels, static_images, warehouse
 
 from conftest import make_notebook
 
@@ -54,12 +54,27 @@ def test_a_begun_kernel_has_the_figure_browser_up_and_stops_it_with_itself(tmp_p
     try:
         assert kernel.ready(timeout=120) and kernel.warm_error is None
         assert not browsers()  # not while another stage may be running
-        kernel.begin()
+        share = tmp_path / "threads"
+        kernel.begin(threads_file=share)  # both in one round trip
         found, deadline = [], time.time() + 60
         while not found and time.time() < deadline:
             found = browsers()
             time.sleep(0.2)
         assert found, "begin() started no browser"
+        env = psutil.Process(kernel.pid).environ()  # the kernel's own, at its start
+        assert warehouse.THREADS_FILE_ENV not in env
+        assert (
+            kernel._run_silently(
+                f"assert __import__('os').environ[{warehouse.THREADS_FILE_ENV!r}] == {str(share)!r}"
+            )
+            is None
+        )
+        assert (
+            kernel._run_silently(
+                f"assert __import__('os').environ[{warehouse.THREADS_FILE_ENV!r}] == 'no'"
+            )
+            is not None
+        ), "a failed assertion in the kernel is reported"
     finally:
         kernel.shutdown()
     gone, alive = psutil.wait_procs(found, timeout=30)

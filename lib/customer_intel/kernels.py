@@ -174,9 +174,9 @@ class StageKernel:
         and as it changes (``warehouse.THREADS_FILE_ENV`` in the kernel's environment); None
         leaves them at one per core.
         """
+        code = "\n".join([engine_threads_code(threads_file), figure_start_code(self.notebook)])
         with contextlib.suppress(Exception):  # a dead kernel is reported by the execution
-            self._run_silently(engine_threads_code(threads_file))
-            self._run_silently(figure_start_code(self.notebook))
+            self._run_silently(code.strip())  # one round trip: each took 0.2 s
 
     def ready(self, timeout: float | None = None) -> bool:
         """Wait until the warm-up has finished (True) or ``timeout`` passed (False)."""
