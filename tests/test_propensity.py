@@ -462,6 +462,23 @@ def test_as_pandas_learns_levels_in_training_and_keeps_them_when_scoring():
         False,
         True,
     ]  # a level unseen in training is missing
+    # the frames LightGBM gets equal pandas' own categoricals, nulls and unseen levels included
+    import pandas as pd
+
+    train = pl.DataFrame({"events": [1, 2, 3, 4], "primary_category": ["é", None, "b", "a"]})
+    expected = train.to_pandas().astype({"primary_category": "category"})
+    pd.testing.assert_frame_equal(
+        propensity.as_pandas(train, ["events", "primary_category"]), expected
+    )
+    levels = list(expected["primary_category"].cat.categories)
+    later = pl.DataFrame({"events": [5, 6, 7], "primary_category": ["new", None, "é"]})
+    expected = later.to_pandas()
+    expected["primary_category"] = pd.Categorical(
+        expected["primary_category"].where(expected["primary_category"].isin(levels)),
+        categories=levels,
+    )
+    got = propensity.as_pandas(later, ["events", "primary_category"], {"primary_category": levels})
+    pd.testing.assert_frame_equal(got, expected)
 
 
 def test_split_times_reads_the_end_as_utc_and_names_a_bad_one():

@@ -509,14 +509,18 @@ def as_pandas(
     it holds; with them (scoring) the levels are the training ones, and a value unseen in
     training becomes missing.
     """
-    df = frame.select(names).to_pandas()
-    if categories is None:
-        for c in names:
-            if c in CATEGORICAL:
-                df[c] = df[c].astype("category")
-        return df
-    for c, cats in categories.items():
-        df[c] = pd.Categorical(df[c].where(df[c].isin(cats)), categories=cats)  # unseen -> NaN
+    if categories is None:  # the sorted values, as pandas' astype("category") makes them
+        categories = {
+            c: frame[c].drop_nulls().unique().sort().to_list() for c in names if c in CATEGORICAL
+        }
+    # Enum columns reach pandas as categoricals of exactly these levels (unseen -> null):
+    # pandas' isin and Categorical over the Python strings took 0.8 s per million users
+    df = frame.select(
+        pl.col(c).cast(pl.Enum(categories[c]), strict=False) if c in categories else pl.col(c)
+        for c in names
+    ).to_pandas()
+    for c in categories:
+        df[c] = df[c].cat.as_unordered()  # an Enum arrives ordered; pandas' own are not
     return df
 
 
