@@ -255,6 +255,11 @@ def test_training_frame_of_sampled_users_equals_the_full_frame_on_those_users(pl
     # the same features as computed for everyone (rfm_score still ranks among all buyers)
     expected = full.join(kept.select("user_id"), on="user_id").drop("split")
     assert sample.select(expected.columns).equals(expected)
+    # no sample (every user of the population kept): the same frame as without ``users``
+    everyone = propensity.training_users(pop, seed=1)
+    frame = propensity.training_frame(events, cutoff, end, DEFAULT_FEATURES, users=everyone)
+    assert frame.drop("split").equals(full.drop("split"))
+    assert frame["split"].equals(everyone["split"])
 
 
 def test_feature_batches_equal_features_in_one_query(planted):

@@ -332,8 +332,12 @@ def training_frame(
     """
     if users is not None:
         kept = users.filter(pl.col("split") != "unsampled")
+        # all of the population (every user active before the cutoff): batches by id range
+        # alone, without a membership test of each event (5.0-5.2 s instead of 5.4-5.5 s for
+        # the 584k users of the 20M sample)
+        ids = None if kept.height == users.height else kept[C.USER_ID]
         batches = feature_batches(
-            events, cutoff, names, observation_days=observation_days, user_ids=kept[C.USER_ID]
+            events, cutoff, names, observation_days=observation_days, user_ids=ids
         )
         out = pl.concat(list(batches)).join(kept, on=C.USER_ID, how="inner")
         return out.sort(C.USER_ID)
