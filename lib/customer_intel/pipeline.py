@@ -727,8 +727,8 @@ class Runner:
         Its URL goes into the stage kernels' environment (``static_images.SERVICE_ENV``): a
         browser start per stage cost seconds of CPU each beside the running stages (on the 1M
         sample, eight starts). Without a browser the kernels say so at their first figure.
-        The browser starts with the first stage that draws (:meth:`_start_ready`), not with
-        the run: its start beside the first stage's kernel delayed that stage.
+        The browser starts once a stage that draws runs and its kernel is ready (:meth:`_warm`),
+        not with the run: its start beside the first stage's kernel delayed that stage.
         """
         draws = any(figure_start_code(self.notebooks_dir / s.stage.notebook) for s in todo)
         if not draws or static_images.browser() is None:
@@ -832,10 +832,6 @@ class Runner:
                 break
             if q.ready(step):
                 q.pending.remove(step)
-                if self._figures is not None and figure_start_code(
-                    self.notebooks_dir / step.stage.notebook
-                ):
-                    self._figures.start_browser()
                 kernel = q.kernels.pop(step.stage.name, None) or self._start_kernel(step.stage)
                 q.launched[step.stage.name] = kernel
                 q.started += 1
@@ -852,6 +848,10 @@ class Runner:
         """
         for kernel in q.launched.values():
             kernel.ready(timeout=FIRST_READY_WAIT_SECONDS)
+        if self._figures is not None and any(
+            figure_start_code(k.notebook) for k in q.launched.values()
+        ):
+            self._figures.start_browser()  # once, in the background (see _figure_service)
         running = q.running()
         soon = sorted(
             q.pending, key=lambda s: (not q.ready(s, also_done=running, late=False), q.defers(s))
