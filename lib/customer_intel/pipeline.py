@@ -78,8 +78,9 @@ from customer_intel.stages import STAGES, Stage
 EXIT_OK, EXIT_STAGE_FAILED, EXIT_USAGE = 0, 1, 2
 #: Seconds a cell runs before the runner says it is still running (and again after as long).
 HEARTBEAT_SECONDS = 60.0
-#: Seconds the runner waits for a started stage's kernel to be ready before it warms others.
-FIRST_READY_WAIT_SECONDS = 30.0
+#: Seconds the runner waits for a started stage's kernel to be ready before it warms others
+#: (a kernel is ready in 1-3 s; the runner reacts to ended stages only after the wait).
+FIRST_READY_WAIT_SECONDS = 10.0
 #: Memory one stage may need at most (the scale target); bounds the default ``--jobs``.
 STAGE_MEMORY_BYTES = 6 * 2**30
 
