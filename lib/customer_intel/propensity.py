@@ -645,12 +645,16 @@ def fit_model(
     )
 
 
+#: The level a missing categorical value gets in the logistic baseline.
+MISSING_LEVEL = "missing"
+
+
 def _category_codes(frame: pl.DataFrame, columns: Sequence[str]) -> dict[str, pl.Series]:
     """Each column's values in ``frame`` (null as :data:`MISSING_LEVEL`), sorted: code = index."""
     return {c: frame[c].fill_null(MISSING_LEVEL).unique().sort() for c in columns}
 
 
-def _coded(frame: pl.DataFrame, codes: dict[str, pl.Series]) -> list[pl.Expr]:
+def _coded(codes: dict[str, pl.Series]) -> list[pl.Expr]:
     """The columns as the integer codes of ``codes``; a value not among them is -1."""
     return [
         pl.col(c)
@@ -659,10 +663,6 @@ def _coded(frame: pl.DataFrame, codes: dict[str, pl.Series]) -> list[pl.Expr]:
         .cast(pl.Int32)
         for c, levels in codes.items()
     ]
-
-
-#: The level a missing categorical value gets in the logistic baseline.
-MISSING_LEVEL = "missing"
 
 
 def logistic_baseline(frame: pl.DataFrame, names: Sequence[str], *, seed: int = 42) -> np.ndarray:
@@ -686,7 +686,7 @@ def logistic_baseline(frame: pl.DataFrame, names: Sequence[str], *, seed: int = 
 
     def x(f: pl.DataFrame) -> pd.DataFrame:
         filled = [pl.col(c).fill_null(medians[c]).cast(pl.Float64) for c in num]
-        return f.select(*filled, *_coded(f, codes)).to_pandas()
+        return f.select(*filled, *_coded(codes)).to_pandas()
 
     pre = ColumnTransformer(
         [
