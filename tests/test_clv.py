@@ -523,3 +523,26 @@ def test_pareto_nbd_equals_the_published_cdnow_fit_and_lifetimes(cdnow):
         ref.conditional_expected_number_of_purchases_up_to_time(39, x, tx, T),
         rtol=1e-9,
     )
+
+
+def test_the_clv_histogram_holds_its_bins_not_every_customer():
+    """The bars are NumPy's histogram of the finite values, whatever the number of customers:
+    plotly's own histogram carried each customer's value into the notebook, PNG and page."""
+    import json
+
+    from customer_intel import plots
+
+    rng = np.random.default_rng(5)
+    values = rng.lognormal(5, 1, 200_000)
+    preds = pl.DataFrame({"clv": [*values, None, float("nan"), float("inf")]})
+    fig = plots.clv_distribution(preds, bins=60)
+    (bars,) = fig.data
+    counts, edges = np.histogram(values, bins=60)
+    assert np.array_equal(np.asarray(bars.y), counts) and counts.sum() == len(values)
+    assert np.allclose(np.asarray(bars.x), (edges[:-1] + edges[1:]) / 2)
+    assert np.allclose(np.asarray(bars.width), np.diff(edges))
+    assert f"median {np.median(values):,.2f}" in json.dumps(fig.to_plotly_json()["layout"])
+    small = plots.clv_distribution(preds.head(1_000), bins=60)
+    assert len(fig.to_json()) < 1.2 * len(small.to_json())  # no larger with 200x the customers
+    empty = plots.clv_distribution(pl.DataFrame({"clv": [None]}, schema={"clv": pl.Float64}))
+    assert len(empty.data[0].x) == 0

@@ -105,10 +105,33 @@ def clv_tracking(
     return styled(fig, title=title or "Tracking: cumulative repeat purchases")
 
 
-def clv_distribution(preds: pl.DataFrame, *, title: str | None = None) -> go.Figure:
-    """Histogram of model CLV per customer (``clv_predictions``), with the median marked."""
+#: Bins of the CLV histogram.
+CLV_BINS = 60
+
+
+def clv_distribution(
+    preds: pl.DataFrame, *, bins: int = CLV_BINS, title: str | None = None
+) -> go.Figure:
+    """Histogram of model CLV per customer (``clv_predictions``), with the median marked.
+
+    Binned here (``bins`` equal bins from the least to the largest value, NumPy's), so the
+    figure holds ``bins`` bars whatever the number of customers: plotly's own histogram
+    carried every customer's value into the notebook, the PNG and the dashboard page.
+    """
     v = preds["clv"].drop_nulls()
-    fig = go.Figure(go.Histogram(x=v.to_list(), nbinsx=60, marker_color="#0072B2"))
+    v = v.filter(v.is_finite())
+    counts, edges = np.histogram(v.to_numpy(), bins=bins) if len(v) else (np.zeros(0), [0.0])
+    fig = go.Figure(
+        go.Bar(
+            x=(np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2,
+            y=counts,
+            width=np.diff(edges),
+            marker_color="#0072B2",
+            customdata=np.column_stack([edges[:-1], edges[1:]]) if len(v) else None,
+            hovertemplate="%{customdata[0]:,.2f} to %{customdata[1]:,.2f}: %{y:,} customers"
+            "<extra></extra>",
+        )
+    )
     if len(v):
         med = float(v.median())
         fig.add_vline(x=med, line_dash="dot", line_color="#D55E00")
