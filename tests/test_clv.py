@@ -542,7 +542,14 @@ def test_the_clv_histogram_holds_its_bins_not_every_customer():
     assert np.allclose(np.asarray(bars.x), (edges[:-1] + edges[1:]) / 2)
     assert np.allclose(np.asarray(bars.width), np.diff(edges))
     assert f"median {np.median(values):,.2f}" in json.dumps(fig.to_plotly_json()["layout"])
+    h = plots.clv_histogram(preds, bins=60)
+    assert h["customers"].to_list() == counts.tolist()
+    assert np.allclose(h["clv_from"].to_numpy(), edges[:-1])
+    assert np.allclose(h["clv_to"].to_numpy(), edges[1:])
     small = plots.clv_distribution(preds.head(1_000), bins=60)
     assert len(fig.to_json()) < 1.2 * len(small.to_json())  # no larger with 200x the customers
     empty = plots.clv_distribution(pl.DataFrame({"clv": [None]}, schema={"clv": pl.Float64}))
     assert len(empty.data[0].x) == 0
+    assert (
+        plots.clv_histogram(pl.DataFrame({"clv": [None]}, schema={"clv": pl.Float64})).height == 0
+    )

@@ -744,9 +744,13 @@ def test_clv_cards_read_the_run_and_pseudonymise_customers_at_risk(tmp_path):
         run / "tables" / "clv_predictions.parquet"
     )
     page = Customers(root=tmp_path, query="")
-    bars = _spec(str(page.clv_distribution()), "chart-clv")["data"][0]
+    clv_html = str(page.clv_distribution())
+    bars = _spec(clv_html, "chart-clv")["data"][0]
     x, y = _array(bars["x"]), _array(bars["y"])
     assert y.sum() == 2 and x.min() > 1.0 and x.max() < 2.0  # both customers, binned
+    csv = base64.b64decode(clv_html.split("base64,")[1].split('"')[0]).decode()
+    assert csv.splitlines()[0] == "clv_from,clv_to,customers"  # the bars, not each customer
+    assert len(csv.splitlines()) == 1 + len(y)
     fr = pl.DataFrame(
         {
             "repeat_periods": [0.0, 0.0, 1.0, 1.0],

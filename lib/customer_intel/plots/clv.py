@@ -13,6 +13,7 @@ __all__ = [
     "clv_fr_matrix",
     "clv_tracking",
     "clv_distribution",
+    "clv_histogram",
 ]
 
 
@@ -109,29 +110,44 @@ def clv_tracking(
 CLV_BINS = 60
 
 
+def clv_histogram(preds: pl.DataFrame, *, bins: int = CLV_BINS) -> pl.DataFrame:
+    """``clv_from, clv_to, customers``: NumPy's ``bins`` equal bins of the finite CLVs.
+
+    The data of :func:`clv_distribution` (and of its CSV download on the dashboard): ``bins``
+    rows whatever the number of customers; no row when there is no finite value.
+    """
+    v = preds["clv"].drop_nulls()
+    v = v.filter(v.is_finite()).to_numpy()
+    if not len(v):
+        schema = {"clv_from": pl.Float64, "clv_to": pl.Float64, "customers": pl.Int64}
+        return pl.DataFrame(schema=schema)
+    counts, edges = np.histogram(v, bins=bins)
+    return pl.DataFrame({"clv_from": edges[:-1], "clv_to": edges[1:], "customers": counts})
+
+
 def clv_distribution(
     preds: pl.DataFrame, *, bins: int = CLV_BINS, title: str | None = None
 ) -> go.Figure:
     """Histogram of model CLV per customer (``clv_predictions``), with the median marked.
 
-    Binned here (``bins`` equal bins from the least to the largest value, NumPy's), so the
-    figure holds ``bins`` bars whatever the number of customers: plotly's own histogram
-    carried every customer's value into the notebook, the PNG and the dashboard page.
+    Binned here (:func:`clv_histogram`), so the figure holds ``bins`` bars whatever the number
+    of customers: plotly's own histogram carried every customer's value into the notebook,
+    the PNG and the dashboard page.
     """
-    v = preds["clv"].drop_nulls()
-    v = v.filter(v.is_finite())
-    counts, edges = np.histogram(v.to_numpy(), bins=bins) if len(v) else (np.zeros(0), [0.0])
+    h = clv_histogram(preds, bins=bins)
     fig = go.Figure(
         go.Bar(
-            x=(np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2,
-            y=counts,
-            width=np.diff(edges),
+            x=((h["clv_from"] + h["clv_to"]) / 2).to_numpy(),
+            y=h["customers"].to_numpy(),
+            width=(h["clv_to"] - h["clv_from"]).to_numpy(),
             marker_color="#0072B2",
-            customdata=np.column_stack([edges[:-1], edges[1:]]) if len(v) else None,
+            customdata=h.select("clv_from", "clv_to").to_numpy(),
             hovertemplate="%{customdata[0]:,.2f} to %{customdata[1]:,.2f}: %{y:,} customers"
             "<extra></extra>",
         )
     )
+    v = preds["clv"].drop_nulls()
+    v = v.filter(v.is_finite())
     if len(v):
         med = float(v.median())
         fig.add_vline(x=med, line_dash="dot", line_color="#D55E00")
