@@ -512,19 +512,17 @@ def test_a_late_reader_that_no_stage_reads_gives_way_to_the_other_ready_stages()
     assert not q.defers(by_name["met"])  # nothing left to wait for
 
 
-def test_the_running_stages_kernels_are_ready_before_the_next_ones_warm(tmp_path, monkeypatch):
+def test_the_running_stages_kernels_are_ready_before_the_next_ones_warm(monkeypatch):
     """The first stage's kernel started beside two warming kernels and the figure browser was
     ready after 3.1-3.4 s instead of 1.3 s: the run's browser starts (for a stage that draws)
     and the next kernels warm once it is ready."""
     import concurrent.futures as cf
 
     events = []
-    draws = make_notebook(tmp_path / "ing.ipynb", PARAMS_CELL, "run.show_figure(fig, 'f')")
-    plain = make_notebook(tmp_path / "plain.ipynb", PARAMS_CELL, "x = 1")
 
     class Kernel:
         def __init__(self, name):
-            self.name, self.notebook = name, draws if name == "ing" else plain
+            self.name = name
             events.append(("start", name))
 
         def ready(self, timeout=None):
@@ -544,7 +542,7 @@ def test_the_running_stages_kernels_are_ready_before_the_next_ones_warm(tmp_path
     q.futures[cf.Future()] = first
     q.launched["ing"] = Kernel("ing")
     runner = object.__new__(pipeline.Runner)
-    runner._figures = Figures()
+    runner._figures, runner._drawing = Figures(), {"ing"}  # ingest saves static figures
     monkeypatch.setattr(runner, "_start_kernel", lambda stage: Kernel(stage.name), raising=False)
     runner._warm(q, 2)
     wait = pipeline.FIRST_READY_WAIT_SECONDS

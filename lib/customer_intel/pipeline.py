@@ -545,6 +545,7 @@ class Runner:
         self._threads_dir: Path | None = None  # the running stages' threads files
         self._figure_url: str | None = None  # the run's figure service, while it runs
         self._figures: static_images.Service | None = None
+        self._drawing: set[str] = set()  # the stages of the run that save static figures
 
     @property
     def output_root(self) -> Path:
@@ -731,16 +732,18 @@ class Runner:
         The browser starts once a stage that draws runs and its kernel is ready (:meth:`_warm`),
         not with the run: its start beside the first stage's kernel delayed that stage.
         """
-        draws = any(figure_start_code(self.notebooks_dir / s.stage.notebook) for s in todo)
+        draws = {
+            s.stage.name for s in todo if figure_start_code(self.notebooks_dir / s.stage.notebook)
+        }
         if not draws or static_images.browser() is None:
             yield
             return
         with static_images.Service() as service:
-            self._figure_url, self._figures = service.url, service
+            self._figure_url, self._figures, self._drawing = service.url, service, draws
             try:
                 yield
             finally:
-                self._figure_url, self._figures = None, None
+                self._figure_url, self._figures, self._drawing = None, None, set()
 
     def _execute(
         self,
@@ -849,9 +852,7 @@ class Runner:
         """
         for kernel in q.launched.values():
             kernel.ready(timeout=FIRST_READY_WAIT_SECONDS)
-        if self._figures is not None and any(
-            figure_start_code(k.notebook) for k in q.launched.values()
-        ):
+        if self._figures is not None and self._drawing & q.launched.keys():
             self._figures.start_browser()  # once, in the background (see _figure_service)
         running = q.running()
         soon = sorted(

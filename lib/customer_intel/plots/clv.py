@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from customer_intel.plots.theme import SEQUENTIAL, styled
+from customer_intel.plots.theme import SEQUENTIAL, histogram_bars, styled
 
 __all__ = [
     "clv_calibration_holdout",
@@ -116,13 +116,17 @@ def clv_histogram(preds: pl.DataFrame, *, bins: int = CLV_BINS) -> pl.DataFrame:
     The data of :func:`clv_distribution` (and of its CSV download on the dashboard): ``bins``
     rows whatever the number of customers; no row when there is no finite value.
     """
-    v = preds["clv"].drop_nulls()
-    v = v.filter(v.is_finite()).to_numpy()
+    v = _finite_clv(preds)
     if not len(v):
         schema = {"clv_from": pl.Float64, "clv_to": pl.Float64, "customers": pl.Int64}
         return pl.DataFrame(schema=schema)
-    counts, edges = np.histogram(v, bins=bins)
+    counts, edges = np.histogram(v.to_numpy(), bins=bins)
     return pl.DataFrame({"clv_from": edges[:-1], "clv_to": edges[1:], "customers": counts})
+
+
+def _finite_clv(preds: pl.DataFrame) -> pl.Series:
+    v = preds["clv"].drop_nulls()
+    return v.filter(v.is_finite())
 
 
 def clv_distribution(
@@ -135,19 +139,8 @@ def clv_distribution(
     the PNG and the dashboard page.
     """
     h = clv_histogram(preds, bins=bins)
-    fig = go.Figure(
-        go.Bar(
-            x=((h["clv_from"] + h["clv_to"]) / 2).to_numpy(),
-            y=h["customers"].to_numpy(),
-            width=(h["clv_to"] - h["clv_from"]).to_numpy(),
-            marker_color="#0072B2",
-            customdata=h.select("clv_from", "clv_to").to_numpy(),
-            hovertemplate="%{customdata[0]:,.2f} to %{customdata[1]:,.2f}: %{y:,} customers"
-            "<extra></extra>",
-        )
-    )
-    v = preds["clv"].drop_nulls()
-    v = v.filter(v.is_finite())
+    fig = go.Figure(histogram_bars(h["clv_from"], h["clv_to"], h["customers"], noun="customers"))
+    v = _finite_clv(preds)
     if len(v):
         med = float(v.median())
         fig.add_vline(x=med, line_dash="dot", line_color="#D55E00")

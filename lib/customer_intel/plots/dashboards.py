@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
-from customer_intel.plots.theme import COLORS, styled
+from customer_intel.plots.theme import COLORS, histogram_bars, styled
 
 __all__ = [
     "daily_revenue_visitors",
@@ -114,18 +114,8 @@ def events_by_type(events: pl.DataFrame) -> go.Figure:
 
 def price_histogram(prices: pl.DataFrame, *, currency: str = "USD") -> go.Figure:
     """Bars of a precomputed price histogram (``price_from``, ``price_to``, ``events``)."""
-    mid = ((prices["price_from"] + prices["price_to"]) / 2).to_list()
-    width = (prices["price_to"] - prices["price_from"]).to_list()
     fig = go.Figure(
-        go.Bar(
-            x=mid,
-            y=prices["events"].to_list(),
-            width=width,
-            marker_color=COLORS[0],
-            customdata=list(zip(prices["price_from"], prices["price_to"], strict=True)),
-            hovertemplate="%{customdata[0]:,.2f} to %{customdata[1]:,.2f}: %{y:,} events"
-            "<extra></extra>",
-        )
+        histogram_bars(prices["price_from"], prices["price_to"], prices["events"], noun="events")
     )
     fig.update_xaxes(title_text=f"price ({currency})", rangemode="tozero")
     fig.update_yaxes(title_text="events", rangemode="tozero", tickformat="~s")

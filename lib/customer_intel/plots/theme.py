@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -87,3 +89,21 @@ def color_map(labels: list[str]) -> dict[str, str]:
     return {
         label: GROUP_COLORS.get(label, COLORS[i % len(COLORS)]) for i, label in enumerate(labels)
     }
+
+
+def histogram_bars(lo: Any, hi: Any, counts: Any, *, noun: str, color: str = COLORS[0]) -> go.Bar:
+    """Bars of a histogram binned elsewhere: bin ``[lo, hi)`` holds ``counts`` ``noun``.
+
+    One bar per bin, whatever the number of values binned (the figure does not grow with the
+    data); the hover names the bin's range.
+    """
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    return go.Bar(
+        x=(lo + hi) / 2,
+        y=np.asarray(counts),
+        width=hi - lo,
+        marker_color=color,
+        customdata=np.column_stack([lo, hi]),
+        hovertemplate=f"%{{customdata[0]:,.2f}} to %{{customdata[1]:,.2f}}: %{{y:,}} {noun}"
+        "<extra></extra>",
+    )
