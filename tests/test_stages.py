@@ -106,6 +106,72 @@ def test_library_closure_follows_imports_and_a_changed_file_changes_the_key(tmp_
     reuse._closure_of.cache_clear()
 
 
+def test_imports_are_found_wherever_a_statement_can_be():
+    """Only statement lists are followed (imports are statements): nested ones are found, and
+    every library file and notebook gives what a walk over every node of its tree gives."""
+    import ast
+
+    def every_node(source, package=None):
+        found = set()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("customer_intel")}
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level and package:
+                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    module = f"{base}.{module}" if module else base
+                if module.startswith("customer_intel"):
+                    found |= {module, *(f"{module}.{a.name}" for a in node.names)}
+        return {m for m in found if reuse._module_path(m) is not None}
+
+    nested = """
+class A:
+    def f(self):
+        try:
+            pass
+        except ImportError:
+            import customer_intel.rfm
+        else:
+            from customer_intel import cohorts
+        finally:
+            with open(x):
+                for i in y:
+                    while z:
+                        if q:
+                            pass
+                        else:
+                            from customer_intel import clv
+async def g():
+    async with a:
+        async for b in c:
+            match d:
+                case 1:
+                    import customer_intel.rules
+x = lambda: __import__("customer_intel.recommend")  # not an import statement
+"""
+    assert reuse._imported_modules(nested) == {
+        "customer_intel",  # from customer_intel import ...
+        "customer_intel.rfm",
+        "customer_intel.cohorts",
+        "customer_intel.clv",
+        "customer_intel.rules",
+    }
+    files = sorted(reuse.LIB.rglob("*.py"))
+    assert len(files) > 30
+    for path in files:
+        rel = path.relative_to(reuse.LIB.parent).with_suffix("")
+        name = ".".join(rel.parts)
+        package = (
+            name.removesuffix(".__init__") if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        )
+        source = path.read_text()
+        assert reuse._imported_modules(source, package) == every_node(source, package), path
+    for nb in sorted(NOTEBOOKS_DIR.rglob("*.ipynb")):
+        code = reuse.notebook_code(nb)
+        assert reuse._imported_modules(code) == every_node(code), nb
+
+
 def test_manifest_round_trips_through_the_typed_model(tmp_path):
     m = Manifest(
         run_id="r1",
