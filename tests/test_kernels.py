@@ -100,3 +100,58 @@ def test_death_reason_tells_the_out_of_memory_killer_from_other_kills(monkeypatc
     assert "most likely the system's out-of-memory killer" in unknown
     assert "SIGSEGV" in kernels.death_reason(_Dead(signal.SIGSEGV), 0, oom_before=8)
     assert kernels.death_reason(_Dead(None), 0).startswith("the kernel died")
+
+
+def _nice_of_threads(pid):
+    import os
+
+    import psutil
+
+    return {os.getpriority(os.PRIO_PROCESS, t.id) for t in psutil.Process(pid).threads()}
+
+
+@pytest.mark.e2e
+def test_a_kernel_warming_in_the_background_gets_its_priority_back_when_its_stage_starts(
+    tmp_path,
+):
+    """Warm-up imports take the cycles the running stages leave; the stage runs at full priority,
+    every thread of it (a niceness is per thread on Linux)."""
+    import os
+
+    if not kernels.priority_can_return():
+        pytest.skip("this process may not lower a niceness (no CAP_SYS_NICE)")
+    normal = os.getpriority(os.PRIO_PROCESS, 0)
+    nb = make_notebook(tmp_path / "n.ipynb", "x: int = 0  # x", "import threading")
+    kernel = kernels.StageKernel(nb, cwd=tmp_path, background=True)
+    try:
+        assert kernel.ready(timeout=120) and kernel.warm_error is None
+        nicer = min(19, normal + kernels.BACKGROUND_NICE)
+        assert _nice_of_threads(kernel.pid) == {nicer}  # every thread the kernel started
+        kernel.foreground()
+        assert _nice_of_threads(kernel.pid) == {normal}
+        # a thread the stage starts now runs at the normal priority too
+        code = (
+            "import os, threading\n"
+            "seen = []\n"
+            "t = threading.Thread(target=lambda: seen.append("
+            "os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))\n"
+            f"t.start(); t.join(); assert seen == [{normal}], seen"
+        )
+        assert kernel._run_silently(code) is None
+    finally:
+        kernel.shutdown()
+    plain = kernels.StageKernel(nb, cwd=tmp_path)  # a stage's own kernel: never made nicer
+    try:
+        assert plain.ready(timeout=120)
+        assert _nice_of_threads(plain.pid) == {normal}
+    finally:
+        plain.shutdown()
+
+
+def test_priority_can_return_leaves_this_process_as_it_was():
+    import os
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    kernels.priority_can_return.cache_clear()
+    assert isinstance(kernels.priority_can_return(), bool)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before

@@ -521,9 +521,9 @@ def test_the_running_stages_kernels_are_ready_before_the_next_ones_warm(monkeypa
     events = []
 
     class Kernel:
-        def __init__(self, name):
+        def __init__(self, name, background=False):
             self.name = name
-            events.append(("start", name))
+            events.append(("start", name, background))
 
         def ready(self, timeout=None):
             events.append(("ready", self.name, timeout))
@@ -543,15 +543,20 @@ def test_the_running_stages_kernels_are_ready_before_the_next_ones_warm(monkeypa
     q.launched["ing"] = Kernel("ing")
     runner = object.__new__(pipeline.Runner)
     runner._figures, runner._drawing = Figures(), {"ing"}  # ingest saves static figures
-    monkeypatch.setattr(runner, "_start_kernel", lambda stage: Kernel(stage.name), raising=False)
+    monkeypatch.setattr(
+        runner,
+        "_start_kernel",
+        lambda stage, background=False: Kernel(stage.name, background),
+        raising=False,
+    )
     runner._warm(q, 2)
     wait = pipeline.FIRST_READY_WAIT_SECONDS
-    assert events == [
-        ("start", "ing"),
+    assert events == [  # kernels warmed ahead of their stage start in the background
+        ("start", "ing", False),
         ("ready", "ing", wait),
         ("browser",),
-        ("start", "opt"),
-        ("start", "seg"),
+        ("start", "opt", True),
+        ("start", "seg", True),
     ]
     assert set(q.kernels) == {"opt", "seg"}
     # a running stage that draws nothing starts no browser

@@ -8,6 +8,11 @@ background, runs exactly the ``import`` statements of the notebook it will execu
 starts the next stage's kernel while the current stage is still running and hands it to
 papermill (``km=``) when its turn comes.
 
+A kernel warming for a stage that has not started runs at a lower CPU priority
+(:data:`BACKGROUND_NICE`) where its priority can be given back when the stage starts: on two
+cores every stage is CPU-bound, and the imports of the next stage's kernel (seconds of CPU)
+should take the cycles the running stages leave, not slow them down.
+
 It also knows the kernel's process, so the runner measures that stage's own peak memory (a
 warming kernel for the next stage is another process, not counted) and can say why a kernel
 died: a kernel killed by SIGKILL while the machine's memory was short was, in practice,
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -72,6 +78,56 @@ except Exception:
 """
 
 
+#: how much nicer than the runner a kernel warming for a later stage runs (:class:`StageKernel`)
+BACKGROUND_NICE = 10
+
+
+@functools.cache
+def priority_can_return() -> bool:
+    """Whether this process may make a thread nicer and then give it its priority back.
+
+    Lowering a niceness needs CAP_SYS_NICE or a large enough RLIMIT_NICE; without either, a
+    kernel made nicer for its warm-up would keep a low priority through its whole stage. Tried
+    on a short-lived thread of its own, so nothing else changes.
+    """
+    result: list[bool] = []
+
+    def attempt() -> None:
+        tid = threading.get_native_id()
+        normal = os.getpriority(os.PRIO_PROCESS, tid)
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, normal + 1))
+            os.setpriority(os.PRIO_PROCESS, tid, normal)
+            result.append(os.getpriority(os.PRIO_PROCESS, tid) == normal)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=attempt, name="nice-probe")
+    t.start()
+    t.join()
+    return bool(result and result[0])
+
+
+def set_niceness(pid: int, nice: int) -> None:
+    """Set the niceness of every thread of process ``pid`` and of its child processes.
+
+    Linux keeps a niceness per thread, and a new thread takes its creator's: a kernel's threads
+    started during its warm-up (ZeroMQ, thread pools) are set one by one. Twice, for a thread
+    started by one not yet set. Processes or threads that end meanwhile are skipped.
+    """
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.Error:
+        return
+    for _ in range(2):
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                for thread in proc.threads():
+                    with contextlib.suppress(OSError):
+                        os.setpriority(os.PRIO_PROCESS, thread.id, nice)
+
+
 def figure_start_code(notebook: Path) -> str:
     """Code that starts the figure browser, for a notebook that saves static figures; else "".
 
@@ -113,6 +169,11 @@ class StageKernel:
         Extra environment variables for the kernel process.
     kernel_name
         Jupyter kernel spec name.
+    warm
+        Run the notebook's imports ahead.
+    background
+        The stage starts later: the kernel starts and warms :data:`BACKGROUND_NICE` nicer than
+        this process (where :func:`priority_can_return`) until :meth:`foreground`.
     """
 
     def __init__(
@@ -123,6 +184,7 @@ class StageKernel:
         env: dict[str, str] | None = None,
         kernel_name: str = "python3",
         warm: bool = True,
+        background: bool = False,
     ) -> None:
         self.notebook = Path(notebook)
         # IPC sockets (files beside the connection file), not TCP ports: no port can be taken
@@ -138,6 +200,11 @@ class StageKernel:
         process = getattr(self.km.provisioner, "process", None)
         self.pid: int | None = getattr(process, "pid", None)
         self._popen = process
+        self._normal_nice = os.getpriority(os.PRIO_PROCESS, 0)
+        self._background = background and self.pid is not None and priority_can_return()
+        if self._background:
+            # just started: its main thread alone, whose niceness the threads it starts take
+            set_niceness(self.pid, min(19, self._normal_nice + BACKGROUND_NICE))
         self.warm_error: str | None = None
         self._warm = threading.Thread(target=self._warm_up, args=(warm,), daemon=True)
         self._warm.start()
@@ -166,6 +233,12 @@ class StageKernel:
             return None
         finally:
             kc.stop_channels()
+
+    def foreground(self) -> None:
+        """The stage starts: the kernel gets this process's priority back (idempotent)."""
+        if self._background and self.pid is not None:
+            set_niceness(self.pid, self._normal_nice)
+            self._background = False
 
     def begin(self, threads_file: Path | None = None) -> None:
         """The stage starts now: start the figure browser (in the background) if it saves any.

@@ -860,7 +860,7 @@ class Runner:
         )
         for s in soon[: max(1, jobs)]:
             if s.stage.name not in q.kernels:
-                q.kernels[s.stage.name] = self._start_kernel(s.stage)
+                q.kernels[s.stage.name] = self._start_kernel(s.stage, background=True)
 
     def _stop_all(self) -> None:
         """Stop every stage still running (their cells are interrupted; they end cancelled)."""
@@ -901,9 +901,13 @@ class Runner:
             env[static_images.SERVICE_ENV] = self._figure_url
         return env
 
-    def _start_kernel(self, stage: Stage) -> StageKernel:
+    def _start_kernel(self, stage: Stage, *, background: bool = False) -> StageKernel:
+        """A kernel for ``stage``; ``background``: its stage starts later (a lower priority)."""
         return StageKernel(
-            self.notebooks_dir / stage.notebook, cwd=self.notebooks_dir, env=self._kernel_env()
+            self.notebooks_dir / stage.notebook,
+            cwd=self.notebooks_dir,
+            env=self._kernel_env(),
+            background=background,
         )
 
     def _write_params(self, run_dir: Path) -> None:
@@ -968,6 +972,7 @@ class Runner:
             self._running[stage.name] = kernel
             self._share_threads()
         try:
+            kernel.foreground()  # before the wait: what is left of its warm-up is the stage's
             kernel.ready()
             if self._stop.is_set():
                 raise _Cancelled
