@@ -26,6 +26,10 @@ from customer_intel.columns import EVENT_TYPES
 
 ID_COLUMNS = ("user_id", "product_id", "category_id")
 ROW_GROUP_SIZE = 122_880
+#: zstd level of the event files. Level 1 instead of Polars' default 3: writing a day took a
+#: fifth less CPU (20M events: 6.0 s against 7.7 s, more than half of ingest's last pass) for
+#: 8% more bytes (348 MB against 321 MB), which read back as fast.
+ZSTD_LEVEL = 1
 _INT_TYPES = ((pl.Int32, "INTEGER", 31), (pl.Int64, "BIGINT", 63))  # type, name, value bits
 _TYPE_NAMES = {
     pl.Int32: "INTEGER",
@@ -141,11 +145,13 @@ def arrange_day(day: pl.DataFrame, types: dict[str, pl.DataType]) -> pl.DataFram
 def write_day(
     day: pl.DataFrame, out_dir: Path, date: str, *, row_group_size: int = ROW_GROUP_SIZE
 ) -> Path:
-    """Write one day as ``out_dir/event_date=<date>/part-0.parquet`` (zstd)."""
+    """Write one day as ``out_dir/event_date=<date>/part-0.parquet`` (zstd, :data:`ZSTD_LEVEL`)."""
     target = out_dir / f"event_date={date}"
     target.mkdir(parents=True)
     path = target / "part-0.parquet"
-    day.write_parquet(path, compression="zstd", row_group_size=row_group_size)
+    day.write_parquet(
+        path, compression="zstd", compression_level=ZSTD_LEVEL, row_group_size=row_group_size
+    )
     return path
 
 
