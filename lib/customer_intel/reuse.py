@@ -45,9 +45,9 @@ def _module_path(name: str) -> Path | None:
 def _statements(tree: ast.AST) -> Iterator[ast.stmt]:
     """Every statement of ``tree``, nested ones too (in functions, classes, branches, loops).
 
-    An import is a statement, so only statement lists are followed, not expressions: a third of
-    the nodes :func:`ast.walk` visits, which took half of the runner's planning (0.28 of 0.59 s
-    for the library's 58 files).
+    An import is a statement, so only statement lists are followed, not expressions: the
+    library's statements are 7% of the nodes :func:`ast.walk` visits (9,850 of 137,897), and
+    that walk took half of the runner's planning (0.28 of 0.59 s).
     """
     todo: list[ast.AST] = [tree]
     while todo:
