@@ -116,17 +116,20 @@ def clv_histogram(preds: pl.DataFrame, *, bins: int = CLV_BINS) -> pl.DataFrame:
     The data of :func:`clv_distribution` (and of its CSV download on the dashboard): ``bins``
     rows whatever the number of customers; no row when there is no finite value.
     """
-    v = _finite_clv(preds)
-    if not len(v):
-        schema = {"clv_from": pl.Float64, "clv_to": pl.Float64, "customers": pl.Int64}
-        return pl.DataFrame(schema=schema)
-    counts, edges = np.histogram(v.to_numpy(), bins=bins)
-    return pl.DataFrame({"clv_from": edges[:-1], "clv_to": edges[1:], "customers": counts})
+    return _histogram(_finite_clv(preds), bins)
 
 
 def _finite_clv(preds: pl.DataFrame) -> pl.Series:
     v = preds["clv"].drop_nulls()
     return v.filter(v.is_finite())
+
+
+def _histogram(v: pl.Series, bins: int) -> pl.DataFrame:
+    if not len(v):
+        schema = {"clv_from": pl.Float64, "clv_to": pl.Float64, "customers": pl.Int64}
+        return pl.DataFrame(schema=schema)
+    counts, edges = np.histogram(v.to_numpy(), bins=bins)
+    return pl.DataFrame({"clv_from": edges[:-1], "clv_to": edges[1:], "customers": counts})
 
 
 def clv_distribution(
@@ -138,9 +141,9 @@ def clv_distribution(
     of customers: plotly's own histogram carried every customer's value into the notebook,
     the PNG and the dashboard page.
     """
-    h = clv_histogram(preds, bins=bins)
+    v = _finite_clv(preds)  # once, for the bars and the median
+    h = _histogram(v, bins)
     fig = go.Figure(histogram_bars(h["clv_from"], h["clv_to"], h["customers"], noun="customers"))
-    v = _finite_clv(preds)
     if len(v):
         med = float(v.median())
         fig.add_vline(x=med, line_dash="dot", line_color="#D55E00")
