@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -75,10 +76,24 @@ def test_a_begun_kernel_has_the_figure_browser_up_and_stops_it_with_itself(tmp_p
             )
             is not None
         ), "a failed assertion in the kernel is reported"
+        # a DuckDB connection's spill folder and the browser's profile are the kernel's
+        # temporary files: SIGKILL at shutdown runs none of its exit handlers, yet they go
+        assert (
+            kernel._run_silently(
+                "import ibis, tempfile\n"
+                "from customer_intel import warehouse\n"
+                "warehouse.configure_duckdb(ibis.duckdb.connect(), '1GB')\n"
+                f"assert tempfile.gettempdir() == {kernel.tmp_dir!r}"
+            )
+            is None
+        )
+        left = sorted(p.name for p in Path(kernel.tmp_dir).iterdir())
+        assert "customer_intel_duckdb" in left and len(left) >= 2, left  # and the profile
     finally:
         kernel.shutdown()
     gone, alive = psutil.wait_procs(found, timeout=30)
     assert not alive, f"browser processes outlived the kernel: {alive}"
+    assert not Path(kernel.tmp_dir).exists(), "the kernel's temporary files outlived it"
 
 
 class _Dead:

@@ -216,12 +216,17 @@ def test_killed_run_leaves_latest_on_previous_good_run(tmp_path):
         "notebooks_dir=pipeline.NOTEBOOKS_DIR)\n"
         "sys.exit(r.run().exit_code)\n"
     )
+    # a killed runner removes none of its temporary files (kernel sockets, connection files):
+    # they stay in this test's folder, not in the machine's /tmp
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     proc = subprocess.Popen(
         [sys.executable, str(script), str(_params_file(tmp_path))],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, "TMPDIR": str(tmp)},
     )
     deadline = time.time() + 60
     runs_dir = tmp_path / "out" / "runs"

@@ -494,3 +494,31 @@ def test_connections_follow_the_runners_threads_file(monkeypatch, tmp_path):
     assert reaches(second, 2)
     share.write_text("")  # no number: connections keep what they have
     assert threads(connection()) == default and threads(second) == 2
+
+
+def test_a_connection_removes_the_spill_folders_of_ended_processes(monkeypatch, tmp_path):
+    """A killed process runs no exit handler: its spill folder (named by its pid) stays. The
+    next connection's setup removes the folders of processes that have ended, and no other."""
+    import subprocess
+    import sys
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    root = tmp_path / "customer_intel_duckdb"
+    dead = root / ended.stdout.strip()
+    (dead / "spilled").mkdir(parents=True)
+    (dead / "spilled" / "block.tmp").write_bytes(b"x" * 1024)
+    live = root / str(os.getppid())
+    live.mkdir()
+    other = root / "notes"
+    other.mkdir()
+    warehouse.configure_duckdb(ibis.duckdb.connect(), "1GB")
+    assert not dead.exists()
+    assert live.is_dir() and other.is_dir()
+    assert (root / str(os.getpid())).is_dir()  # this process's own, removed at its exit

@@ -191,12 +191,19 @@ class StageKernel:
         # between choosing and binding it ("Address already in use"), and nothing listens on
         # the network
         self._ipc_dir = tempfile.mkdtemp(prefix="customer_intel_kernel_")
+        # the kernel's temporary files (DuckDB's spill folder, the figure browser's profile)
+        # go in a folder of ours: shutdown kills the kernel, so its own exit handlers never
+        # remove them (they piled up in /tmp, one DuckDB folder per stage run)
+        self.tmp_dir = os.path.join(self._ipc_dir, "tmp")
+        os.mkdir(self.tmp_dir)
         # the async manager, as nbclient (papermill) expects: with a blocking client its wait
         # for a reply blocks the event loop, and a dead kernel is never noticed
         self.km = AsyncKernelManager(
             kernel_name=kernel_name, transport="ipc", ip=os.path.join(self._ipc_dir, "ipc")
         )
-        run_sync(self.km.start_kernel)(cwd=str(cwd), env={**os.environ, **(env or {})})
+        run_sync(self.km.start_kernel)(
+            cwd=str(cwd), env={**os.environ, **(env or {}), "TMPDIR": self.tmp_dir}
+        )
         process = getattr(self.km.provisioner, "process", None)
         self.pid: int | None = getattr(process, "pid", None)
         self._popen = process
@@ -296,7 +303,7 @@ class StageKernel:
         return -code if code is not None and code < 0 else None
 
     def shutdown(self) -> None:
-        """Stop the kernel (now) and release its resources; safe to call twice."""
+        """Stop the kernel (now) and release its resources and temporary files; idempotent."""
         self._warm.join(timeout=5)
         with contextlib.suppress(Exception):
             if self.km.has_kernel:

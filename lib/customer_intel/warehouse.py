@@ -50,6 +50,7 @@ from pathlib import Path
 import duckdb
 import ibis
 import polars as pl
+import psutil
 
 from customer_intel import columns as C
 from customer_intel import layout, progress
@@ -408,6 +409,7 @@ def configure_duckdb(con: ibis.BaseBackend, memory_limit: str = "auto") -> int:
     cap = memory_limit_bytes(memory_limit)
     spill = Path(tempfile.gettempdir()) / "customer_intel_duckdb" / str(os.getpid())
     if not spill.exists():
+        _remove_dead_spill_dirs(spill.parent)
         spill.mkdir(parents=True)
         atexit.register(shutil.rmtree, spill, ignore_errors=True)
     con.raw_sql("SET TimeZone = 'UTC'")
@@ -423,6 +425,19 @@ def configure_duckdb(con: ibis.BaseBackend, memory_limit: str = "auto") -> int:
     # report long steps, in the runner's log too
     con.raw_sql("SET enable_progress_bar = false")
     return cap
+
+
+def _remove_dead_spill_dirs(root: Path) -> None:
+    """Remove the spill folders of processes that have ended without removing their own.
+
+    A killed process (a kernel stopped with SIGKILL, one the out-of-memory killer ended) runs
+    no exit handler; its folder, named by its pid, stays behind with whatever it spilled.
+    """
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        if folder.name.isdigit() and not psutil.pid_exists(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def engine_threads() -> int | None:
