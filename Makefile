@@ -68,7 +68,11 @@ test: setup browser-deps lint ## lint, then the whole test suite (unit, notebook
 nbval: setup ## execute the stage notebooks cell by cell with nbval, on the smoke profile
 	rm -rf build/nbval
 	$(PY) run_all.py --params params/smoke.yaml --prepare-only build/nbval >/dev/null
-	$(PY) -m pytest --nbval-lax -o addopts="" -p no:cacheprovider --nbval-cell-timeout=600 build/nbval/*.ipynb
+	@# nbval stops each kernel with SIGKILL: no exit handler removes its temporary files (the
+	@# figure browser's profile, DuckDB's spill folder), so they go in a folder removed here
+	tmp=$$(mktemp -d -t nbval.XXXXXX); \
+	TMPDIR=$$tmp $(PY) -m pytest --nbval-lax -o addopts="" -p no:cacheprovider \
+	  --nbval-cell-timeout=600 build/nbval/*.ipynb; status=$$?; rm -rf "$$tmp"; exit $$status
 
 test-slow: setup ## the slow statistical and scale tests
 	$(PY) -m pytest -m slow
