@@ -86,10 +86,11 @@ category_code and 38% of brand empty; 44% one-session users; the quietest day ha
 median day's events, the busiest (Black Friday) 1.9; mean events by weekday (Mon..Sun) 1.09,
 1.06, 1.05, 1.03, 1.04, 0.87, 0.87 of the average.
 
-Speed (2 workers, on this project's 2-core machine while other jobs kept its load average at
-5-6): 20M events in 25-37 s (540k-800k events/s; ~26 CPU-seconds in all), 2M in ~6 s (a
-second of start-up, and the other jobs' share of the cores); a chunk of 25,000 users (520k
-events) costs ~0.6 CPU-seconds. Every process peaks at ~0.5 GB, whatever ``n_events``.
+Speed (2 workers, on this project's 2-core machine, otherwise idle, 2026-11-29): 20M events
+in 14.1 s (1.4M events/s, 25 CPU-seconds in all), 110M in 63.0 s (1.7M events/s, 115
+CPU-seconds), each byte for byte the sample generated before with the same seed; with other
+jobs keeping the load average at 5-6, 20M took 25-37 s. A chunk of 25,000 users (520k events)
+costs ~0.6 CPU-seconds. Every process peaks at ~0.5 GB, whatever ``n_events``.
 """
 
 from __future__ import annotations
