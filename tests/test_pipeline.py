@@ -8,13 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
-from customer_intel import pipeline
+from customer_intel import kernels, pipeline
 from customer_intel.params import load_params
 from customer_intel.paths import PARAMS_DIR, PROJECT_ROOT
 from customer_intel.stages import Stage, StageIO
@@ -198,8 +200,9 @@ def test_cli_list_and_dry_run(capsys):
 
 
 @pytest.mark.e2e
-def test_killed_run_leaves_latest_on_previous_good_run(tmp_path):
-    """SIGTERM midway through a run: latest keeps pointing at the previous good run."""
+def test_killed_run_leaves_latest_on_previous_good_run(tmp_path, monkeypatch):
+    """SIGKILL midway through a run: latest keeps pointing at the previous good run; the next
+    run marks the killed one abandoned and removes its kernels' temporary folders."""
     nbdir, stages = _stages(tmp_path)
     good = _run(tmp_path, stages, nbdir)
     nbdir2, _ = _stages(tmp_path / "slow", sleep_in="optimize")
@@ -243,11 +246,28 @@ def test_killed_run_leaves_latest_on_previous_good_run(tmp_path):
     assert (tmp_path / "out" / "latest").resolve() == good.run_dir
     killed = next(d for d in runs_dir.iterdir() if d != good.run_dir)
     assert json.loads((killed / "manifest.json").read_text())["status"] == "running"
-    # the next run notices the runner is gone and marks that run abandoned
+    # its kernels exit once it is gone; their folders (sockets, spilled data) stay
+    left = list(tmp.glob(f"{kernels.KERNEL_DIR_PREFIX}*"))
+    assert left, "the killed runner's kernels left no folder (nothing to test)"
+    pids = [int((d / kernels.KERNEL_OWNER_FILE).read_text()) for d in left]
+    psutil.wait_procs([p for p in map(_process, pids) if p], timeout=30)
+    (tmp / f"{kernels.KERNEL_DIR_PREFIX}other").mkdir()  # names no kernel: not touched
+    # the next run notices the runner is gone, marks that run abandoned, removes the folders
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     after = _run(tmp_path, stages, nbdir)
     assert after.exit_code == 0
     m = json.loads((killed / "manifest.json").read_text())
     assert m["status"] == "abandoned" and "SIGKILL" in m["error"]
+    assert sorted(p.name for p in tmp.glob(f"{kernels.KERNEL_DIR_PREFIX}*")) == [
+        f"{kernels.KERNEL_DIR_PREFIX}other"
+    ]
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
 
 
 @pytest.mark.e2e

@@ -38,6 +38,31 @@ import psutil
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
+#: each stage kernel's folder (its sockets, and its temporary files in ``tmp/``) starts so,
+#: in the system's temporary folder
+KERNEL_DIR_PREFIX = "customer_intel_kernel_"
+#: the file in a kernel's folder that holds the kernel's process id
+KERNEL_OWNER_FILE = "kernel.pid"
+
+
+def remove_abandoned_kernel_dirs(root: Path | None = None) -> list[Path]:
+    """Remove the folders of stage kernels that have ended without their runner removing them.
+
+    A runner killed with SIGKILL removes nothing; its kernels exit on their own once it is
+    gone, and their folders stay, with whatever DuckDB had spilled into them. A folder whose
+    kernel still runs, or that names no kernel (being set up, or not a stage kernel's), stays.
+    """
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{KERNEL_DIR_PREFIX}*"):
+        try:
+            pid = int((folder / KERNEL_OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not psutil.pid_exists(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
 
 def notebook_imports(notebook: Path) -> str:
     """The ``import`` / ``from ... import`` statements of a notebook's code cells, as code.
@@ -190,7 +215,7 @@ class StageKernel:
         # IPC sockets (files beside the connection file), not TCP ports: no port can be taken
         # between choosing and binding it ("Address already in use"), and nothing listens on
         # the network
-        self._ipc_dir = tempfile.mkdtemp(prefix="customer_intel_kernel_")
+        self._ipc_dir = tempfile.mkdtemp(prefix=KERNEL_DIR_PREFIX)
         # the kernel's temporary files (DuckDB's spill folder, the figure browser's profile)
         # go in a folder of ours: shutdown kills the kernel, so its own exit handlers never
         # remove them (they piled up in /tmp, one DuckDB folder per stage run)
@@ -206,6 +231,8 @@ class StageKernel:
         )
         process = getattr(self.km.provisioner, "process", None)
         self.pid: int | None = getattr(process, "pid", None)
+        if self.pid is not None:  # who owns the folder, for remove_abandoned_kernel_dirs
+            Path(self._ipc_dir, KERNEL_OWNER_FILE).write_text(str(self.pid))
         self._popen = process
         self._normal_nice = os.getpriority(os.PRIO_PROCESS, 0)
         self._background = background and self.pid is not None and priority_can_return()

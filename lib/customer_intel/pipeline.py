@@ -63,6 +63,7 @@ from customer_intel.kernels import (
     death_reason,
     figure_start_code,
     oom_kills,
+    remove_abandoned_kernel_dirs,
     watch_peak,
 )
 from customer_intel.params import (
@@ -584,6 +585,8 @@ class Runner:
             self.say(
                 f"note: run {abandoned} was left 'running' by a killed runner; marked abandoned"
             )
+        if left := remove_abandoned_kernel_dirs():
+            self.say(f"note: removed {len(left)} temporary folder(s) of a killed run's kernels")
         run_id, run_dir = _make_run_dir(self.output_root / "runs", new_run_id(self.params))
         with (run_dir / "run.log").open("w") as log:
             self._log = log
