@@ -249,7 +249,7 @@ def test_killed_run_leaves_latest_on_previous_good_run(tmp_path, monkeypatch):
     # its kernels exit once it is gone; their folders (sockets, spilled data) stay
     left = list(tmp.glob(f"{kernels.KERNEL_DIR_PREFIX}*"))
     assert left, "the killed runner's kernels left no folder (nothing to test)"
-    pids = [int((d / kernels.KERNEL_OWNER_FILE).read_text()) for d in left]
+    pids = [int((d / kernels.OWNER_FILE).read_text()) for d in left]
     psutil.wait_procs([p for p in map(_process, pids) if p], timeout=30)
     (tmp / f"{kernels.KERNEL_DIR_PREFIX}other").mkdir()  # names no kernel: not touched
     # the next run notices the runner is gone, marks that run abandoned, removes the folders
@@ -258,9 +258,9 @@ def test_killed_run_leaves_latest_on_previous_good_run(tmp_path, monkeypatch):
     assert after.exit_code == 0
     m = json.loads((killed / "manifest.json").read_text())
     assert m["status"] == "abandoned" and "SIGKILL" in m["error"]
-    assert sorted(p.name for p in tmp.glob(f"{kernels.KERNEL_DIR_PREFIX}*")) == [
-        f"{kernels.KERNEL_DIR_PREFIX}other"
-    ]
+    # nothing of the killed run is left: its kernels' folders (sockets, connection files,
+    # temporary files) and its threads folder
+    assert sorted(p.name for p in tmp.iterdir()) == [f"{kernels.KERNEL_DIR_PREFIX}other"]
 
 
 def _process(pid: int) -> psutil.Process | None:

@@ -38,24 +38,25 @@ import psutil
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
-#: each stage kernel's folder (its sockets, and its temporary files in ``tmp/``) starts so,
-#: in the system's temporary folder
+#: each stage kernel's folder (its sockets, connection file and, in ``tmp/``, its temporary
+#: files) starts so, in the system's temporary folder
 KERNEL_DIR_PREFIX = "customer_intel_kernel_"
-#: the file in a kernel's folder that holds the kernel's process id
-KERNEL_OWNER_FILE = "kernel.pid"
+#: the file in a run's temporary folder that holds the id of the process it belongs to
+OWNER_FILE = "owner.pid"
 
 
-def remove_abandoned_kernel_dirs(root: Path | None = None) -> list[Path]:
-    """Remove the folders of stage kernels that have ended without their runner removing them.
+def remove_abandoned_temp_dirs(prefix: str, root: Path | None = None) -> list[Path]:
+    """Remove the temporary folders named ``prefix*`` whose owning process has ended.
 
     A runner killed with SIGKILL removes nothing; its kernels exit on their own once it is
-    gone, and their folders stay, with whatever DuckDB had spilled into them. A folder whose
-    kernel still runs, or that names no kernel (being set up, or not a stage kernel's), stays.
+    gone, and their folders stay, with whatever DuckDB had spilled into them. The owner is the
+    process id in the folder's :data:`OWNER_FILE`; a folder without one (being set up, or not
+    ours) stays, as does one whose process still runs.
     """
     removed = []
-    for folder in Path(root or tempfile.gettempdir()).glob(f"{KERNEL_DIR_PREFIX}*"):
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{prefix}*"):
         try:
-            pid = int((folder / KERNEL_OWNER_FILE).read_text())
+            pid = int((folder / OWNER_FILE).read_text())
         except (OSError, ValueError):
             continue
         if not psutil.pid_exists(pid):
@@ -223,16 +224,20 @@ class StageKernel:
         os.mkdir(self.tmp_dir)
         # the async manager, as nbclient (papermill) expects: with a blocking client its wait
         # for a reply blocks the event loop, and a dead kernel is never noticed
+        # the connection file (it holds the kernel's key) beside the sockets, not in /tmp
         self.km = AsyncKernelManager(
-            kernel_name=kernel_name, transport="ipc", ip=os.path.join(self._ipc_dir, "ipc")
+            kernel_name=kernel_name,
+            transport="ipc",
+            ip=os.path.join(self._ipc_dir, "ipc"),
+            connection_file=os.path.join(self._ipc_dir, "connection.json"),
         )
         run_sync(self.km.start_kernel)(
             cwd=str(cwd), env={**os.environ, **(env or {}), "TMPDIR": self.tmp_dir}
         )
         process = getattr(self.km.provisioner, "process", None)
         self.pid: int | None = getattr(process, "pid", None)
-        if self.pid is not None:  # who owns the folder, for remove_abandoned_kernel_dirs
-            Path(self._ipc_dir, KERNEL_OWNER_FILE).write_text(str(self.pid))
+        if self.pid is not None:  # whose folder it is, for remove_abandoned_temp_dirs
+            Path(self._ipc_dir, OWNER_FILE).write_text(str(self.pid))
         self._popen = process
         self._normal_nice = os.getpriority(os.PRIO_PROCESS, 0)
         self._background = background and self.pid is not None and priority_can_return()

@@ -59,11 +59,13 @@ from customer_intel import preflight, progress, reuse, runs, static_images
 from customer_intel import stages as stage_graph
 from customer_intel.contracts import Manifest, StageEntry, StageInput
 from customer_intel.kernels import (
+    KERNEL_DIR_PREFIX,
+    OWNER_FILE,
     StageKernel,
     death_reason,
     figure_start_code,
     oom_kills,
-    remove_abandoned_kernel_dirs,
+    remove_abandoned_temp_dirs,
     watch_peak,
 )
 from customer_intel.params import (
@@ -82,6 +84,9 @@ HEARTBEAT_SECONDS = 60.0
 #: Seconds the runner waits for a started stage's kernel to be ready before it warms others
 #: (a kernel is ready in 1-3 s; the runner reacts to ended stages only after the wait).
 FIRST_READY_WAIT_SECONDS = 10.0
+#: A run's folder of the running stages' thread shares starts so, in the system's temporary
+#: folder (removed at the run's end; after a killed run, at the next run's start).
+THREADS_DIR_PREFIX = "customer_intel_threads_"
 #: Memory one stage may need at most (the scale target); bounds the default ``--jobs``.
 STAGE_MEMORY_BYTES = 6 * 2**30
 
@@ -585,12 +590,17 @@ class Runner:
             self.say(
                 f"note: run {abandoned} was left 'running' by a killed runner; marked abandoned"
             )
-        if left := remove_abandoned_kernel_dirs():
-            self.say(f"note: removed {len(left)} temporary folder(s) of a killed run's kernels")
+        left = [
+            *remove_abandoned_temp_dirs(KERNEL_DIR_PREFIX),
+            *remove_abandoned_temp_dirs(THREADS_DIR_PREFIX),
+        ]
+        if left:
+            self.say(f"note: removed {len(left)} temporary folder(s) a killed run left")
         run_id, run_dir = _make_run_dir(self.output_root / "runs", new_run_id(self.params))
         with (run_dir / "run.log").open("w") as log:
             self._log = log
-            self._threads_dir = Path(tempfile.mkdtemp(prefix="customer_intel_threads_"))
+            self._threads_dir = Path(tempfile.mkdtemp(prefix=THREADS_DIR_PREFIX))
+            (self._threads_dir / OWNER_FILE).write_text(str(os.getpid()))
             try:
                 return self._run(run_id, run_dir, steps)
             finally:
