@@ -16,7 +16,7 @@ import psutil
 import pytest
 import yaml
 
-from customer_intel import kernels, pipeline
+from customer_intel import kernels, paths, pipeline
 from customer_intel.params import load_params
 from customer_intel.paths import PARAMS_DIR, PROJECT_ROOT
 from customer_intel.stages import Stage, StageIO
@@ -249,7 +249,7 @@ def test_killed_run_leaves_latest_on_previous_good_run(tmp_path, monkeypatch):
     # its kernels exit once it is gone; their folders (sockets, spilled data) stay
     left = list(tmp.glob(f"{kernels.KERNEL_DIR_PREFIX}*"))
     assert left, "the killed runner's kernels left no folder (nothing to test)"
-    pids = [int((d / kernels.OWNER_FILE).read_text()) for d in left]
+    pids = [int((d / paths.OWNER_FILE).read_text()) for d in left]
     psutil.wait_procs([p for p in map(_process, pids) if p], timeout=30)
     (tmp / f"{kernels.KERNEL_DIR_PREFIX}other").mkdir()  # names no kernel: not touched
     # the next run notices the runner is gone, marks that run abandoned, removes the folders

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from customer_intel import ingest, synth, warehouse
+from customer_intel import ingest, paths, synth, warehouse
 from customer_intel.params.ingest import IngestParams
 
 
@@ -497,8 +497,8 @@ def test_connections_follow_the_runners_threads_file(monkeypatch, tmp_path):
 
 
 def test_a_connection_removes_the_spill_folders_of_ended_processes(monkeypatch, tmp_path):
-    """A killed process runs no exit handler: its spill folder (named by its pid) stays. The
-    next connection's setup removes the folders of processes that have ended, and no other."""
+    """A killed process runs no exit handler: its spill folder stays. The next connection's
+    setup removes the folders of processes that have ended, and no other."""
     import subprocess
     import sys
     import tempfile
@@ -510,15 +510,17 @@ def test_a_connection_removes_the_spill_folders_of_ended_processes(monkeypatch, 
         text=True,
         check=True,
     )
-    root = tmp_path / "customer_intel_duckdb"
-    dead = root / ended.stdout.strip()
+    prefix = warehouse.SPILL_DIR_PREFIX
+    dead = tmp_path / f"{prefix}{ended.stdout.strip()}"
     (dead / "spilled").mkdir(parents=True)
     (dead / "spilled" / "block.tmp").write_bytes(b"x" * 1024)
-    live = root / str(os.getppid())
+    paths.claim_temp_dir(dead, int(ended.stdout))
+    live = tmp_path / f"{prefix}{os.getppid()}"
     live.mkdir()
-    other = root / "notes"
+    paths.claim_temp_dir(live, os.getppid())
+    other = tmp_path / f"{prefix}notes"  # names no owner
     other.mkdir()
     warehouse.configure_duckdb(ibis.duckdb.connect(), "1GB")
     assert not dead.exists()
     assert live.is_dir() and other.is_dir()
-    assert (root / str(os.getpid())).is_dir()  # this process's own, removed at its exit
+    assert (tmp_path / f"{prefix}{os.getpid()}").is_dir()  # its own, removed at its exit

@@ -38,31 +38,11 @@ import psutil
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
+from customer_intel.paths import claim_temp_dir
+
 #: each stage kernel's folder (its sockets, connection file and, in ``tmp/``, its temporary
 #: files) starts so, in the system's temporary folder
 KERNEL_DIR_PREFIX = "customer_intel_kernel_"
-#: the file in a run's temporary folder that holds the id of the process it belongs to
-OWNER_FILE = "owner.pid"
-
-
-def remove_abandoned_temp_dirs(prefix: str, root: Path | None = None) -> list[Path]:
-    """Remove the temporary folders named ``prefix*`` whose owning process has ended.
-
-    A runner killed with SIGKILL removes nothing; its kernels exit on their own once it is
-    gone, and their folders stay, with whatever DuckDB had spilled into them. The owner is the
-    process id in the folder's :data:`OWNER_FILE`; a folder without one (being set up, or not
-    ours) stays, as does one whose process still runs.
-    """
-    removed = []
-    for folder in Path(root or tempfile.gettempdir()).glob(f"{prefix}*"):
-        try:
-            pid = int((folder / OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        if not psutil.pid_exists(pid):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
 
 
 def notebook_imports(notebook: Path) -> str:
@@ -236,8 +216,8 @@ class StageKernel:
         )
         process = getattr(self.km.provisioner, "process", None)
         self.pid: int | None = getattr(process, "pid", None)
-        if self.pid is not None:  # whose folder it is, for remove_abandoned_temp_dirs
-            Path(self._ipc_dir, OWNER_FILE).write_text(str(self.pid))
+        if self.pid is not None:  # removed after a killed runner by its next run
+            claim_temp_dir(self._ipc_dir, self.pid)
         self._popen = process
         self._normal_nice = os.getpriority(os.PRIO_PROCESS, 0)
         self._background = background and self.pid is not None and priority_can_return()

@@ -60,12 +60,10 @@ from customer_intel import stages as stage_graph
 from customer_intel.contracts import Manifest, StageEntry, StageInput
 from customer_intel.kernels import (
     KERNEL_DIR_PREFIX,
-    OWNER_FILE,
     StageKernel,
     death_reason,
     figure_start_code,
     oom_kills,
-    remove_abandoned_temp_dirs,
     watch_peak,
 )
 from customer_intel.params import (
@@ -75,7 +73,13 @@ from customer_intel.params import (
     params_hash,
     stage_parameters,
 )
-from customer_intel.paths import NOTEBOOKS_DIR, PARAMS_DIR, PROJECT_ROOT
+from customer_intel.paths import (
+    NOTEBOOKS_DIR,
+    PARAMS_DIR,
+    PROJECT_ROOT,
+    claim_temp_dir,
+    remove_abandoned_temp_dirs,
+)
 from customer_intel.stages import STAGES, Stage
 
 EXIT_OK, EXIT_STAGE_FAILED, EXIT_USAGE = 0, 1, 2
@@ -600,7 +604,7 @@ class Runner:
         with (run_dir / "run.log").open("w") as log:
             self._log = log
             self._threads_dir = Path(tempfile.mkdtemp(prefix=THREADS_DIR_PREFIX))
-            (self._threads_dir / OWNER_FILE).write_text(str(os.getpid()))
+            claim_temp_dir(self._threads_dir, os.getpid())
             try:
                 return self._run(run_id, run_dir, steps)
             finally:

@@ -50,10 +50,9 @@ from pathlib import Path
 import duckdb
 import ibis
 import polars as pl
-import psutil
 
 from customer_intel import columns as C
-from customer_intel import layout, progress
+from customer_intel import layout, paths, progress
 from customer_intel.runs import StageRun, link_tree
 
 WAREHOUSE_FILE = "warehouse.duckdb"
@@ -73,6 +72,8 @@ AUTO_MEMORY_SHARE = 0.15
 #: as one after the other (2 x 48 s), and 78 s with one thread each; a stage left alone gets
 #: every core back.
 THREADS_FILE_ENV = "CUSTOMER_INTEL_ENGINE_THREADS_FILE"
+#: each process's DuckDB spill folder (its pid follows), in the system's temporary folder
+SPILL_DIR_PREFIX = "customer_intel_duckdb_"
 #: Seconds between two reads of the threads file by the thread that follows it.
 THREADS_POLL_SECONDS = 0.5
 #: A timed question (:func:`query_timings`) slower than this is run once, not ``repeat``
@@ -407,10 +408,11 @@ def configure_duckdb(con: ibis.BaseBackend, memory_limit: str = "auto") -> int:
     :data:`THREADS_FILE_ENV` names says, now and whenever it changes.
     """
     cap = memory_limit_bytes(memory_limit)
-    spill = Path(tempfile.gettempdir()) / "customer_intel_duckdb" / str(os.getpid())
+    spill = Path(tempfile.gettempdir()) / f"{SPILL_DIR_PREFIX}{os.getpid()}"
     if not spill.exists():
-        _remove_dead_spill_dirs(spill.parent)
+        paths.remove_abandoned_temp_dirs(SPILL_DIR_PREFIX)
         spill.mkdir(parents=True)
+        paths.claim_temp_dir(spill, os.getpid())
         atexit.register(shutil.rmtree, spill, ignore_errors=True)
     con.raw_sql("SET TimeZone = 'UTC'")
     con.raw_sql(f"SET memory_limit = '{cap // 2**20}MiB'")
@@ -425,19 +427,6 @@ def configure_duckdb(con: ibis.BaseBackend, memory_limit: str = "auto") -> int:
     # report long steps, in the runner's log too
     con.raw_sql("SET enable_progress_bar = false")
     return cap
-
-
-def _remove_dead_spill_dirs(root: Path) -> None:
-    """Remove the spill folders of processes that have ended without removing their own.
-
-    A killed process (a kernel stopped with SIGKILL, one the out-of-memory killer ended) runs
-    no exit handler; its folder, named by its pid, stays behind with whatever it spilled.
-    """
-    if not root.is_dir():
-        return
-    for folder in root.iterdir():
-        if folder.name.isdigit() and not psutil.pid_exists(int(folder.name)):
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def engine_threads() -> int | None:
