@@ -33,13 +33,25 @@ RECORD = (
     "run.write_table(pl.DataFrame({{'x': [1, 2, 3]}}), {stage!r} + '_table')\n"
     "run.finish(rows_in=3, rows_out=3)"
 )
+DRAW = (
+    "import plotly.graph_objects as go\n"
+    "from customer_intel import runs\n"
+    "runs.open_stage(run_dir, {stage!r}).show_figure(go.Figure(go.Bar(x=[1], y=[2])), 'bars')"
+)
 
 
-def _stages(tmp_path: Path, fail_in: str | None = None, sleep_in: str | None = None):
+def _stages(
+    tmp_path: Path,
+    fail_in: str | None = None,
+    sleep_in: str | None = None,
+    draw_in: str | None = None,
+):
     nbdir = tmp_path / "nbs"
     stages = []
     for i, name in enumerate(["ingest", "optimize", "segmentation"], 1):
         cells = [f"print('stage {name} says hello')"]
+        if name == draw_in:
+            cells.append(DRAW.format(stage=name))
         if name == fail_in:
             cells.append("raise ValueError('planted failure')")
         if name == sleep_in:
@@ -202,10 +214,13 @@ def test_cli_list_and_dry_run(capsys):
 @pytest.mark.e2e
 def test_killed_run_leaves_latest_on_previous_good_run(tmp_path, monkeypatch):
     """SIGKILL midway through a run: latest keeps pointing at the previous good run; the next
-    run marks the killed one abandoned and removes its kernels' temporary folders."""
+    run marks the killed one abandoned and removes the temporary folders of the killed runner
+    (with its figure browser's profile and page) and of its kernels."""
+    from customer_intel import static_images
+
     nbdir, stages = _stages(tmp_path)
     good = _run(tmp_path, stages, nbdir)
-    nbdir2, _ = _stages(tmp_path / "slow", sleep_in="optimize")
+    nbdir2, _ = _stages(tmp_path / "slow", sleep_in="optimize", draw_in="ingest")
     script = tmp_path / "go.py"
     script.write_text(
         "import sys\n"
@@ -251,6 +266,12 @@ def test_killed_run_leaves_latest_on_previous_good_run(tmp_path, monkeypatch):
     assert left, "the killed runner's kernels left no folder (nothing to test)"
     pids = [int((d / paths.OWNER_FILE).read_text()) for d in left]
     psutil.wait_procs([p for p in map(_process, pids) if p], timeout=30)
+    # the runner's own files (thread shares, the browser's profile and page) are in its folder
+    own = (kernels.KERNEL_DIR_PREFIX, pipeline.RUNNER_DIR_PREFIX)
+    assert [p.name for p in tmp.iterdir() if not p.name.startswith(own)] == []
+    (runner_dir,) = tmp.glob(f"{pipeline.RUNNER_DIR_PREFIX}*")
+    if static_images.browser() is not None:
+        assert any((runner_dir / "tmp").iterdir()), "the runner's browser wrote nothing there"
     (tmp / f"{kernels.KERNEL_DIR_PREFIX}other").mkdir()  # names no kernel: not touched
     # the next run notices the runner is gone, marks that run abandoned, removes the folders
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))

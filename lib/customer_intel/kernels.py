@@ -180,6 +180,8 @@ class StageKernel:
     background
         The stage starts later: the kernel starts and warms :data:`BACKGROUND_NICE` nicer than
         this process (where :func:`priority_can_return`) until :meth:`foreground`.
+    temp_root
+        Where the kernel's folder goes (default: the system's temporary folder).
     """
 
     def __init__(
@@ -191,12 +193,13 @@ class StageKernel:
         kernel_name: str = "python3",
         warm: bool = True,
         background: bool = False,
+        temp_root: str | None = None,
     ) -> None:
         self.notebook = Path(notebook)
         # IPC sockets (files beside the connection file), not TCP ports: no port can be taken
         # between choosing and binding it ("Address already in use"), and nothing listens on
         # the network
-        self._ipc_dir = tempfile.mkdtemp(prefix=KERNEL_DIR_PREFIX)
+        self._ipc_dir = tempfile.mkdtemp(prefix=KERNEL_DIR_PREFIX, dir=temp_root)
         # the kernel's temporary files (DuckDB's spill folder, the figure browser's profile)
         # go in a folder of ours: shutdown kills the kernel, so its own exit handlers never
         # remove them (they piled up in /tmp, one DuckDB folder per stage run)

@@ -88,9 +88,11 @@ HEARTBEAT_SECONDS = 60.0
 #: Seconds the runner waits for a started stage's kernel to be ready before it warms others
 #: (a kernel is ready in 1-3 s; the runner reacts to ended stages only after the wait).
 FIRST_READY_WAIT_SECONDS = 10.0
-#: A run's folder of the running stages' thread shares starts so, in the system's temporary
-#: folder (removed at the run's end; after a killed run, at the next run's start).
-THREADS_DIR_PREFIX = "customer_intel_threads_"
+#: The runner's own temporary folder starts so, in the system's temporary folder: ``threads/``
+#: holds the running stages' thread shares, ``tmp/`` whatever the runner process writes as
+#: temporary files while it runs (the figure browser's profile and page). Removed at the run's
+#: end; after a killed run, at the next run's start.
+RUNNER_DIR_PREFIX = "customer_intel_runner_"
 #: Memory one stage may need at most (the scale target); bounds the default ``--jobs``.
 STAGE_MEMORY_BYTES = 6 * 2**30
 
@@ -553,6 +555,7 @@ class Runner:
         self._running: dict[str, StageKernel] = {}
         self._log: TextIO | None = None  # the run's run.log while it runs
         self._threads_dir: Path | None = None  # the running stages' threads files
+        self._temp_root: str | None = None  # the system's temporary folder, while a run runs
         self._figure_url: str | None = None  # the run's figure service, while it runs
         self._figures: static_images.Service | None = None
         self._drawing: set[str] = set()  # the stages of the run that save static figures
@@ -596,21 +599,47 @@ class Runner:
             )
         left = [
             *remove_abandoned_temp_dirs(KERNEL_DIR_PREFIX),
-            *remove_abandoned_temp_dirs(THREADS_DIR_PREFIX),
+            *remove_abandoned_temp_dirs(RUNNER_DIR_PREFIX),
         ]
         if left:
             self.say(f"note: removed {len(left)} temporary folder(s) a killed run left")
         run_id, run_dir = _make_run_dir(self.output_root / "runs", new_run_id(self.params))
-        with (run_dir / "run.log").open("w") as log:
+        with (run_dir / "run.log").open("w") as log, self._runner_temp_dir():
             self._log = log
-            self._threads_dir = Path(tempfile.mkdtemp(prefix=THREADS_DIR_PREFIX))
-            claim_temp_dir(self._threads_dir, os.getpid())
             try:
                 return self._run(run_id, run_dir, steps)
             finally:
                 self._log = None
-                shutil.rmtree(self._threads_dir, ignore_errors=True)
-                self._threads_dir = None
+
+    @contextlib.contextmanager
+    def _runner_temp_dir(self) -> Iterator[None]:
+        """The run's own temporary folder (:data:`RUNNER_DIR_PREFIX`), named after this process.
+
+        While the run runs, this process's temporary files go into its ``tmp/`` (Python's
+        ``tempfile`` and ``TMPDIR`` for what it starts: the figure browser wrote its profile
+        and kaleido its page into /tmp, and a runner killed with SIGKILL left both there). The
+        stage kernels' folders stay in the system's temporary folder, each named after its
+        kernel (:class:`StageKernel`). Both settings are put back and the folder removed when
+        the run ends; after a SIGKILL, the next run removes it.
+        """
+        self._temp_root = tempfile.gettempdir()
+        folder = Path(tempfile.mkdtemp(prefix=RUNNER_DIR_PREFIX, dir=self._temp_root))
+        claim_temp_dir(folder, os.getpid())
+        self._threads_dir = folder / "threads"
+        self._threads_dir.mkdir()
+        (folder / "tmp").mkdir()
+        saved = tempfile.tempdir, os.environ.get("TMPDIR")
+        tempfile.tempdir = os.environ["TMPDIR"] = str(folder / "tmp")
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved[0]
+            if saved[1] is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = saved[1]
+            shutil.rmtree(folder, ignore_errors=True)
+            self._threads_dir = self._temp_root = None
 
     def _run(self, run_id: str, run_dir: Path, steps: list[Step]) -> RunResult:
         """Execute the plan into ``run_dir``: the manifest is written as stages end."""
@@ -925,6 +954,7 @@ class Runner:
             cwd=self.notebooks_dir,
             env=self._kernel_env(),
             background=background,
+            temp_root=self._temp_root,
         )
 
     def _write_params(self, run_dir: Path) -> None:
