@@ -91,8 +91,8 @@ plotly-js: ## rebuild the dashboards' plotly.js (js/plotly-bundle: plotly core +
 bench: setup ## ingest benchmark (EVENTS=2000000)
 	$(PY) -m benchmarks.ingest --events $${EVENTS:-2000000}
 
-bench-e2e: setup ## whole pipeline vs the bare reference script (EVENTS=1000000)
-	$(PY) -m benchmarks.pipeline --events $${EVENTS:-1000000}
+bench-e2e: setup ## whole pipeline vs the bare reference script (EVENTS=1000000, REPEAT=1)
+	$(PY) -m benchmarks.pipeline --events $${EVENTS:-1000000} --repeat $${REPEAT:-1}
 
 clean: ## remove runs, caches and the virtualenv
 	rm -rf outputs/runs outputs/latest outputs/scratch $(VENV) .pytest_cache .ruff_cache

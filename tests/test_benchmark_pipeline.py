@@ -70,3 +70,50 @@ def test_a_bare_script_that_dies_is_recorded_with_the_steps_it_finished(tmp_path
     rows = {r["stage"]: r for r in bench.compare(ours, bare)}
     assert rows["ingest"]["ratio"] == round(235.1 / 292.6, 2)
     assert rows["total (process wall)"]["ratio"] is None  # no total for a run that died
+
+
+def test_the_median_run_is_a_whole_run_of_median_total_time():
+    runs = [{"total_wall_s": t, "tag": t} for t in (99.0, 95.8, 106.5)]
+    assert bench.median_run(runs)["tag"] == 99.0
+    assert bench.median_run(runs[:2])["tag"] == 95.8  # even count: the lower middle
+    died = {"total_wall_s": None, "tag": "oom"}
+    assert bench.median_run([died, *runs[:1]])["tag"] == 99.0  # a run that died does not count
+    assert bench.median_run([died])["tag"] == "oom"  # unless none finished
+
+
+def test_repeat_takes_turns_and_compares_the_median_runs(tmp_path, monkeypatch):
+    calls = []
+    ours_s, bare_s = iter([100.0, 90.0, 95.0]), iter([60.0, 64.0, 62.0])
+
+    def fake_ours(n, profile, out_root, **kw):
+        calls.append(("ours", out_root.name))
+        t = next(ours_s)
+        return {"total_wall_s": t, "peak_rss_mb": 1.0, "stages": {}, "rows_out": {}}
+
+    def fake_bare(csv, assignments, out_dir, script):
+        calls.append(("bare", out_dir.name))
+        return {"total_wall_s": next(bare_s), "peak_rss_mb": 1.0, "steps": {}}
+
+    monkeypatch.setattr(bench, "run_ours", fake_ours)
+    monkeypatch.setattr(bench, "run_bare", fake_bare)
+    monkeypatch.setattr(bench, "read_through", lambda p: 0.1)
+    from customer_intel import synth
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "events.csv").write_text("x")
+    monkeypatch.setattr(synth, "ensure_sample", lambda *a: folder)
+    script = tmp_path / "bare.py"
+    script.write_text("")
+    res = bench.run(1000, bare_script=script, work_dir=tmp_path, repeat=3)
+    assert calls == [
+        ("ours", "ours"), ("bare", "bare_1"),
+        ("ours", "ours"), ("bare", "bare_2"),
+        ("ours", "ours"), ("bare", "bare_3"),
+    ]  # fmt: skip
+    assert [r["ratio"] for r in res["rounds"]] == [1.67, 1.41, 1.53]
+    assert res["ours"]["total_wall_s"] == 95.0 and res["bare"]["total_wall_s"] == 62.0
+    assert res["ratio_total"] == round(95.0 / 62.0, 2)
+    assert "median of 3 rounds" in bench.format_table(res)
+    with pytest.raises(ValueError, match="repeat"):
+        bench.run(1000, bare_script=script, work_dir=tmp_path, repeat=0)
