@@ -171,3 +171,40 @@ def test_priority_can_return_leaves_this_process_as_it_was():
     kernels.priority_can_return.cache_clear()
     assert isinstance(kernels.priority_can_return(), bool)
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
+def test_memory_lists_the_kernels_children_at_most_once_a_second(monkeypatch):
+    """psutil lists children by reading every process of the machine: the watcher's five
+    samples a second re-read only the known processes' memory between two listings."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    kernel = object.__new__(kernels.StageKernel)  # this process stands in for a kernel
+    kernel.pid, kernel._proc, kernel._children = os.getpid(), None, []
+    kernel._children_at = float("-inf")
+    listings = []
+    real = psutil.Process.children
+    monkeypatch.setattr(
+        psutil.Process, "children", lambda self, **kw: listings.append(1) or real(self, **kw)
+    )
+    clock = [100.0]
+    monkeypatch.setattr(kernels.time, "monotonic", lambda: clock[0])
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        total, children = kernel.memory()
+        assert len(listings) == 1 and children > 0 and total > children  # the child counts
+        for _ in range(4):
+            clock[0] += kernels.CHILDREN_EVERY_S / 5
+            assert kernel.memory()[1] > 0
+        assert len(listings) == 1
+        clock[0] += kernels.CHILDREN_EVERY_S / 5
+        kernel.memory()
+        assert len(listings) == 2  # a second later: listed again (a new child is found)
+    finally:
+        child.stdin.close()
+        child.wait()
+    clock[0] += kernels.CHILDREN_EVERY_S
+    assert kernel.memory()[1] == 0  # the child ended: listed again, no longer counted
