@@ -280,7 +280,7 @@ def test_killed_run_leaves_latest_on_previous_good_run(tmp_path, monkeypatch):
     m = json.loads((killed / "manifest.json").read_text())
     assert m["status"] == "abandoned" and "SIGKILL" in m["error"]
     # nothing of the killed run is left: its kernels' folders (sockets, connection files,
-    # temporary files) and its threads folder
+    # temporary files) and the runner's folder (thread shares, the browser's files)
     assert sorted(p.name for p in tmp.iterdir()) == [f"{kernels.KERNEL_DIR_PREFIX}other"]
 
 

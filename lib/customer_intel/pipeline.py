@@ -628,16 +628,16 @@ class Runner:
         self._threads_dir = folder / "threads"
         self._threads_dir.mkdir()
         (folder / "tmp").mkdir()
-        saved = tempfile.tempdir, os.environ.get("TMPDIR")
+        saved_tempdir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
         tempfile.tempdir = os.environ["TMPDIR"] = str(folder / "tmp")
         try:
             yield
         finally:
-            tempfile.tempdir = saved[0]
-            if saved[1] is None:
+            tempfile.tempdir = saved_tempdir
+            if saved_env is None:
                 os.environ.pop("TMPDIR", None)
             else:
-                os.environ["TMPDIR"] = saved[1]
+                os.environ["TMPDIR"] = saved_env
             shutil.rmtree(folder, ignore_errors=True)
             self._threads_dir = self._temp_root = None
 
